@@ -1,0 +1,199 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"go.uber.org/zap"
+
+	"github.com/heraldbus/herald/adapters/memory"
+	"github.com/heraldbus/herald/handlers"
+)
+
+const (
+	stateNew int32 = iota
+	stateStarted
+	stateClosing
+	stateClosed
+)
+
+// Bus is a typed publish-subscribe event bus. Create one with [New], register
+// handlers with [Subscribe] (before or after Start), [Bus.Start] it, [Publish]
+// events, and [Bus.Close] it. All methods are safe for concurrent use.
+type Bus struct {
+	cfg       config
+	local     localTransport // non-nil when the transport is in-process
+	publisher message.Publisher
+	jsonCodec bool
+
+	state   atomic.Int32
+	mu      sync.Mutex // guards subs and state transitions
+	subs    map[string]*Subscription
+	closed  chan struct{}
+	closeMu sync.Mutex // serialises Close
+}
+
+// New returns a bus configured by opts. With no options it has a memory
+// transport, a no-op zap logger, the JSON codec, a 1 MiB event size limit and
+// the default middleware chain (recover, correlation, poison, retry: see
+// package middleware) with [middleware.DefaultRetryPolicy]. Invalid options give
+// an error wrapping [ErrInvalidOption].
+func New(opts ...Option) (*Bus, error) {
+	cfg := config{maxEventSize: DefaultMaxEventSize, shutdownTimeout: DefaultShutdownTimeout}
+	for _, o := range opts {
+		if o == nil {
+			return nil, invalid("nil option")
+		}
+		if err := o.applyBus(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.transport == nil {
+		cfg.transport = memory.New()
+	}
+	if cfg.logger == nil {
+		cfg.logger = zap.NewNop()
+	}
+	if cfg.codec == nil {
+		cfg.codec = handlers.JSON{}
+	}
+	if cfg.poison == nil {
+		if ps, ok := cfg.transport.(PoisonStore); ok {
+			cfg.poison = ps
+		} else {
+			cfg.poison = memory.New()
+		}
+	}
+	b := &Bus{cfg: cfg, subs: map[string]*Subscription{}, closed: make(chan struct{})}
+	_, b.jsonCodec = cfg.codec.(handlers.JSON)
+	if lt, ok := cfg.transport.(localTransport); ok {
+		b.local = lt
+	}
+	b.publisher = cfg.transport.Publisher()
+	return b, nil
+}
+
+// Start starts the transport (if it needs starting) and every handler
+// subscribed so far, and returns once they all consume: an event published
+// after Start returns reaches them. Handlers subscribed later start at once.
+// Start on a started bus does nothing; on a closed bus it returns [ErrClosed].
+// If a handler cannot start, Start stops the ones it started and returns the
+// error; the bus can then only be closed.
+func (b *Bus) Start(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch b.state.Load() {
+	case stateStarted:
+		return nil
+	case stateClosing, stateClosed:
+		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s, ok := b.cfg.transport.(Starter); ok {
+		if err := s.Start(ctx); err != nil {
+			return fmt.Errorf("herald: start transport: %w", err)
+		}
+	}
+	var started []*Subscription
+	for _, s := range b.subs {
+		if err := s.start(ctx); err != nil {
+			for _, o := range started {
+				o.abort()
+			}
+			return fmt.Errorf("herald: start handler %q: %w", s.name, err)
+		}
+		started = append(started, s)
+	}
+	b.state.Store(stateStarted)
+	b.cfg.logger.Info("bus started", zap.Int("handlers", len(b.subs)))
+	return nil
+}
+
+// Close stops the bus: Publish returns [ErrClosed] from now on (except from a
+// handler that is finishing, so that it can publish its consequences), every
+// handler stops taking events, in-flight handlers may finish until ctx ends,
+// and then their ctx is cancelled. An event interrupted by shutdown is nacked,
+// never poisoned. Close then closes the transport. It returns ctx's error if
+// handlers were still running when ctx ended (they are left to return on their
+// own). Close is safe to call more than once and concurrently; later calls
+// wait for the first and return nil.
+func (b *Bus) Close(ctx context.Context) error {
+	b.closeMu.Lock()
+	defer b.closeMu.Unlock()
+	b.mu.Lock()
+	if b.state.Load() >= stateClosing {
+		b.mu.Unlock()
+		return nil
+	}
+	b.state.Store(stateClosing)
+	subs := make([]*Subscription, 0, len(b.subs))
+	for _, s := range b.subs {
+		subs = append(subs, s)
+	}
+	b.mu.Unlock()
+
+	errs := make([]error, len(subs))
+	var wg sync.WaitGroup
+	for i, s := range subs {
+		wg.Go(func() { errs[i] = s.Stop(ctx) })
+	}
+	wg.Wait()
+	b.state.Store(stateClosed)
+	if err := b.cfg.transport.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("herald: close transport: %w", err))
+	}
+	close(b.closed)
+	err := errors.Join(errs...)
+	b.cfg.logger.Info("bus closed", zap.Error(err))
+	return err
+}
+
+// Run starts the bus, waits for ctx to end, and closes the bus with a fresh
+// deadline of the shutdown timeout ([WithShutdownTimeout]). It returns nil after
+// a clean shutdown. Use it from main.
+func (b *Bus) Run(ctx context.Context) error {
+	if err := b.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.shutdownTimeout)
+	defer cancel()
+	return b.Close(cctx)
+}
+
+// Done is closed when Close has finished.
+func (b *Bus) Done() <-chan struct{} { return b.closed }
+
+// Logger returns the bus's logger.
+func (b *Bus) Logger() *zap.Logger { return b.cfg.logger }
+
+// eventType is what the bus knows of an event's Go type, computed once.
+type eventType struct {
+	name    string
+	err     error // the name is invalid
+	plan    handlers.SizePlan
+	planErr error // JSON can never encode the type
+}
+
+var eventTypes sync.Map // reflect.Type → *eventType
+
+func typeOf[E any]() *eventType {
+	t := reflect.TypeFor[E]()
+	if v, ok := eventTypes.Load(t); ok {
+		return v.(*eventType)
+	}
+	et := &eventType{}
+	et.name, et.err = handlers.NameOf[E]()
+	if et.err == nil {
+		et.plan, et.planErr = handlers.PlanJSON(t)
+	}
+	v, _ := eventTypes.LoadOrStore(t, et)
+	return v.(*eventType)
+}

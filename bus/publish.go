@@ -1,0 +1,159 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/heraldbus/herald/adapters/memory"
+	"github.com/heraldbus/herald/handlers"
+)
+
+// Publish publishes e to every handler subscribed to its type.
+//
+// It returns nil only once the transport holds the event: in memory, queued for
+// every handler subscribed now; on NATS, stored by the stream (PubAck). It waits
+// while a queue is full or for the PubAck, honouring ctx. Errors: ctx's error,
+// [ErrNotStarted], [ErrClosed], [ErrInvalidName] (the type's name),
+// [ErrInvalidEvent] (cannot be encoded), [ErrEventTooLarge], or the transport's.
+//
+// If ctx is a handler's context, the new event is a consequence of the one
+// being handled: it gets that event's correlation ID, and that event's ID as its
+// causation ID. Otherwise its correlation ID is its own ID (or
+// [WithCorrelationID]).
+//
+// In process, handlers receive e itself, not a decoded copy: treat events as
+// immutable values (no shared maps or slices that anyone mutates).
+func Publish[E any](ctx context.Context, b *Bus, e E, opts ...PublishOption) error {
+	et := typeOf[E]()
+	if et.err != nil {
+		return et.err
+	}
+	return b.publish(ctx, et, e, opts)
+}
+
+// localEvent is an event on the in-process path: one allocation for the
+// transport's delivery and Herald's metadata, shared by every handler.
+type localEvent struct {
+	d     memory.Delivery
+	meta  handlers.Metadata
+	value any
+	extra message.Metadata
+}
+
+func (b *Bus) checkPublish(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	switch b.state.Load() {
+	case stateStarted:
+		return nil
+	case stateNew:
+		return ErrNotStarted
+	case stateClosing:
+		// A handler finishing during Close may publish its consequences.
+		if _, ok := handlers.FromContext(ctx); ok {
+			return nil
+		}
+	}
+	return ErrClosed
+}
+
+func (b *Bus) publish(ctx context.Context, et *eventType, v any, opts []PublishOption) error {
+	if err := b.checkPublish(ctx); err != nil {
+		return err
+	}
+	if b.jsonCodec && et.planErr != nil {
+		return et.planErr
+	}
+	var pc *pubConfig
+	if len(opts) > 0 {
+		pc = &pubConfig{}
+		for _, o := range opts {
+			if o != nil {
+				o.applyPub(pc)
+			}
+		}
+	}
+	meta := handlers.Metadata{Name: et.name, PublishedAt: time.Now()}
+	if pc != nil && pc.id != "" {
+		meta.ID = pc.id
+	} else {
+		meta.ID = handlers.NewID()
+	}
+	if parent, ok := handlers.FromContext(ctx); ok {
+		meta.CorrelationID = parent.CorrelationID
+		if meta.CorrelationID == "" {
+			meta.CorrelationID = parent.ID
+		}
+		meta.CausationID = parent.ID
+	} else if pc != nil && pc.correlationID != "" {
+		meta.CorrelationID = pc.correlationID
+	} else {
+		meta.CorrelationID = meta.ID
+	}
+	if pc != nil {
+		meta.OrderingKey = pc.orderingKey
+	}
+
+	// Encode only when the event must leave the process, or when its size and
+	// encodability cannot be proven from its type and a walk of its value.
+	var payload []byte
+	mustEncode := b.local == nil || b.cfg.encodeAlways || !b.jsonCodec
+	if !mustEncode {
+		n, ok := et.plan.Bound(v)
+		mustEncode = !ok || n > b.cfg.maxEventSize
+	}
+	if mustEncode {
+		var err error
+		payload, err = b.cfg.codec.Marshal(v)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrInvalidEvent, et.name, err)
+		}
+		if len(payload) > b.cfg.maxEventSize {
+			return fmt.Errorf("%w: %s is %d bytes encoded, the limit is %d", ErrEventTooLarge, et.name, len(payload), b.cfg.maxEventSize)
+		}
+	}
+
+	if b.local != nil {
+		le := &localEvent{meta: meta}
+		le.d.ID = meta.ID
+		le.d.Payload = payload
+		le.d.Value = le
+		if !b.cfg.encodeAlways {
+			le.value = v
+		}
+		if pc != nil && len(pc.metadata) > 0 {
+			le.extra = pc.metadata
+		}
+		return b.mapErr(b.local.Send(ctx, et.name, &le.d))
+	}
+
+	msg := message.NewMessage(meta.ID, payload)
+	if pc != nil {
+		for k, val := range pc.metadata {
+			if !strings.HasPrefix(k, "Herald-") {
+				msg.Metadata[k] = val
+			}
+		}
+	}
+	handlers.SetMetadata(msg.Metadata, meta)
+	msg.Metadata[handlers.KeyContentType] = b.cfg.codec.ContentType()
+	msg.SetContext(ctx)
+	return b.mapErr(b.publisher.Publish(et.name, msg))
+}
+
+// mapErr turns a transport's closed error into ErrClosed.
+func (b *Bus) mapErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, memory.ErrClosed) {
+		return fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	return err
+}

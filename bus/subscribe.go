@@ -1,0 +1,362 @@
+package bus
+
+import (
+	"context"
+		"fmt"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"go.uber.org/zap"
+
+	"github.com/heraldbus/herald/adapters/memory"
+	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/middleware"
+)
+
+// Subscribe registers fn as the handler name for events of type E and returns
+// its [Subscription].
+//
+// name is the handler's identity: its queue (memory) or durable consumer (NATS),
+// shared by every replica subscribing with the same name; the key of its poison
+// records. It must be a valid NATS subject ([ErrInvalidName]) and unique on this
+// bus ([ErrDuplicateHandler]). E's name is validated here ([ErrInvalidName]),
+// and E must be encodable by the codec ([ErrInvalidEvent]).
+//
+// On a started bus the handler consumes before Subscribe returns: every event of
+// type E published afterwards reaches it at least once. Before Start, it begins
+// with Start. On a closed bus Subscribe returns [ErrClosed].
+//
+// fn runs through the middleware chain (bus-wide middleware, then the
+// handler's, then the default chain: see package middleware), on the handler's
+// workers ([WithConcurrency], default 1: events in publish order).
+func Subscribe[E any](b *Bus, name string, fn func(context.Context, E) error, opts ...SubscribeOption) (*Subscription, error) {
+	if fn == nil {
+		return nil, invalid("nil handler func")
+	}
+	if err := handlers.ValidateName(name); err != nil {
+		return nil, fmt.Errorf("handler %q: %w", name, err)
+	}
+	et := typeOf[E]()
+	if et.err != nil {
+		return nil, et.err
+	}
+	if b.jsonCodec && et.planErr != nil {
+		return nil, et.planErr
+	}
+	sc := subConfig{concurrency: 1}
+	for _, o := range opts {
+		if o == nil {
+			return nil, invalid("nil subscribe option")
+		}
+		if err := o.applySub(&sc); err != nil {
+			return nil, err
+		}
+	}
+	decode := sc.decode || b.cfg.encodeAlways
+	terminal := handlers.New[E](et.name, fn, b.cfg.codec, decode)
+	return b.subscribe(name, et.name, terminal, sc)
+}
+
+// Subscription is one handler's registration on a bus.
+type Subscription struct {
+	b     *Bus
+	name  string
+	event string
+	cfg   subConfig
+	chain message.HandlerFunc
+
+	mu       sync.Mutex
+	started  bool
+	stopping bool
+	stop     chan struct{} // closed: take no more events
+	ctx      context.Context
+	cancel   context.CancelFunc // cancels in-flight handlers
+	wg       sync.WaitGroup
+	done     chan struct{} // closed when every worker has returned and the transport side is released
+	release  []func()
+}
+
+func (b *Bus) subscribe(name, event string, terminal message.HandlerFunc, sc subConfig) (*Subscription, error) {
+	policy := b.cfg.retry
+	if sc.retry != nil {
+		policy = *sc.retry
+	}
+	log := b.cfg.logger.With(zap.String("handler", name))
+	chain := middleware.Retry(policy, log)(terminal)
+	chain = middleware.Poison(b.cfg.poison, log)(chain)
+	chain = middleware.Correlation(chain)
+	chain = middleware.Recover(chain)
+	for i := len(sc.middleware) - 1; i >= 0; i-- {
+		chain = sc.middleware[i](chain)
+	}
+	for i := len(b.cfg.middleware) - 1; i >= 0; i-- {
+		chain = b.cfg.middleware[i](chain)
+	}
+	s := &Subscription{b: b, name: name, event: event, cfg: sc, chain: chain,
+		stop: make(chan struct{}), done: make(chan struct{})}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.state.Load() >= stateClosing {
+		return nil, ErrClosed
+	}
+	if _, dup := b.subs[name]; dup {
+		return nil, fmt.Errorf("%w: %q", ErrDuplicateHandler, name)
+	}
+	if b.state.Load() == stateStarted {
+		if err := s.start(context.Background()); err != nil {
+			return nil, fmt.Errorf("herald: start handler %q: %w", name, err)
+		}
+	}
+	b.subs[name] = s
+	b.cfg.logger.Debug("handler subscribed", zap.String("handler", name), zap.String("event", event),
+		zap.Int("concurrency", sc.concurrency))
+	return s, nil
+}
+
+// Name returns the handler's name.
+func (s *Subscription) Name() string { return s.name }
+
+// Event returns the name of the event type the handler receives.
+func (s *Subscription) Event() string { return s.event }
+
+// Done is closed once the subscription has stopped and released its queue or
+// consumer.
+func (s *Subscription) Done() <-chan struct{} { return s.done }
+
+// start joins the transport and starts the workers. Called with b.mu held.
+func (s *Subscription) start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return nil
+	}
+	if s.b.local != nil {
+		if err := s.startLocal(); err != nil {
+			return err
+		}
+	} else if err := s.startRemote(ctx); err != nil {
+		return err
+	}
+	s.started = true
+	go func() {
+		s.wg.Wait()
+		for _, r := range s.release {
+			r()
+		}
+		close(s.done)
+	}()
+	return nil
+}
+
+func (s *Subscription) startLocal() error {
+	events, err := s.b.local.Join(s.name, s.event)
+	if err != nil {
+		return s.b.mapErr(err)
+	}
+	replays, err := s.b.local.Join(s.name, replayTopic(s.name))
+	if err != nil {
+		events.Leave()
+		return s.b.mapErr(err)
+	}
+	s.release = append(s.release, events.Leave, replays.Leave)
+	for range s.cfg.concurrency {
+		s.wg.Go(func() { s.runLocal(events, replays) })
+	}
+	return nil
+}
+
+func (s *Subscription) runLocal(events, replays *memory.Queue) {
+	for {
+		// Stop wins over a waiting event.
+		select {
+		case <-s.stop:
+			return
+		default:
+		}
+		select {
+		case it := <-events.C():
+			s.handleLocal(events, it)
+		case it := <-replays.C():
+			s.handleLocal(replays, it)
+		case <-s.stop:
+			return
+		case <-events.Done():
+			return
+		}
+	}
+}
+
+func (s *Subscription) handleLocal(q *memory.Queue, it memory.Item) {
+	var msg *message.Message
+	if le, ok := it.Value.(*localEvent); ok {
+		meta := le.meta
+		meta.Handler = s.name
+		meta.Attempt = 1 + it.Redeliveries
+		var md message.Metadata
+		if le.extra != nil {
+			md = maps.Clone(le.extra)
+		}
+		msg = handlers.NewMessage(s.ctx, meta, le.value, le.d.Payload, md, s.b.cfg.codec)
+	} else {
+		// Published through the watermill publisher, or a replay: decode.
+		msg = &message.Message{UUID: it.ID, Payload: it.Payload, Metadata: maps.Clone(it.Metadata)}
+		if msg.Metadata == nil {
+			msg.Metadata = message.Metadata{}
+		}
+		msg.SetContext(s.ctx)
+		handlers.Bind(msg, s.name, 1+it.Redeliveries)
+	}
+	if _, err := s.chain(msg); err != nil || !msg.Ack() {
+		s.nacked(msg, err)
+		q.Nack(it)
+	}
+}
+
+func (s *Subscription) nacked(msg *message.Message, err error) {
+	if s.ctx.Err() != nil {
+		return // shutdown: expected
+	}
+	fields := []zap.Field{zap.String("handler", s.name), zap.String("event_id", msg.UUID), zap.Error(err)}
+	s.b.cfg.logger.Warn("event nacked, it will be redelivered", fields...)
+}
+
+func (s *Subscription) startRemote(ctx context.Context) error {
+	sub, err := s.b.cfg.transport.Subscriber(s.name)
+	if err != nil {
+		return err
+	}
+	s.release = append(s.release, func() { _ = sub.Close() })
+	for range s.cfg.concurrency {
+		events, err := sub.Subscribe(s.ctx, s.event)
+		if err != nil {
+			s.cancel()
+			_ = sub.Close()
+			return err
+		}
+		replays, err := sub.Subscribe(s.ctx, replayTopic(s.name))
+		if err != nil {
+			s.cancel()
+			_ = sub.Close()
+			return err
+		}
+		s.wg.Go(func() { s.runRemote(events, replays) })
+	}
+	_ = ctx
+	return nil
+}
+
+func (s *Subscription) runRemote(events, replays <-chan *message.Message) {
+	for events != nil || replays != nil {
+		select {
+		case <-s.stop:
+			return
+		default:
+		}
+		var msg *message.Message
+		var ok bool
+		select {
+		case msg, ok = <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+		case msg, ok = <-replays:
+			if !ok {
+				replays = nil
+				continue
+			}
+		case <-s.stop:
+			return
+		}
+		s.handleRemote(msg)
+	}
+}
+
+func (s *Subscription) handleRemote(msg *message.Message) {
+	attempt := 1
+	if n, ok := deliveryCount(msg); ok {
+		attempt = n
+	}
+	handlers.Bind(msg, s.name, attempt)
+	if _, err := s.chain(msg); err != nil || !msg.Ack() {
+		s.nacked(msg, err)
+		msg.Nack()
+	}
+}
+
+// deliveryCount reads the transport's delivery count, if it reports one in
+// the message metadata (the NATS adapter does).
+func deliveryCount(msg *message.Message) (int, bool) {
+	v := msg.Metadata.Get("Herald-Delivery-Count")
+	if v == "" {
+		return 0, false
+	}
+	n := 0
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, n > 0
+}
+
+// Stop stops this handler alone: it takes no more events, in-flight events may
+// finish until ctx ends, then their ctx is cancelled (an interrupted event is
+// nacked, not poisoned). The handler's name is then free for a new Subscribe.
+// Stop returns ctx's error if handlers were still running when ctx ended. It is
+// safe to call more than once.
+func (s *Subscription) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.stopping {
+		s.stopping = true
+		close(s.stop)
+	}
+	started := s.started
+	s.mu.Unlock()
+
+	s.b.mu.Lock()
+	if s.b.subs[s.name] == s {
+		delete(s.b.subs, s.name)
+	}
+	s.b.mu.Unlock()
+
+	if !started {
+		s.cancel()
+		return nil
+	}
+	select {
+	case <-s.done:
+		s.cancel()
+		return nil
+	case <-ctx.Done():
+	}
+	s.cancel() // in-flight handlers: give up; those that honour ctx return at once
+	t := time.NewTimer(stopGrace)
+	defer t.Stop()
+	select {
+	case <-s.done:
+		return nil
+	case <-t.C:
+		return fmt.Errorf("herald: handler %q still running after stop deadline: %w", s.name, ctx.Err())
+	}
+}
+
+// abort stops a subscription that Start could not finish.
+func (s *Subscription) abort() {
+	s.mu.Lock()
+	if !s.stopping {
+		s.stopping = true
+		close(s.stop)
+	}
+	s.mu.Unlock()
+	s.cancel()
+}
+
+// stopGrace is how long Stop waits, after its ctx ended and in-flight
+// handlers were cancelled, for them to return.
+const stopGrace = 100 * time.Millisecond

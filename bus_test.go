@@ -1,0 +1,455 @@
+package herald_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/heraldbus/herald/adapters/memory"
+	"github.com/heraldbus/herald/bus"
+	"github.com/heraldbus/herald/bustest"
+	"github.com/heraldbus/herald/handlers"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type OrderPlaced struct {
+	ID     string  `json:"id"`
+	Amount float64 `json:"amount"`
+	Items  []string
+}
+
+type PaymentTaken struct{ OrderID string }
+
+type Renamed struct{ N int }
+
+func (Renamed) EventName() string { return "shop.renamed" }
+
+const wait = 10 * time.Second
+
+var fast = bus.WithRetry(bus.RetryPolicy{InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond})
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func publishN(t *testing.T, b *bus.Bus, n int) {
+	t.Helper()
+	for i := range n {
+		if err := bus.Publish(ctxT(t), b, OrderPlaced{ID: fmt.Sprint(i), Amount: float64(i)}); err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+}
+
+func TestFanOutToEveryHandler(t *testing.T) {
+	b := bustest.New(t)
+	recs := make([]*bustest.Recorder[OrderPlaced], 5)
+	for i := range recs {
+		recs[i] = bustest.Record[OrderPlaced](t, b, fmt.Sprintf("h%d", i))
+	}
+	other := bustest.Record[PaymentTaken](t, b, "payments")
+	publishN(t, b, 100)
+	for i, r := range recs {
+		got := r.Wait(t, 100, wait)
+		if len(got) != 100 {
+			t.Errorf("handler %d got %d events, want 100", i, len(got))
+		}
+	}
+	if other.Len() != 0 {
+		t.Errorf("handler of another type got %d events", other.Len())
+	}
+}
+
+func TestOrderingAtConcurrencyOne(t *testing.T) {
+	b := bustest.New(t)
+	r := bustest.Record[OrderPlaced](t, b, "ordered")
+	publishN(t, b, 500)
+	got := r.Wait(t, 500, wait)
+	for i, e := range got {
+		if e.ID != fmt.Sprint(i) {
+			t.Fatalf("event %d is %s: order broken", i, e.ID)
+		}
+	}
+}
+
+func TestConcurrencyNSharesEventsAndRunsInParallel(t *testing.T) {
+	b := bustest.New(t)
+	var running, peak atomic.Int32
+	release := make(chan struct{})
+	r := &bustest.Recorder[OrderPlaced]{Fail: func(ctx context.Context, e OrderPlaced) error {
+		n := running.Add(1)
+		defer running.Add(-1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		<-release
+		return nil
+	}}
+	if _, err := bus.Subscribe(b, "parallel", r.Handle, bus.WithConcurrency(4)); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, b, 20)
+	bustest.Eventually(t, wait, func() bool { return peak.Load() == 4 }, "4 handlers running at once (peak %d)", peak.Load())
+	close(release)
+	got := r.Wait(t, 20, wait)
+	seen := map[string]bool{}
+	for _, e := range got {
+		if seen[e.ID] {
+			t.Errorf("event %s handled twice", e.ID)
+		}
+		seen[e.ID] = true
+	}
+}
+
+func TestBlockedHandlerDoesNotDelayOthers(t *testing.T) {
+	b := bustest.New(t)
+	block := make(chan struct{})
+	defer close(block)
+	stuck := &bustest.Recorder[OrderPlaced]{Fail: func(ctx context.Context, _ OrderPlaced) error {
+		select {
+		case <-block:
+		case <-ctx.Done():
+		}
+		return nil
+	}}
+	if _, err := bus.Subscribe(b, "stuck", stuck.Handle); err != nil {
+		t.Fatal(err)
+	}
+	fine := bustest.Record[OrderPlaced](t, b, "fine")
+	publishN(t, b, 500) // within the stuck handler's 1024 buffer
+	fine.Wait(t, 500, wait)
+}
+
+func TestRetryThenSuccess(t *testing.T) {
+	b := bustest.New(t, fast)
+	var calls atomic.Int32
+	r := &bustest.Recorder[OrderPlaced]{Fail: func(ctx context.Context, _ OrderPlaced) error {
+		if calls.Add(1) < 3 {
+			return errors.New("flaky")
+		}
+		return nil
+	}}
+	if _, err := bus.Subscribe(b, "flaky", r.Handle); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, b, 1)
+	r.Wait(t, 1, wait)
+	if m := r.Metadata()[0]; m.Attempt != 3 {
+		t.Errorf("succeeded at attempt %d, want 3", m.Attempt)
+	}
+	if recs, _ := b.Poison().List(ctxT(t), ""); len(recs) != 0 {
+		t.Errorf("%d poison records after a retried success", len(recs))
+	}
+}
+
+func TestPermanentErrorIsPoisonedWithoutRetry(t *testing.T) {
+	b := bustest.New(t, fast)
+	var calls atomic.Int32
+	boom := errors.New("card declined")
+	if _, err := bus.Subscribe(b, "billing", func(ctx context.Context, e OrderPlaced) error {
+		calls.Add(1)
+		return bus.Permanent(boom)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, b, 1)
+	recs := awaitPoison(t, b, "billing", 1)
+	if calls.Load() != 1 {
+		t.Errorf("permanent error: handler called %d times, want 1", calls.Load())
+	}
+	r := recs[0]
+	if r.Attempts != 1 || !strings.Contains(r.Error, "card declined") || r.Event.Name != "herald_test.OrderPlaced" {
+		t.Errorf("record = %+v", r)
+	}
+}
+
+func TestExhaustedRetriesArePoisoned(t *testing.T) {
+	b := bustest.New(t, fast)
+	var calls atomic.Int32
+	if _, err := bus.Subscribe(b, "always-fails", func(ctx context.Context, e OrderPlaced) error {
+		calls.Add(1)
+		return errors.New("db down")
+	}, bus.WithRetryPolicy(bus.RetryPolicy{MaxAttempts: 3, InitialInterval: time.Millisecond})); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, b, 1)
+	recs := awaitPoison(t, b, "always-fails", 1)
+	if calls.Load() != 3 || recs[0].Attempts != 3 {
+		t.Errorf("calls %d, record attempts %d; want 3 and 3", calls.Load(), recs[0].Attempts)
+	}
+	if !recs[0].LastFailure.After(recs[0].FirstFailure) {
+		t.Errorf("first failure %v not before last %v", recs[0].FirstFailure, recs[0].LastFailure)
+	}
+	if len(recs[0].Payload) == 0 || !strings.Contains(string(recs[0].Payload), `"id":"0"`) {
+		t.Errorf("record payload %q does not hold the event", recs[0].Payload)
+	}
+}
+
+func TestPanicIsRecoveredAndPoisonedWithStack(t *testing.T) {
+	b := bustest.New(t, fast)
+	if _, err := bus.Subscribe(b, "panics", func(ctx context.Context, e OrderPlaced) error {
+		panic("nil map somewhere")
+	}, bus.WithRetryPolicy(bus.RetryPolicy{MaxAttempts: 2, InitialInterval: time.Millisecond})); err != nil {
+		t.Fatal(err)
+	}
+	ok := bustest.Record[OrderPlaced](t, b, "calm")
+	publishN(t, b, 3)
+	ok.Wait(t, 3, wait)
+	recs := awaitPoison(t, b, "panics", 3)
+	for _, r := range recs {
+		if !strings.Contains(r.Error, "nil map somewhere") || !strings.Contains(r.Stack, "bus_test.go") || r.Attempts != 2 {
+			t.Errorf("record error %q attempts %d stack has test file: %v", r.Error, r.Attempts, strings.Contains(r.Stack, "bus_test.go"))
+		}
+	}
+}
+
+func TestPoisonReplayReachesOnlyTheFailedHandler(t *testing.T) {
+	b := bustest.New(t, fast)
+	var broken atomic.Bool
+	broken.Store(true)
+	fixed := &bustest.Recorder[OrderPlaced]{Fail: func(ctx context.Context, e OrderPlaced) error {
+		if broken.Load() {
+			return bus.Permanent(errors.New("bug"))
+		}
+		return nil
+	}}
+	if _, err := bus.Subscribe(b, "buggy", fixed.Handle); err != nil {
+		t.Fatal(err)
+	}
+	good := bustest.Record[OrderPlaced](t, b, "good")
+	if err := bus.Publish(ctxT(t), b, OrderPlaced{ID: "o-7", Amount: 7}, bus.WithCorrelationID("req-1")); err != nil {
+		t.Fatal(err)
+	}
+	good.Wait(t, 1, wait)
+	recs := awaitPoison(t, b, "buggy", 1)
+	got, err := b.Poison().Get(ctxT(t), recs[0].ID)
+	if err != nil || got.Event.CorrelationID != "req-1" || got.Handler != "buggy" {
+		t.Fatalf("Get = %+v, %v", got, err)
+	}
+
+	broken.Store(false)
+	if err := b.Poison().Replay(ctxT(t), recs[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	ev := fixed.Wait(t, 1, wait)
+	if ev[0].ID != "o-7" || ev[0].Amount != 7 {
+		t.Errorf("replayed event = %+v", ev[0])
+	}
+	m := fixed.Metadata()[0]
+	if m.ID != recs[0].Event.ID || m.CorrelationID != "req-1" || m.Attempt != 1 {
+		t.Errorf("replayed metadata = %+v", m)
+	}
+	// The good handler must not see it again: publish a marker and check it
+	// arrives as the second event, not the third.
+	if err := bus.Publish(ctxT(t), b, OrderPlaced{ID: "marker"}); err != nil {
+		t.Fatal(err)
+	}
+	evs := good.Wait(t, 2, wait)
+	if len(evs) != 2 || evs[1].ID != "marker" {
+		t.Errorf("good handler got %v, want o-7 then marker", evs)
+	}
+	if _, err := b.Poison().Get(ctxT(t), recs[0].ID); !errors.Is(err, bus.ErrPoisonNotFound) {
+		t.Errorf("record still there after replay: %v", err)
+	}
+}
+
+func TestPoisonPurge(t *testing.T) {
+	b := bustest.New(t, fast)
+	if _, err := bus.Subscribe(b, "purge-me", func(ctx context.Context, e OrderPlaced) error {
+		return bus.Permanent(errors.New("no"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, b, 2)
+	recs := awaitPoison(t, b, "purge-me", 2)
+	if err := b.Poison().Purge(ctxT(t), recs[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Poison().Purge(ctxT(t), recs[0].ID); !errors.Is(err, bus.ErrPoisonNotFound) {
+		t.Errorf("second purge: %v, want ErrPoisonNotFound", err)
+	}
+	left, _ := b.Poison().List(ctxT(t), "purge-me")
+	if len(left) != 1 || left[0].ID != recs[1].ID {
+		t.Errorf("left %v", left)
+	}
+}
+
+func TestCorrelationAndCausationFlowThroughAHandler(t *testing.T) {
+	b := bustest.New(t)
+	if _, err := bus.Subscribe(b, "billing", func(ctx context.Context, e OrderPlaced) error {
+		return bus.Publish(ctx, b, PaymentTaken{OrderID: e.ID})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	orders := bustest.Record[OrderPlaced](t, b, "audit-orders")
+	pays := bustest.Record[PaymentTaken](t, b, "audit-payments")
+	if err := bus.Publish(ctxT(t), b, OrderPlaced{ID: "o-1"}); err != nil {
+		t.Fatal(err)
+	}
+	orders.Wait(t, 1, wait)
+	pays.Wait(t, 1, wait)
+	om, pm := orders.Metadata()[0], pays.Metadata()[0]
+	if om.CorrelationID != om.ID || om.CausationID != "" {
+		t.Errorf("root event: %+v", om)
+	}
+	if pm.CorrelationID != om.ID || pm.CausationID != om.ID || pm.ID == om.ID {
+		t.Errorf("consequence %+v of %+v", pm, om)
+	}
+	if pm.Handler != "audit-payments" || pm.Name != "herald_test.PaymentTaken" || pm.PublishedAt.IsZero() {
+		t.Errorf("metadata %+v", pm)
+	}
+}
+
+func TestCloseDrainsInFlightHandlers(t *testing.T) {
+	b, err := bus.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{})
+	var finished atomic.Bool
+	if _, err := bus.Subscribe(b, "slow", func(ctx context.Context, e OrderPlaced) error {
+		close(started)
+		time.Sleep(50 * time.Millisecond) // simulated work, not synchronisation
+		finished.Store(true)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, b, 1)
+	<-started
+	if err := b.Close(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if !finished.Load() {
+		t.Error("Close returned before the in-flight handler finished")
+	}
+	if err := bus.Publish(ctxT(t), b, OrderPlaced{}); !errors.Is(err, bus.ErrClosed) {
+		t.Errorf("publish after close: %v", err)
+	}
+	if err := b.Close(ctxT(t)); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
+func TestCloseDeadlineCancelsHandlersAndPoisonsNothing(t *testing.T) {
+	tr := memory.New()
+	b, err := bus.New(bus.WithTransport(tr), fast)
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{}, 1)
+	if _, err := bus.Subscribe(b, "stubborn", func(ctx context.Context, e OrderPlaced) error {
+		started <- struct{}{}
+		<-ctx.Done()
+		return ctx.Err()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, b, 1)
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	begin := time.Now()
+	if err := b.Close(ctx); err != nil {
+		t.Errorf("Close: %v (the handler honours ctx, so it should have stopped)", err)
+	}
+	if d := time.Since(begin); d > 2*time.Second {
+		t.Errorf("Close took %v", d)
+	}
+	if recs, _ := tr.ListPoison(context.Background(), ""); len(recs) != 0 {
+		t.Errorf("shutdown poisoned %d events: %+v", len(recs), recs[0])
+	}
+}
+
+func TestSubscriptionStopAlone(t *testing.T) {
+	b := bustest.New(t)
+	a := bustest.Record[OrderPlaced](t, b, "a")
+	rb := &bustest.Recorder[OrderPlaced]{}
+	sub, err := bus.Subscribe(b, "b", rb.Handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, b, 1)
+	rb.Wait(t, 1, wait)
+	if err := sub.Stop(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	<-sub.Done()
+	publishN(t, b, 1)
+	a.Wait(t, 2, wait)
+	if rb.Len() != 1 {
+		t.Errorf("stopped handler got %d events", rb.Len())
+	}
+	// The name is free again.
+	again := bustest.Record[OrderPlaced](t, b, "b")
+	publishN(t, b, 1)
+	again.Wait(t, 1, wait)
+}
+
+func TestSubscribeAfterStartReceivesLaterEvents(t *testing.T) {
+	b := bustest.New(t)
+	publishN(t, b, 3) // nobody listens yet: dropped by memory, by design
+	r := bustest.Record[OrderPlaced](t, b, "late")
+	publishN(t, b, 2)
+	if got := r.Wait(t, 2, wait); got[0].ID != "0" || len(got) != 2 {
+		t.Errorf("late subscriber got %v", got)
+	}
+}
+
+func TestEventNameMethodAndDerivedName(t *testing.T) {
+	b := bustest.New(t)
+	r := bustest.Record[Renamed](t, b, "renamed")
+	if err := bus.Publish(ctxT(t), b, Renamed{N: 1}); err != nil {
+		t.Fatal(err)
+	}
+	r.Wait(t, 1, wait)
+	if n := r.Metadata()[0].Name; n != "shop.renamed" {
+		t.Errorf("name %q", n)
+	}
+}
+
+func TestEncodeAlwaysDecodesPerHandler(t *testing.T) {
+	b := bustest.New(t, bus.WithEncodeAlways())
+	r := bustest.Record[OrderPlaced](t, b, "wire")
+	in := OrderPlaced{ID: "x", Amount: 2.5, Items: []string{"a"}}
+	if err := bus.Publish(ctxT(t), b, in); err != nil {
+		t.Fatal(err)
+	}
+	got := r.Wait(t, 1, wait)[0]
+	if got.ID != in.ID || got.Amount != in.Amount || len(got.Items) != 1 {
+		t.Errorf("decoded %+v", got)
+	}
+}
+
+func awaitPoison(t *testing.T, b *bus.Bus, handler string, n int) []bus.PoisonRecord {
+	t.Helper()
+	var recs []bus.PoisonRecord
+	bustest.Eventually(t, wait, func() bool {
+		var err error
+		recs, err = b.Poison().List(context.Background(), handler)
+		return err == nil && len(recs) >= n
+	}, "%d poison records for %s", n, handler)
+	return recs
+}
+
+var _ = sync.Mutex{}
+var _ = handlers.KeyID

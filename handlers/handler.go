@@ -1,0 +1,62 @@
+package handlers
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// Func is the signature of a typed event handler. Returning nil acknowledges the
+// event; an error asks for a retry ([Permanent] errors are not retried). The ctx
+// is cancelled when the bus stops the handler; it carries the event's [Metadata].
+type Func[E any] func(ctx context.Context, event E) error
+
+// New wraps fn as a watermill handler for the event named name.
+//
+// The returned handler takes the typed value of an in-process delivery as it is
+// (no decode) unless alwaysDecode is set; otherwise it decodes msg.Payload with
+// codec. It returns a [*DecodeError] for a message without Herald metadata, a
+// message carrying another event name, or a payload codec cannot decode; a panic
+// in fn becomes a [*PanicError] with the stack. It never produces messages.
+func New[E any](name string, fn Func[E], codec Codec, alwaysDecode bool) message.HandlerFunc {
+	return func(msg *message.Message) (_ []*message.Message, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = &PanicError{Value: r, Stack: string(debug.Stack())}
+			}
+		}()
+		d := deliveryOf(msg)
+		if d != nil {
+			if d.err != nil {
+				if de, ok := d.err.(*DecodeError); ok {
+					cp := *de
+					cp.Event = name
+					return nil, &cp
+				}
+				return nil, &DecodeError{Event: name, Reason: "bad metadata", Err: d.err}
+			}
+			if d.meta.Name != "" && d.meta.Name != name {
+				return nil, &DecodeError{Event: name, Reason: fmt.Sprintf("message carries event %q, not %q", d.meta.Name, name)}
+			}
+		}
+		var e E
+		if d != nil && d.value != nil && !alwaysDecode {
+			v, ok := d.value.(E)
+			if !ok {
+				return nil, &DecodeError{Event: name, Reason: fmt.Sprintf("in-process value is %T", d.value)}
+			}
+			e = v
+		} else {
+			payload, perr := Payload(msg)
+			if perr != nil {
+				return nil, &DecodeError{Event: name, Reason: "cannot encode in-process value", Err: perr}
+			}
+			if err := codec.Unmarshal(payload, &e); err != nil {
+				return nil, &DecodeError{Event: name, Reason: "malformed payload " + quote(string(payload)), Err: err}
+			}
+		}
+		return nil, fn(msg.Context(), e)
+	}
+}

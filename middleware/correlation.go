@@ -1,0 +1,36 @@
+package middleware
+
+import (
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/heraldbus/herald/handlers"
+)
+
+// Correlation makes sure every delivery has a correlation ID (an event from a
+// foreign publisher without one starts a chain of its own: its correlation ID is
+// its ID) and that messages a watermill handler returns carry the correlation ID
+// of the event being handled and its ID as their causation ID. Typed handlers
+// publish with their ctx instead, which does the same.
+func Correlation(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		meta := handlers.MessageMetadata(msg)
+		if meta != nil && meta.CorrelationID == "" {
+			meta.CorrelationID = meta.ID
+		}
+		out, err := h(msg)
+		if meta != nil {
+			for _, m := range out {
+				if m.Metadata == nil {
+					m.Metadata = make(message.Metadata, 2)
+				}
+				if m.Metadata.Get(handlers.KeyCorrelationID) == "" {
+					m.Metadata.Set(handlers.KeyCorrelationID, meta.CorrelationID)
+				}
+				if m.Metadata.Get(handlers.KeyCausationID) == "" {
+					m.Metadata.Set(handlers.KeyCausationID, meta.ID)
+				}
+			}
+		}
+		return out, err
+	}
+}
