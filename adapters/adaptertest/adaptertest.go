@@ -1,0 +1,522 @@
+// Package adaptertest is the conformance suite every Herald transport runs: one
+// exported [Run] that checks, through the public bus API, each point of the
+// delivery contract a transport affects (DESIGN.md §2): fan-out, shared
+// handler names, publish-then-receive, retries, poisoning of failures and of bad
+// input, replay to one handler, ordering, isolation, graceful close, and (for
+// durable transports) delivery after a handler comes back.
+//
+//	func TestConformance(t *testing.T) {
+//		adaptertest.Run(t, func(t *testing.T) adaptertest.Backend {
+//			srv := startServer(t)
+//			return func(t *testing.T) bus.Transport { return connect(t, srv) }
+//		})
+//	}
+package adaptertest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/heraldbus/herald/bus"
+	"github.com/heraldbus/herald/bustest"
+	"github.com/heraldbus/herald/handlers"
+)
+
+// Backend returns a new transport on one shared broker each time it is called,
+// as another process connecting to the same server would get. Each transport is
+// given to one bus, which closes it.
+type Backend func(t *testing.T) bus.Transport
+
+// Option tunes the suite to what a transport promises.
+type Option interface{ apply(*config) }
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+type config struct {
+	durable bool
+	timeout time.Duration
+}
+
+// Durable says the transport keeps events for a handler name while no process
+// of that name runs (NATS does, memory does not); the suite then checks it.
+func Durable() Option { return optionFunc(func(c *config) { c.durable = true }) }
+
+// Timeout sets how long the suite waits for any one condition; default 20s.
+func Timeout(d time.Duration) Option { return optionFunc(func(c *config) { c.timeout = d }) }
+
+// Event is the event type the suite publishes.
+type Event struct {
+	Seq int    `json:"seq"`
+	Tag string `json:"tag"`
+	Pad string `json:"pad,omitempty"`
+}
+
+// Other is a second event type, for checks that types do not mix.
+type Other struct {
+	Seq int `json:"seq"`
+}
+
+// Run runs the suite. newBackend is called once per subtest, so every subtest
+// has a broker (or a stream and subject prefix) of its own.
+func Run(t *testing.T, newBackend func(t *testing.T) Backend, opts ...Option) {
+	c := config{timeout: 20 * time.Second}
+	for _, o := range opts {
+		o.apply(&c)
+	}
+	s := &suite{cfg: c, newBackend: newBackend}
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, be Backend)
+	}{
+		{"FanOut", s.fanOut},
+		{"SharedHandlerName", s.sharedName},
+		{"SubscribeAfterStart", s.subscribeAfterStart},
+		{"RetryThenSuccess", s.retryThenSuccess},
+		{"PermanentErrorPoisonedOnce", s.permanentPoisoned},
+		{"MalformedPayloadPoisoned", s.malformedPoisoned},
+		{"ForeignMessagePoisoned", s.foreignPoisoned},
+		{"OtherEventOnSubjectPoisoned", s.otherEventPoisoned},
+		{"ReplayToFailedHandlerOnly", s.replayOnlyFailed},
+		{"OrderingAtConcurrencyOne", s.ordering},
+		{"BlockedHandlerIsolated", s.isolation},
+		{"CorrelationAcrossHandlers", s.correlation},
+		{"OversizeEventRefused", s.oversize},
+		{"CloseDrainsAndRefuses", s.closeDrains},
+		{"CloseDeadlineNoPoison", s.closeDeadline},
+		{"DurableWhileHandlerDown", s.durable},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newBackend(t)) })
+	}
+}
+
+type suite struct {
+	cfg        config
+	newBackend func(t *testing.T) Backend
+}
+
+var fastRetry = bus.WithRetry(bus.RetryPolicy{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond})
+
+func (s *suite) bus(t *testing.T, be Backend, opts ...bus.Option) *bus.Bus {
+	t.Helper()
+	return bustest.New(t, append([]bus.Option{bus.WithTransport(be(t)), fastRetry}, opts...)...)
+}
+
+func (s *suite) ctx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.timeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func (s *suite) publish(t *testing.T, b *bus.Bus, from, n int, tag string) {
+	t.Helper()
+	for i := from; i < from+n; i++ {
+		if err := bus.Publish(s.ctx(t), b, Event{Seq: i, Tag: tag}); err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+}
+
+func (s *suite) poison(t *testing.T, b *bus.Bus, handler string, n int) []bus.PoisonRecord {
+	t.Helper()
+	var recs []bus.PoisonRecord
+	bustest.Eventually(t, s.cfg.timeout, func() bool {
+		var err error
+		recs, err = b.Poison().List(context.Background(), handler)
+		return err == nil && len(recs) >= n
+	}, "%d poison records for %q (have %d)", n, handler, len(recs))
+	return recs
+}
+
+// seqs returns the set of Seq values, failing on a value outside [0, n).
+func seqs(t *testing.T, evs []Event, n int) map[int]int {
+	t.Helper()
+	m := map[int]int{}
+	for _, e := range evs {
+		if e.Seq < 0 || e.Seq >= n {
+			t.Fatalf("unexpected event %+v", e)
+		}
+		m[e.Seq]++
+	}
+	return m
+}
+
+func (s *suite) fanOut(t *testing.T, be Backend) {
+	b := s.bus(t, be)
+	var recs []*bustest.Recorder[Event]
+	for i := range 3 {
+		recs = append(recs, bustest.Record[Event](t, b, fmt.Sprintf("fan.h%d", i)))
+	}
+	other := bustest.Record[Other](t, b, "fan.other")
+	s.publish(t, b, 0, 50, "")
+	for i, r := range recs {
+		if got := seqs(t, r.Wait(t, 50, s.cfg.timeout), 50); len(got) != 50 {
+			t.Errorf("handler %d got %d distinct events, want 50", i, len(got))
+		}
+	}
+	if other.Len() != 0 {
+		t.Errorf("a handler of another type got %d events", other.Len())
+	}
+}
+
+func (s *suite) sharedName(t *testing.T, be Backend) {
+	b1, b2 := s.bus(t, be), s.bus(t, be)
+	var mu sync.Mutex
+	handled := map[int][]int{}
+	for i, b := range []*bus.Bus{b1, b2} {
+		if _, err := bus.Subscribe(b, "shared.worker", func(ctx context.Context, e Event) error {
+			mu.Lock()
+			handled[e.Seq] = append(handled[e.Seq], i)
+			mu.Unlock()
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const n = 100
+	s.publish(t, b1, 0, n, "")
+	bustest.Eventually(t, s.cfg.timeout, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(handled) == n
+	}, "all %d events handled by the shared name", n)
+	mu.Lock()
+	defer mu.Unlock()
+	for seq, by := range handled {
+		if len(by) > 1 {
+			t.Errorf("event %d handled %d times (by instances %v)", seq, len(by), by)
+		}
+	}
+}
+
+func (s *suite) subscribeAfterStart(t *testing.T, be Backend) {
+	b := s.bus(t, be)
+	r := bustest.Record[Event](t, b, "late.joiner")
+	s.publish(t, b, 0, 5, "")
+	r.Wait(t, 5, s.cfg.timeout)
+}
+
+func (s *suite) retryThenSuccess(t *testing.T, be Backend) {
+	b := s.bus(t, be)
+	var calls atomic.Int32
+	r := &bustest.Recorder[Event]{Fail: func(context.Context, Event) error {
+		if calls.Add(1) < 3 {
+			return errors.New("transient")
+		}
+		return nil
+	}}
+	if _, err := bus.Subscribe(b, "retry.flaky", r.Handle); err != nil {
+		t.Fatal(err)
+	}
+	s.publish(t, b, 0, 1, "")
+	r.Wait(t, 1, s.cfg.timeout)
+	if m := r.Metadata()[0]; m.Attempt != 3 || calls.Load() != 3 {
+		t.Errorf("succeeded at attempt %d after %d calls, want 3 and 3", m.Attempt, calls.Load())
+	}
+	if recs, err := b.Poison().List(s.ctx(t), ""); err != nil || len(recs) != 0 {
+		t.Errorf("poison after a retried success: %v %v", recs, err)
+	}
+}
+
+func (s *suite) permanentPoisoned(t *testing.T, be Backend) {
+	b := s.bus(t, be)
+	var calls atomic.Int32
+	if _, err := bus.Subscribe(b, "perm.fails", func(ctx context.Context, e Event) error {
+		calls.Add(1)
+		return bus.Permanent(errors.New("declined"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ok := bustest.Record[Event](t, b, "perm.ok")
+	if err := bus.Publish(s.ctx(t), b, Event{Seq: 1}, bus.WithCorrelationID("corr-1")); err != nil {
+		t.Fatal(err)
+	}
+	ok.Wait(t, 1, s.cfg.timeout)
+	rec := s.poison(t, b, "perm.fails", 1)[0]
+	if calls.Load() != 1 {
+		t.Errorf("handler called %d times for a permanent error", calls.Load())
+	}
+	if rec.Handler != "perm.fails" || rec.Attempts != 1 || !strings.Contains(rec.Error, "declined") ||
+		rec.Event.CorrelationID != "corr-1" || rec.Event.Name != "adaptertest.Event" || len(rec.Payload) == 0 {
+		t.Errorf("record = %+v", rec)
+	}
+	if got, err := b.Poison().Get(s.ctx(t), rec.ID); err != nil || got.ID != rec.ID {
+		t.Errorf("Get(%q) = %+v, %v", rec.ID, got, err)
+	}
+}
+
+// raw publishes a message straight through a transport, as a foreign or
+// broken publisher would.
+func (s *suite) raw(t *testing.T, be Backend, topic string, payload string, md message.Metadata) {
+	t.Helper()
+	tr := be(t)
+	defer func() { _ = tr.Close() }()
+	if st, ok := tr.(bus.Starter); ok {
+		if err := st.Start(s.ctx(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msg := message.NewMessage(handlers.NewID(), []byte(payload))
+	for k, v := range md {
+		msg.Metadata.Set(k, v)
+	}
+	msg.SetContext(s.ctx(t))
+	if err := tr.Publisher().Publish(topic, msg); err != nil {
+		t.Fatalf("raw publish: %v", err)
+	}
+}
+
+func (s *suite) expectPoisonedAtOnce(t *testing.T, be Backend, handler string, publishBad func(), reason string) {
+	t.Helper()
+	b := s.bus(t, be)
+	var calls atomic.Int32
+	r := &bustest.Recorder[Event]{Fail: func(context.Context, Event) error { calls.Add(1); return nil }}
+	if _, err := bus.Subscribe(b, handler, r.Handle); err != nil {
+		t.Fatal(err)
+	}
+	publishBad()
+	s.publish(t, b, 0, 1, "after")
+	r.Wait(t, 1, s.cfg.timeout)
+	rec := s.poison(t, b, handler, 1)[0]
+	if !strings.Contains(rec.Error, reason) || rec.Attempts != 1 {
+		t.Errorf("record error %q (want it to mention %q), attempts %d", rec.Error, reason, rec.Attempts)
+	}
+	if calls.Load() != 1 {
+		t.Errorf("handler called %d times, want 1 (the good event only)", calls.Load())
+	}
+}
+
+func (s *suite) malformedPoisoned(t *testing.T, be Backend) {
+	s.expectPoisonedAtOnce(t, be, "bad.json", func() {
+		s.raw(t, be, "adaptertest.Event", `{"seq": "not a number"`, message.Metadata{
+			handlers.KeyID: handlers.NewID(), handlers.KeyEvent: "adaptertest.Event"})
+	}, "malformed payload")
+}
+
+func (s *suite) foreignPoisoned(t *testing.T, be Backend) {
+	s.expectPoisonedAtOnce(t, be, "bad.foreign", func() {
+		s.raw(t, be, "adaptertest.Event", `{"seq":1}`, nil)
+	}, "not published by Herald")
+}
+
+func (s *suite) otherEventPoisoned(t *testing.T, be Backend) {
+	s.expectPoisonedAtOnce(t, be, "bad.other", func() {
+		s.raw(t, be, "adaptertest.Event", `{"seq":1}`, message.Metadata{
+			handlers.KeyID: handlers.NewID(), handlers.KeyEvent: "adaptertest.Other"})
+	}, `carries event "adaptertest.Other"`)
+}
+
+func (s *suite) replayOnlyFailed(t *testing.T, be Backend) {
+	b := s.bus(t, be)
+	var broken atomic.Bool
+	broken.Store(true)
+	failing := &bustest.Recorder[Event]{Fail: func(context.Context, Event) error {
+		if broken.Load() {
+			return bus.Permanent(errors.New("bug"))
+		}
+		return nil
+	}}
+	if _, err := bus.Subscribe(b, "replay.failing", failing.Handle); err != nil {
+		t.Fatal(err)
+	}
+	good := bustest.Record[Event](t, b, "replay.good")
+	s.publish(t, b, 0, 3, "")
+	good.Wait(t, 3, s.cfg.timeout)
+	recs := s.poison(t, b, "replay.failing", 3)
+	broken.Store(false)
+	n, err := b.Poison().ReplayAll(s.ctx(t), "replay.failing")
+	if err != nil || n != 3 {
+		t.Fatalf("ReplayAll = %d, %v", n, err)
+	}
+	if got := seqs(t, failing.Wait(t, 3, s.cfg.timeout), 3); len(got) != 3 {
+		t.Errorf("replayed %v", got)
+	}
+	for i, m := range failing.Metadata() {
+		if m.Attempt != 1 || m.ID == "" {
+			t.Errorf("replay %d metadata %+v", i, m)
+		}
+	}
+	s.publish(t, b, 0, 1, "marker")
+	evs := good.Wait(t, 4, s.cfg.timeout)
+	if len(evs) != 4 || evs[3].Tag != "marker" {
+		t.Errorf("the good handler saw a replay: %+v", evs)
+	}
+	if left, _ := b.Poison().List(s.ctx(t), ""); len(left) != 0 {
+		t.Errorf("%d records left after replay (had %d)", len(left), len(recs))
+	}
+}
+
+func (s *suite) ordering(t *testing.T, be Backend) {
+	b := s.bus(t, be)
+	r := bustest.Record[Event](t, b, "order.single")
+	const n = 200
+	s.publish(t, b, 0, n, "")
+	for i, e := range r.Wait(t, n, s.cfg.timeout) {
+		if e.Seq != i {
+			t.Fatalf("event %d has seq %d: publish order broken", i, e.Seq)
+		}
+	}
+}
+
+func (s *suite) isolation(t *testing.T, be Backend) {
+	b := s.bus(t, be)
+	unblock := make(chan struct{})
+	defer close(unblock)
+	stuck := &bustest.Recorder[Event]{Fail: func(ctx context.Context, _ Event) error {
+		select {
+		case <-unblock:
+		case <-ctx.Done():
+		}
+		return nil
+	}}
+	if _, err := bus.Subscribe(b, "iso.stuck", stuck.Handle); err != nil {
+		t.Fatal(err)
+	}
+	free := bustest.Record[Event](t, b, "iso.free")
+	s.publish(t, b, 0, 200, "")
+	free.Wait(t, 200, s.cfg.timeout)
+}
+
+func (s *suite) correlation(t *testing.T, be Backend) {
+	b := s.bus(t, be)
+	if _, err := bus.Subscribe(b, "corr.forward", func(ctx context.Context, e Event) error {
+		return bus.Publish(ctx, b, Other{Seq: e.Seq})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	root := bustest.Record[Event](t, b, "corr.root")
+	next := bustest.Record[Other](t, b, "corr.next")
+	s.publish(t, b, 0, 1, "")
+	root.Wait(t, 1, s.cfg.timeout)
+	next.Wait(t, 1, s.cfg.timeout)
+	rm, nm := root.Metadata()[0], next.Metadata()[0]
+	if nm.CorrelationID != rm.ID || nm.CausationID != rm.ID || rm.CorrelationID != rm.ID {
+		t.Errorf("root %+v, consequence %+v", rm, nm)
+	}
+}
+
+func (s *suite) oversize(t *testing.T, be Backend) {
+	b := s.bus(t, be, bus.WithMaxEventSize(4096))
+	r := bustest.Record[Event](t, b, "size.check")
+	err := bus.Publish(s.ctx(t), b, Event{Seq: 0, Pad: strings.Repeat("x", 8000)})
+	if !errors.Is(err, bus.ErrEventTooLarge) {
+		t.Fatalf("publish of an 8 kB event with a 4 kB limit: %v", err)
+	}
+	s.publish(t, b, 1, 1, "small")
+	if evs := r.Wait(t, 1, s.cfg.timeout); len(evs) != 1 || evs[0].Seq != 1 {
+		t.Errorf("got %+v", evs)
+	}
+}
+
+func (s *suite) closeDrains(t *testing.T, be Backend) {
+	b, err := bus.New(bus.WithTransport(be(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{}, 1)
+	release := make(chan struct{})
+	var finished atomic.Bool
+	if _, err := bus.Subscribe(b, "close.inflight", func(ctx context.Context, e Event) error {
+		started <- struct{}{}
+		<-release
+		finished.Store(true)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(s.ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	s.publish(t, b, 0, 1, "")
+	<-started
+	closed := make(chan error, 1)
+	go func() { closed <- b.Close(s.ctx(t)) }()
+	bustest.Eventually(t, s.cfg.timeout, func() bool {
+		return errors.Is(bus.Publish(s.ctx(t), b, Event{}), bus.ErrClosed)
+	}, "Publish refused while closing")
+	close(release)
+	if err := <-closed; err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if !finished.Load() {
+		t.Error("Close returned before the in-flight handler finished")
+	}
+	if err := b.Close(s.ctx(t)); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if err := bus.Publish(s.ctx(t), b, Event{}); !errors.Is(err, bus.ErrClosed) {
+		t.Errorf("Publish after Close: %v", err)
+	}
+}
+
+func (s *suite) closeDeadline(t *testing.T, be Backend) {
+	b, err := bus.New(bus.WithTransport(be(t)), fastRetry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{}, 1)
+	if _, err := bus.Subscribe(b, "close.stubborn", func(ctx context.Context, e Event) error {
+		select {
+		case started <- struct{}{}:
+		default:
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(s.ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	s.publish(t, b, 0, 1, "")
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	begin := time.Now()
+	if err := b.Close(ctx); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if d := time.Since(begin); d > 5*time.Second {
+		t.Errorf("Close took %v with a 50ms deadline", d)
+	}
+	if recs, err := b.Poison().List(s.ctx(t), ""); err == nil && len(recs) != 0 {
+		t.Errorf("shutdown poisoned %d events: %+v", len(recs), recs[0])
+	}
+	if !s.cfg.durable {
+		return
+	}
+	// The interrupted event was nacked, not lost: a new instance gets it.
+	b2 := s.bus(t, be)
+	r := bustest.Record[Event](t, b2, "close.stubborn")
+	r.Wait(t, 1, s.cfg.timeout)
+}
+
+func (s *suite) durable(t *testing.T, be Backend) {
+	if !s.cfg.durable {
+		t.Skip("transport is not durable (events live only while a handler of the name runs)")
+	}
+	b1 := s.bus(t, be)
+	sub, err := bus.Subscribe(b1, "durable.h", func(context.Context, Event) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Stop(s.ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	s.publish(t, b1, 0, 10, "while-down")
+	b2 := s.bus(t, be)
+	r := bustest.Record[Event](t, b2, "durable.h")
+	if got := seqs(t, r.Wait(t, 10, s.cfg.timeout), 10); len(got) != 10 {
+		t.Errorf("after coming back the handler got %v", got)
+	}
+}
