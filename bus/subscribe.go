@@ -2,7 +2,7 @@ package bus
 
 import (
 	"context"
-		"fmt"
+	"fmt"
 	"maps"
 	"sync"
 	"time"

@@ -300,7 +300,9 @@ func (q *Queue) Leave() {
 	}
 }
 
-func (t *Transport) String() string { return fmt.Sprintf("memory.Transport(buffer=%d)", t.b.cfg.buffer) }
+func (t *Transport) String() string {
+	return fmt.Sprintf("memory.Transport(buffer=%d)", t.b.cfg.buffer)
+}
 
 // Subscribed reports whether a group is subscribed to topic.
 func (t *Transport) Subscribed(topic string) bool {
