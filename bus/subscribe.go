@@ -83,7 +83,7 @@ func (b *Bus) subscribe(name, event string, terminal message.HandlerFunc, sc sub
 	if sc.retry != nil {
 		policy = *sc.retry
 	}
-	log := b.cfg.logger.With(zap.String("handler", name))
+	log := b.cfg.logger
 	chain := middleware.Retry(policy, log)(terminal)
 	chain = middleware.Poison(b.cfg.poison, log)(chain)
 	chain = middleware.Correlation(chain)

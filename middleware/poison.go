@@ -72,12 +72,11 @@ func Poison(store PoisonStore, logger *zap.Logger) message.HandlerMiddleware {
 			rec := NewPoisonRecord(msg, err)
 			if perr := store.PutPoison(ctx, rec); perr != nil {
 				logger.Error("cannot store poison record; event will be redelivered",
-					deliveryFields(&rec.Event, zap.String("handler", rec.Handler), zap.Error(perr), zap.NamedError("handler_error", err))...)
+					recordFields(&rec, zap.Error(perr), zap.NamedError("handler_error", err))...)
 				return nil, fmt.Errorf("%w: %w (handler error: %w)", ErrPoisonStore, perr, err)
 			}
 			logger.Error("event poisoned",
-				deliveryFields(&rec.Event, zap.String("handler", rec.Handler), zap.String("poison_id", rec.ID),
-					zap.Int("attempts", rec.Attempts), zap.String("error", rec.Error))...)
+				recordFields(&rec, zap.String("poison_id", rec.ID), zap.Int("attempts", rec.Attempts), zap.String("error", rec.Error))...)
 			return out, nil
 		}
 	}
@@ -122,4 +121,10 @@ func NewPoisonRecord(msg *message.Message, err error) PoisonRecord {
 		handlers.SetMetadata(rec.Metadata, rec.Event)
 	}
 	return rec
+}
+
+func recordFields(rec *PoisonRecord, extra ...zap.Field) []zap.Field {
+	meta := rec.Event
+	meta.Handler = rec.Handler
+	return deliveryFields(&meta, extra...)
 }
