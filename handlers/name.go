@@ -32,8 +32,11 @@ func nameOf(t reflect.Type) (string, error) {
 	if n, ok := reflect.New(base).Interface().(Namer); ok {
 		name = n.EventName()
 	} else {
-		if base.Name() == "" {
-			return "", fmt.Errorf("%w: type %s has no name; give it an EventName() string method", ErrInvalidName, t)
+		if base.Name() == "" || base.PkgPath() == "" {
+			return "", fmt.Errorf("%w: type %s has no name of its own; give it an EventName() string method", ErrInvalidName, t)
+		}
+		if strings.Contains(base.Name(), "[") {
+			return "", fmt.Errorf("%w: generic type %s: give it an EventName() string method", ErrInvalidName, t)
 		}
 		name = base.String() // package name (not path) + type name
 	}

@@ -1,0 +1,262 @@
+package handlers_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/heraldbus/herald/handlers"
+)
+
+type Plain struct{ A int }
+type Named struct{}
+
+func (Named) EventName() string { return "custom.name" }
+
+type PtrNamed struct{}
+
+func (*PtrNamed) EventName() string { return "ptr.name" }
+
+type Generic[T any] struct{ V T }
+
+func TestNameOf(t *testing.T) {
+	cases := []struct {
+		got     func() (string, error)
+		want    string
+		wantErr bool
+	}{
+		{handlers.NameOf[Plain], "handlers_test.Plain", false},
+		{handlers.NameOf[*Plain], "handlers_test.Plain", false},
+		{handlers.NameOf[Named], "custom.name", false},
+		{handlers.NameOf[PtrNamed], "ptr.name", false},
+		{handlers.NameOf[*PtrNamed], "ptr.name", false},
+		{handlers.NameOf[Generic[int]], "", true},
+		{handlers.NameOf[struct{}], "", true},
+		{handlers.NameOf[int], "", true}, // "int" has no package: refused as it says nothing
+	}
+	for i, c := range cases {
+		got, err := c.got()
+		if c.wantErr {
+			if !errors.Is(err, handlers.ErrInvalidName) {
+				t.Errorf("%d: got %q, %v; want ErrInvalidName", i, got, err)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("%d: got %q, %v; want %q", i, got, err, c.want)
+		}
+	}
+}
+
+func TestValidateName(t *testing.T) {
+	for _, ok := range []string{"a", "a.b", "billing.charge-card", "Orders.V1.placed_x"} {
+		if err := handlers.ValidateName(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", ".", "a.", ".a", "a..b", "a b", "a*", ">", "a.>", "a\nb", "\x00", strings.Repeat("a", 256)} {
+		if err := handlers.ValidateName(bad); !errors.Is(err, handlers.ErrInvalidName) {
+			t.Errorf("%q: %v, want ErrInvalidName", bad, err)
+		}
+	}
+}
+
+type Rich struct {
+	S      string            `json:"s"`
+	N      int64             `json:"n,string"`
+	F      float64           `json:"f"`
+	B      []byte            `json:"b"`
+	T      time.Time         `json:"t"`
+	P      *Plain            `json:"p"`
+	L      []Plain           `json:"l"`
+	A      [2]string         `json:"a"`
+	Hidden string            `json:"-"`
+	Inner  struct{ X, Y int } `json:"inner"`
+	low    int
+}
+
+type Opaque struct {
+	M map[string]int
+}
+
+type WithIface struct{ V any }
+
+type Node struct {
+	Next *Node
+}
+
+type Bad struct{ C chan int }
+
+func TestPlanJSONBoundsTheEncoding(t *testing.T) {
+	plan, err := handlers.PlanJSON(reflect.TypeFor[Rich]())
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := []Rich{
+		{},
+		{S: "plain", N: -1 << 62, F: -1.5e300, B: []byte("bytes"), T: time.Now(), P: &Plain{A: 9}, L: []Plain{{1}, {2}}, A: [2]string{"x", "y"}},
+		{S: strings.Repeat("\"<>&\x01é\u2028", 50), B: make([]byte, 1000), L: make([]Plain, 100)},
+	}
+	for i, v := range values {
+		bound, ok := plan.Bound(v)
+		enc, err := json.Marshal(v)
+		if err != nil || !ok {
+			t.Fatalf("%d: ok %v, err %v", i, ok, err)
+		}
+		if bound < len(enc) {
+			t.Errorf("%d: bound %d < encoded size %d", i, bound, len(enc))
+		}
+	}
+	if _, ok := plan.Bound(Rich{F: math.NaN()}); ok {
+		t.Error("NaN: bound claims the value encodes")
+	}
+	if _, ok := plan.Bound(Rich{T: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}); ok {
+		t.Error("year 10000: bound claims the value encodes")
+	}
+	for _, typ := range []reflect.Type{reflect.TypeFor[Opaque](), reflect.TypeFor[WithIface](), reflect.TypeFor[Node]()} {
+		p, err := handlers.PlanJSON(typ)
+		if err != nil {
+			t.Fatalf("%v: %v", typ, err)
+		}
+		if _, ok := p.Bound(reflect.Zero(typ).Interface()); ok {
+			t.Errorf("%v: a bound without encoding is not provable", typ)
+		}
+	}
+	if _, err := handlers.PlanJSON(reflect.TypeFor[Bad]()); !errors.Is(err, handlers.ErrInvalidEvent) {
+		t.Errorf("chan field: %v", err)
+	}
+}
+
+func FuzzPlanBound(f *testing.F) {
+	f.Add("hello", int64(3), 1.5, []byte("x"))
+	f.Add("\u2028\"\\", int64(-9), -0.0, []byte{})
+	plan, err := handlers.PlanJSON(reflect.TypeFor[Rich]())
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, s string, n int64, fl float64, b []byte) {
+		v := Rich{S: s, N: n, F: fl, B: b, L: []Plain{{int(n)}}, A: [2]string{s, s}}
+		bound, ok := plan.Bound(v)
+		enc, err := json.Marshal(v)
+		if ok && err != nil {
+			t.Fatalf("bound says encodable, json says %v", err)
+		}
+		if ok && bound < len(enc) {
+			t.Fatalf("bound %d < size %d", bound, len(enc))
+		}
+	})
+}
+
+func TestParseMetadata(t *testing.T) {
+	md := message.Metadata{handlers.KeyID: "id1", handlers.KeyEvent: "a.b", handlers.KeyCorrelationID: "c",
+		handlers.KeyCausationID: "k", handlers.KeyPublishedAt: "2026-11-23T10:00:00.5Z", handlers.KeyOrderingKey: "o"}
+	m, err := handlers.ParseMetadata(md)
+	if err != nil || m.ID != "id1" || m.Name != "a.b" || m.CorrelationID != "c" || m.CausationID != "k" ||
+		m.OrderingKey != "o" || m.PublishedAt.Nanosecond() != 5e8 {
+		t.Errorf("%+v, %v", m, err)
+	}
+	out := message.Metadata{}
+	handlers.SetMetadata(out, m)
+	if back, _ := handlers.ParseMetadata(out); back != m {
+		t.Errorf("round trip: %+v != %+v", back, m)
+	}
+	var de *handlers.DecodeError
+	for _, bad := range []message.Metadata{{}, {handlers.KeyID: "x"}, {handlers.KeyEvent: "x"},
+		{handlers.KeyID: "x", handlers.KeyEvent: "y", handlers.KeyPublishedAt: "yesterday"}} {
+		if _, err := handlers.ParseMetadata(bad); !errors.As(err, &de) {
+			t.Errorf("%v: %v, want a *DecodeError", bad, err)
+		}
+	}
+}
+
+func TestNewIDUniqueAndIncreasing(t *testing.T) {
+	prev := handlers.NewID()
+	seen := map[string]bool{prev: true}
+	for range 10000 {
+		id := handlers.NewID()
+		if seen[id] || id <= prev || len(id) != 28 {
+			t.Fatalf("id %q after %q", id, prev)
+		}
+		seen[id] = true
+		prev = id
+	}
+}
+
+func TestNewIDAllocatesOnce(t *testing.T) {
+	if n := testing.AllocsPerRun(100, func() { _ = handlers.NewID() }); n != 1 {
+		t.Errorf("NewID allocates %v times", n)
+	}
+}
+
+func TestHandlerInProcessAndDecoded(t *testing.T) {
+	var got []Plain
+	fn := func(ctx context.Context, e Plain) error {
+		m, ok := handlers.FromContext(ctx)
+		if !ok || m.Handler != "h" || m.Attempt != 1 {
+			t.Errorf("metadata %+v %v", m, ok)
+		}
+		got = append(got, e)
+		return nil
+	}
+	h := handlers.New("handlers_test.Plain", fn, handlers.JSON{}, false)
+	meta := handlers.Metadata{ID: "1", Name: "handlers_test.Plain", Handler: "h", Attempt: 1}
+	msg := handlers.NewMessage(context.Background(), meta, Plain{A: 7}, nil, nil, handlers.JSON{})
+	if _, err := h(msg); err != nil {
+		t.Fatal(err)
+	}
+	// Poison needs the payload of an in-process event: encoded on demand.
+	if p, err := handlers.Payload(msg); err != nil || string(p) != `{"A":7}` {
+		t.Errorf("payload %q %v", p, err)
+	}
+	dec := handlers.New("handlers_test.Plain", fn, handlers.JSON{}, true)
+	msg2 := handlers.NewMessage(context.Background(), meta, Plain{A: 8}, nil, nil, handlers.JSON{})
+	if _, err := dec(msg2); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].A != 7 || got[1].A != 8 {
+		t.Errorf("got %v", got)
+	}
+}
+
+func TestHandlerPanicBecomesPanicError(t *testing.T) {
+	h := handlers.New("handlers_test.Plain", func(context.Context, Plain) error { panic("boom") }, handlers.JSON{}, false)
+	msg := handlers.NewMessage(context.Background(), handlers.Metadata{ID: "1", Name: "handlers_test.Plain"}, Plain{}, nil, nil, nil)
+	_, err := h(msg)
+	var pe *handlers.PanicError
+	if !errors.As(err, &pe) || pe.Value != "boom" || !strings.Contains(pe.Stack, "handlers_test.go") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestFromContextOutsideAHandler(t *testing.T) {
+	if _, ok := handlers.FromContext(context.Background()); ok {
+		t.Error("metadata found in a plain context")
+	}
+	//lint:ignore SA1012 testing the nil case on purpose
+	if _, ok := handlers.FromContext(nil); ok {
+		t.Error("metadata found in a nil context")
+	}
+}
+
+func TestDeliveryContextDerivesWithoutGoroutines(t *testing.T) {
+	parent, cancel := context.WithCancel(context.Background())
+	msg := handlers.NewMessage(parent, handlers.Metadata{ID: "1"}, nil, nil, nil, nil)
+	child, cancelChild := context.WithTimeout(msg.Context(), time.Hour)
+	defer cancelChild()
+	cancel()
+	select {
+	case <-child.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("cancelling the worker context did not reach a context derived in the handler")
+	}
+	if m, ok := handlers.FromContext(child); !ok || m.ID != "1" {
+		t.Error("derived context lost the metadata")
+	}
+}
