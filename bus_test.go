@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"go.uber.org/goleak"
 
 	"github.com/heraldbus/herald/adapters/memory"
@@ -451,5 +452,95 @@ func awaitPoison(t *testing.T, b *bus.Bus, handler string, n int) []bus.PoisonRe
 	return recs
 }
 
-var _ = sync.Mutex{}
-var _ = handlers.KeyID
+// flakyStore fails its first puts, then stores in a memory transport.
+type flakyStore struct {
+	*memory.Transport
+	failures atomic.Int32
+}
+
+func (f *flakyStore) PutPoison(ctx context.Context, r bus.PoisonRecord) error {
+	if f.failures.Add(-1) >= 0 {
+		return errors.New("poison stream unavailable")
+	}
+	return f.Transport.PutPoison(ctx, r)
+}
+
+func TestPoisonStoreFailureNacksAndTheEventComesBack(t *testing.T) {
+	store := &flakyStore{Transport: memory.New()}
+	store.failures.Store(2)
+	b := bustest.New(t, bus.WithPoisonStore(store), bus.WithTransport(memory.New(memory.WithRedeliveryDelay(time.Millisecond))))
+	var calls atomic.Int32
+	if _, err := bus.Subscribe(b, "doomed", func(context.Context, OrderPlaced) error {
+		calls.Add(1)
+		return bus.Permanent(errors.New("never works"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, b, 1)
+	recs := awaitPoison(t, b, "doomed", 1)
+	if calls.Load() != 3 {
+		t.Errorf("handler called %d times: want 3 (two failed stores → two redeliveries)", calls.Load())
+	}
+	if recs[0].Event.ID == "" || len(recs) != 1 {
+		t.Errorf("records %+v", recs)
+	}
+}
+
+func TestRunStartsAndClosesOnCancel(t *testing.T) {
+	b, err := bus.New(bus.WithShutdownTimeout(5 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := bustest.Record[OrderPlaced](t, b, "run")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- b.Run(ctx) }()
+	bustest.Eventually(t, wait, func() bool {
+		return bus.Publish(context.Background(), b, OrderPlaced{ID: "r"}) == nil
+	}, "bus running")
+	r.Wait(t, 1, wait)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	<-b.Done()
+	if err := bus.Publish(context.Background(), b, OrderPlaced{}); !errors.Is(err, bus.ErrClosed) {
+		t.Errorf("after Run: %v", err)
+	}
+}
+
+func TestMiddlewareOrderBusThenHandlerThenDefaults(t *testing.T) {
+	var mu sync.Mutex
+	var trace []string
+	mark := func(name string) message.HandlerMiddleware {
+		return func(h message.HandlerFunc) message.HandlerFunc {
+			return func(msg *message.Message) ([]*message.Message, error) {
+				m := handlers.MessageMetadata(msg)
+				mu.Lock()
+				trace = append(trace, fmt.Sprintf("%s@%d", name, m.Attempt))
+				mu.Unlock()
+				return h(msg)
+			}
+		}
+	}
+	b := bustest.New(t, fast, bus.WithMiddleware(mark("bus1"), mark("bus2")))
+	var calls atomic.Int32
+	r := &bustest.Recorder[OrderPlaced]{Fail: func(context.Context, OrderPlaced) error {
+		if calls.Add(1) == 1 {
+			return errors.New("once")
+		}
+		return nil
+	}}
+	if _, err := bus.Subscribe(b, "ordered-mw", r.Handle, bus.WithHandlerMiddleware(mark("h1"))); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, b, 1)
+	r.Wait(t, 1, wait)
+	mu.Lock()
+	defer mu.Unlock()
+	// User middleware is outside Retry: it runs once per delivery, seeing the
+	// first attempt, in bus-then-handler order.
+	if got := strings.Join(trace, ","); got != "bus1@1,bus2@1,h1@1" {
+		t.Errorf("middleware trace %s", got)
+	}
+}

@@ -69,15 +69,15 @@ func TestValidateName(t *testing.T) {
 }
 
 type Rich struct {
-	S      string            `json:"s"`
-	N      int64             `json:"n,string"`
-	F      float64           `json:"f"`
-	B      []byte            `json:"b"`
-	T      time.Time         `json:"t"`
-	P      *Plain            `json:"p"`
-	L      []Plain           `json:"l"`
-	A      [2]string         `json:"a"`
-	Hidden string            `json:"-"`
+	S      string             `json:"s"`
+	N      int64              `json:"n,string"`
+	F      float64            `json:"f"`
+	B      []byte             `json:"b"`
+	T      time.Time          `json:"t"`
+	P      *Plain             `json:"p"`
+	L      []Plain            `json:"l"`
+	A      [2]string          `json:"a"`
+	Hidden string             `json:"-"`
 	Inner  struct{ X, Y int } `json:"inner"`
 	low    int
 }
