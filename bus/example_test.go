@@ -1,0 +1,144 @@
+package bus_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/heraldbus/herald/bus"
+	"github.com/heraldbus/herald/bustest"
+	"github.com/heraldbus/herald/handlers"
+)
+
+type OrderPlaced struct {
+	ID    string `json:"id"`
+	Cents int64  `json:"cents"`
+}
+
+type OrderShipped struct {
+	ID string `json:"id"`
+}
+
+func Example() {
+	ctx := context.Background()
+	b, err := bus.New() // memory transport, default reliability chain
+	if err != nil {
+		panic(err)
+	}
+	done := make(chan struct{})
+	_, err = bus.Subscribe(b, "billing.charge-card", func(ctx context.Context, e OrderPlaced) error {
+		fmt.Printf("charging %d cents for %s\n", e.Cents, e.ID)
+		close(done)
+		return nil
+	})
+	if err != nil {
+		panic(err)
+	}
+	if err := b.Start(ctx); err != nil {
+		panic(err)
+	}
+	if err := bus.Publish(ctx, b, OrderPlaced{ID: "o-1", Cents: 4900}); err != nil {
+		panic(err)
+	}
+	<-done
+	if err := b.Close(ctx); err != nil {
+		panic(err)
+	}
+	// Output: charging 4900 cents for o-1
+}
+
+// A handler that publishes with its ctx links the new event to the one it
+// handles: same correlation ID, causation ID = the handled event's ID.
+func ExamplePublish_correlation() {
+	ctx := context.Background()
+	b, _ := bus.New()
+	shipped := make(chan handlers.Metadata, 1)
+	_, _ = bus.Subscribe(b, "shipping", func(ctx context.Context, e OrderPlaced) error {
+		return bus.Publish(ctx, b, OrderShipped{ID: e.ID})
+	})
+	_, _ = bus.Subscribe(b, "notify", func(ctx context.Context, e OrderShipped) error {
+		m, _ := handlers.FromContext(ctx)
+		shipped <- m
+		return nil
+	})
+	_ = b.Start(ctx)
+	defer b.Close(ctx)
+	_ = bus.Publish(ctx, b, OrderPlaced{ID: "o-1"}, bus.WithCorrelationID("checkout-42"))
+	m := <-shipped
+	fmt.Println(m.Name, "correlation:", m.CorrelationID, "caused by another event:", m.CausationID != "")
+	// Output: bus_test.OrderShipped correlation: checkout-42 caused by another event: true
+}
+
+// A permanent error goes to the poison queue at once; after a fix, the record
+// is replayed to the handler that failed, and only to it.
+func ExamplePoisonQueue_Replay() {
+	ctx := context.Background()
+	b, _ := bus.New()
+	var fixed atomic.Bool
+	handled := make(chan string, 1)
+	_, _ = bus.Subscribe(b, "email", func(ctx context.Context, e OrderPlaced) error {
+		if !fixed.Load() {
+			return bus.Permanent(errors.New("template missing"))
+		}
+		handled <- e.ID
+		return nil
+	})
+	_ = b.Start(ctx)
+	defer b.Close(ctx)
+	_ = bus.Publish(ctx, b, OrderPlaced{ID: "o-9"})
+
+	var recs []bus.PoisonRecord
+	for len(recs) == 0 {
+		recs, _ = b.Poison().List(ctx, "email")
+		time.Sleep(time.Millisecond)
+	}
+	fmt.Println("poisoned:", recs[0].Handler, recs[0].Error, "attempts:", recs[0].Attempts)
+	fixed.Store(true)
+	_ = b.Poison().Replay(ctx, recs[0].ID)
+	fmt.Println("replayed:", <-handled)
+	// Output:
+	// poisoned: email template missing attempts: 1
+	// replayed: o-9
+}
+
+func ExampleWithRetryPolicy() {
+	ctx := context.Background()
+	b, _ := bus.New()
+	attempts := 0
+	done := make(chan int)
+	_, _ = bus.Subscribe(b, "flaky", func(ctx context.Context, e OrderPlaced) error {
+		attempts++
+		if attempts < 3 {
+			return errors.New("try again")
+		}
+		m, _ := handlers.FromContext(ctx)
+		done <- m.Attempt
+		return nil
+	}, bus.WithRetryPolicy(bus.RetryPolicy{MaxAttempts: 3, InitialInterval: time.Millisecond}))
+	_ = b.Start(ctx)
+	defer b.Close(ctx)
+	_ = bus.Publish(ctx, b, OrderPlaced{ID: "o-2"})
+	fmt.Println("succeeded on attempt", <-done)
+	// Output: succeeded on attempt 3
+}
+
+func ExampleSubscribe_bustest() {
+	// In a test, use bustest: b := bustest.New(t); rec := bustest.Record[E](t, b, "name");
+	// rec.Wait(t, n, timeout). Outside a test, a Recorder works as a handler too.
+	ctx := context.Background()
+	b, _ := bus.New()
+	rec := &bustest.Recorder[OrderPlaced]{}
+	_, _ = bus.Subscribe(b, "audit", rec.Handle)
+	_ = b.Start(ctx)
+	defer b.Close(ctx)
+	for i := range 3 {
+		_ = bus.Publish(ctx, b, OrderPlaced{ID: fmt.Sprint("o-", i)})
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	evs, err := rec.WaitFor(wctx, 3)
+	fmt.Println(len(evs), err, evs[0].ID, evs[2].ID)
+	// Output: 3 <nil> o-0 o-2
+}
