@@ -544,3 +544,64 @@ func TestMiddlewareOrderBusThenHandlerThenDefaults(t *testing.T) {
 		t.Errorf("middleware trace %s", got)
 	}
 }
+
+func TestPublishBatch(t *testing.T) {
+	b := bustest.New(t)
+	r := bustest.Record[OrderPlaced](t, b, "batch")
+	batch := make([]OrderPlaced, 50)
+	for i := range batch {
+		batch[i] = OrderPlaced{ID: fmt.Sprint(i)}
+	}
+	if err := bus.PublishBatch(ctxT(t), b, batch, bus.WithMetadata("tenant", "acme")); err != nil {
+		t.Fatal(err)
+	}
+	got := r.Wait(t, 50, wait)
+	ids := map[string]bool{}
+	for i, e := range got {
+		if e.ID != fmt.Sprint(i) {
+			t.Fatalf("batch order broken at %d: %s", i, e.ID)
+		}
+	}
+	for _, m := range r.Metadata() {
+		ids[m.ID] = true
+	}
+	if len(ids) != 50 {
+		t.Errorf("%d distinct IDs in a batch of 50", len(ids))
+	}
+	if err := bus.PublishBatch(ctxT(t), b, batch[:1], bus.WithMessageID("x")); !errors.Is(err, bus.ErrInvalidOption) {
+		t.Errorf("WithMessageID in a batch: %v", err)
+	}
+	bad := []Float{{F: 1}, {F: nanF()}}
+	if err := bus.PublishBatch(ctxT(t), b, bad); !errors.Is(err, bus.ErrInvalidEvent) || !strings.Contains(err.Error(), "event 1") {
+		t.Errorf("batch with a NaN: %v", err)
+	}
+}
+
+func TestPublishOptionsReachTheHandler(t *testing.T) {
+	b := bustest.New(t)
+	var got atomic.Value
+	r := &bustest.Recorder[OrderPlaced]{Fail: func(ctx context.Context, _ OrderPlaced) error {
+		got.Store(fmt.Sprint(handlers.FromContext(ctx)))
+		return nil
+	}}
+	if _, err := bus.Subscribe(b, "opts", r.Handle, bus.WithHandlerMiddleware(func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			if msg.Metadata.Get("tenant") != "acme" || msg.Metadata.Get("Herald-Id") == "spoof" {
+				return nil, bus.Permanent(fmt.Errorf("metadata %v", msg.Metadata))
+			}
+			return h(msg)
+		}
+	})); err != nil {
+		t.Fatal(err)
+	}
+	err := bus.Publish(ctxT(t), b, OrderPlaced{ID: "1"}, bus.WithMessageID("my-id"), bus.WithOrderingKey("cust-1"),
+		bus.WithMetadata("tenant", "acme"), bus.WithMetadata("Herald-Id", "spoof"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Wait(t, 1, wait)
+	m := r.Metadata()[0]
+	if m.ID != "my-id" || m.OrderingKey != "cust-1" || m.CorrelationID != "my-id" {
+		t.Errorf("metadata %+v", m)
+	}
+}

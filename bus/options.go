@@ -2,6 +2,7 @@ package bus
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -253,6 +254,9 @@ func WithOrderingKey(key string) PublishOption {
 // Keys starting with "Herald-" are reserved and ignored.
 func WithMetadata(key, value string) PublishOption {
 	return pubOption(func(c *pubConfig) {
+		if strings.HasPrefix(key, "Herald-") {
+			return
+		}
 		if c.metadata == nil {
 			c.metadata = message.Metadata{}
 		}

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
+	"maps"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -70,15 +70,32 @@ func (b *Bus) publish(ctx context.Context, et *eventType, v any, opts []PublishO
 	if b.jsonCodec && et.planErr != nil {
 		return et.planErr
 	}
-	var pc *pubConfig
-	if len(opts) > 0 {
-		pc = &pubConfig{}
-		for _, o := range opts {
-			if o != nil {
-				o.applyPub(pc)
-			}
+	pc := pubOptions(opts)
+	meta, payload, err := b.prepare(ctx, et, v, pc)
+	if err != nil {
+		return err
+	}
+	if b.local != nil {
+		return b.mapErr(b.local.Send(ctx, et.name, b.localEvent(meta, v, payload, pc)))
+	}
+	return b.mapErr(b.publisher.Publish(et.name, b.message(ctx, meta, payload, pc)))
+}
+
+func pubOptions(opts []PublishOption) *pubConfig {
+	if len(opts) == 0 {
+		return nil
+	}
+	pc := &pubConfig{}
+	for _, o := range opts {
+		if o != nil {
+			o.applyPub(pc)
 		}
 	}
+	return pc
+}
+
+// prepare builds an event's metadata and, when it must be encoded, its payload.
+func (b *Bus) prepare(ctx context.Context, et *eventType, v any, pc *pubConfig) (handlers.Metadata, []byte, error) {
 	meta := handlers.Metadata{Name: et.name, PublishedAt: time.Now()}
 	if pc != nil && pc.id != "" {
 		meta.ID = pc.id
@@ -102,49 +119,103 @@ func (b *Bus) publish(ctx context.Context, et *eventType, v any, opts []PublishO
 
 	// Encode only when the event must leave the process, or when its size and
 	// encodability cannot be proven from its type and a walk of its value.
-	var payload []byte
 	mustEncode := b.local == nil || b.cfg.encodeAlways || !b.jsonCodec
 	if !mustEncode {
 		n, ok := et.plan.Bound(v)
 		mustEncode = !ok || n > b.cfg.maxEventSize
 	}
-	if mustEncode {
-		var err error
-		payload, err = b.cfg.codec.Marshal(v)
-		if err != nil {
-			return fmt.Errorf("%w: %s: %v", ErrInvalidEvent, et.name, err)
-		}
-		if len(payload) > b.cfg.maxEventSize {
-			return fmt.Errorf("%w: %s is %d bytes encoded, the limit is %d", ErrEventTooLarge, et.name, len(payload), b.cfg.maxEventSize)
-		}
+	if !mustEncode {
+		return meta, nil, nil
 	}
-
-	if b.local != nil {
-		le := &localEvent{meta: meta}
-		le.d.ID = meta.ID
-		le.d.Payload = payload
-		le.d.Value = le
-		if !b.cfg.encodeAlways {
-			le.value = v
-		}
-		if pc != nil && len(pc.metadata) > 0 {
-			le.extra = pc.metadata
-		}
-		return b.mapErr(b.local.Send(ctx, et.name, &le.d))
+	payload, err := b.cfg.codec.Marshal(v)
+	if err != nil {
+		return meta, nil, fmt.Errorf("%w: %s: %v", ErrInvalidEvent, et.name, err)
 	}
+	if len(payload) > b.cfg.maxEventSize {
+		return meta, nil, fmt.Errorf("%w: %s is %d bytes encoded, the limit is %d", ErrEventTooLarge, et.name, len(payload), b.cfg.maxEventSize)
+	}
+	return meta, payload, nil
+}
 
+func (b *Bus) localEvent(meta handlers.Metadata, v any, payload []byte, pc *pubConfig) *memory.Delivery {
+	le := &localEvent{meta: meta}
+	le.d.ID = meta.ID
+	le.d.Payload = payload
+	le.d.Value = le
+	if !b.cfg.encodeAlways {
+		le.value = v
+	}
+	if pc != nil && len(pc.metadata) > 0 {
+		le.extra = pc.metadata
+	}
+	return &le.d
+}
+
+func (b *Bus) message(ctx context.Context, meta handlers.Metadata, payload []byte, pc *pubConfig) *message.Message {
 	msg := message.NewMessage(meta.ID, payload)
 	if pc != nil {
-		for k, val := range pc.metadata {
-			if !strings.HasPrefix(k, "Herald-") {
-				msg.Metadata[k] = val
-			}
-		}
+		maps.Copy(msg.Metadata, pc.metadata)
 	}
 	handlers.SetMetadata(msg.Metadata, meta)
 	msg.Metadata[handlers.KeyContentType] = b.cfg.codec.ContentType()
 	msg.SetContext(ctx)
-	return b.mapErr(b.publisher.Publish(et.name, msg))
+	return msg
+}
+
+// BatchPublisher is implemented by transports that publish many messages at
+// once, pipelining their acknowledgements (NATS). PublishBatch returns nil only
+// when the transport holds every message.
+type BatchPublisher interface {
+	PublishBatch(ctx context.Context, topic string, msgs []*message.Message) error
+}
+
+// PublishBatch publishes events, in order, as [Publish] would publish each, but
+// lets the transport pipeline them: over NATS every event is sent before any
+// acknowledgement is awaited. It returns nil only once the transport holds every
+// event; on an error some events may be held already (publishing the batch
+// again delivers those twice, unless the transport deduplicates by ID).
+// [WithMessageID] cannot be used in a batch ([ErrInvalidOption]); every other
+// option applies to every event.
+func PublishBatch[E any](ctx context.Context, b *Bus, events []E, opts ...PublishOption) error {
+	et := typeOf[E]()
+	if et.err != nil {
+		return et.err
+	}
+	if err := b.checkPublish(ctx); err != nil {
+		return err
+	}
+	if b.jsonCodec && et.planErr != nil {
+		return et.planErr
+	}
+	pc := pubOptions(opts)
+	if pc != nil && pc.id != "" {
+		return invalid("WithMessageID in a batch: every event needs its own ID")
+	}
+	if b.local != nil {
+		for i := range events {
+			v := any(events[i])
+			meta, payload, err := b.prepare(ctx, et, v, pc)
+			if err != nil {
+				return fmt.Errorf("event %d: %w", i, err)
+			}
+			if err := b.local.Send(ctx, et.name, b.localEvent(meta, v, payload, pc)); err != nil {
+				return b.mapErr(err)
+			}
+		}
+		return nil
+	}
+	msgs := make([]*message.Message, len(events))
+	for i := range events {
+		meta, payload, err := b.prepare(ctx, et, events[i], pc)
+		if err != nil {
+			return fmt.Errorf("event %d: %w", i, err)
+		}
+		msgs[i] = b.message(ctx, meta, payload, pc)
+	}
+	if bp, ok := b.cfg.transport.(BatchPublisher); ok {
+		return b.mapErr(bp.PublishBatch(ctx, et.name, msgs))
+	}
+	return b.mapErr(b.publisher.Publish(et.name, msgs...))
 }
 
 // mapErr turns a transport's closed error into ErrClosed.
