@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -56,19 +57,18 @@ func (p *PoisonQueue) Replay(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	topic := replayTopic(rec.Handler)
 	md := make(message.Metadata, len(rec.Metadata)+2)
 	for k, v := range rec.Metadata {
 		md[k] = v
 	}
 	handlers.SetMetadata(md, rec.Event)
 	if b.local != nil {
-		lt, ok := b.local.(interface{ Subscribed(topic string) bool })
-		if ok && !lt.Subscribed(topic) {
-			return fmt.Errorf("%w: %q (subscribe it, then replay)", ErrNoHandler, rec.Handler)
-		}
+		// In process, a replay goes straight into the handler's queue.
 		d := &memory.Delivery{ID: rec.Event.ID, Payload: rec.Payload, Metadata: md}
-		if err := b.local.Send(ctx, topic, d); err != nil {
+		if err := b.local.SendTo(ctx, rec.Handler, rec.Event.Name, d); err != nil {
+			if errors.Is(err, memory.ErrNoGroup) {
+				return fmt.Errorf("%w: %q (subscribe it, then replay)", ErrNoHandler, rec.Handler)
+			}
 			return b.mapErr(err)
 		}
 	} else {
@@ -77,7 +77,7 @@ func (p *PoisonQueue) Replay(ctx context.Context, id string) error {
 		msg := message.NewMessage(rec.ID, rec.Payload)
 		msg.Metadata = md
 		msg.SetContext(ctx)
-		if err := b.publisher.Publish(topic, msg); err != nil {
+		if err := b.publisher.Publish(replayTopic(rec.Handler), msg); err != nil {
 			return b.mapErr(err)
 		}
 	}

@@ -157,19 +157,15 @@ func (s *Subscription) startLocal() error {
 	if err != nil {
 		return s.b.mapErr(err)
 	}
-	replays, err := s.b.local.Join(s.name, replayTopic(s.name))
-	if err != nil {
-		events.Leave()
-		return s.b.mapErr(err)
-	}
-	s.release = append(s.release, events.Leave, replays.Leave)
+	s.release = append(s.release, events.Leave)
 	for range s.cfg.concurrency {
-		s.wg.Go(func() { s.runLocal(events, replays) })
+		s.wg.Go(func() { s.runLocal(events) })
 	}
 	return nil
 }
 
-func (s *Subscription) runLocal(events, replays *memory.Queue) {
+// runLocal is one worker. Replays arrive on the same queue (SendTo).
+func (s *Subscription) runLocal(events *memory.Queue) {
 	for {
 		// Stop wins over a waiting event.
 		select {
@@ -180,8 +176,6 @@ func (s *Subscription) runLocal(events, replays *memory.Queue) {
 		select {
 		case it := <-events.C():
 			s.handleLocal(events, it)
-		case it := <-replays.C():
-			s.handleLocal(replays, it)
 		case <-s.stop:
 			return
 		case <-events.Done():

@@ -31,6 +31,7 @@ type Transport interface {
 // to handlers as typed values, without encoding.
 type localTransport interface {
 	Send(ctx context.Context, topic string, d *memory.Delivery) error
+	SendTo(ctx context.Context, group, topic string, d *memory.Delivery) error
 	Join(group, topic string) (*memory.Queue, error)
 }
 

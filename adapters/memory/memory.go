@@ -207,6 +207,35 @@ func (t *Transport) Send(ctx context.Context, topic string, d *Delivery) error {
 	return nil
 }
 
+// ErrNoGroup is returned by SendTo when the group is not subscribed to the topic.
+var ErrNoGroup = errors.New("memory transport: no such group on the topic")
+
+// SendTo queues d for one group of topic only (a replay to one handler),
+// blocking while its queue is full. It returns [ErrNoGroup] if the group is not
+// subscribed to topic.
+func (t *Transport) SendTo(ctx context.Context, groupName, topic string, d *Delivery) error {
+	if t.isClosed() {
+		return ErrClosed
+	}
+	b := t.b
+	b.mu.RLock()
+	g := b.groups[groupKey{groupName, topic}]
+	b.mu.RUnlock()
+	if g == nil {
+		return fmt.Errorf("%w: %q on %q", ErrNoGroup, groupName, topic)
+	}
+	select {
+	case g.ch <- Item{Delivery: d}:
+		return nil
+	case <-g.gone:
+		return fmt.Errorf("%w: %q on %q", ErrNoGroup, groupName, topic)
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-b.done:
+		return ErrClosed
+	}
+}
+
 // Queue is one member's handle on a group's queue for a topic.
 type Queue struct {
 	b    *broker
