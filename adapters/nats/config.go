@@ -1,0 +1,282 @@
+package nats
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// Defaults of the zero [Config].
+const (
+	DefaultURL                 = nats.DefaultURL // "nats://127.0.0.1:4222"
+	DefaultStreamName          = "HERALD"
+	DefaultSubjectPrefix       = "herald"
+	DefaultDuplicateWindow     = 2 * time.Minute
+	DefaultAckWait             = 30 * time.Second
+	DefaultMaxDeliver          = -1 // unlimited: poisoning is the bus's job
+	DefaultMaxAckPending       = 1000
+	DefaultPrefetch            = 32
+	DefaultNakDelay            = time.Second
+	DefaultMaxNakDelay         = time.Minute
+	DefaultMaxPendingPublishes = 4096
+	DefaultPubAckTimeout       = 30 * time.Second
+	DefaultConnectTimeout      = 2 * time.Second
+	DefaultRequestTimeout      = 5 * time.Second
+)
+
+// Retention says when the events stream deletes an event.
+type Retention int
+
+const (
+	// RetentionInterest (the default) keeps an event until every handler
+	// consumer that existed when it was published has acknowledged it (and at
+	// most MaxAge). An event published while no handler of its type exists is
+	// not kept: no handler subscribed later would receive it anyway.
+	RetentionInterest Retention = iota
+	// RetentionLimits keeps events until MaxAge (or the stream's limits) ends
+	// them, acknowledged or not: useful to inspect the stream; set MaxAge.
+	RetentionLimits
+)
+
+// Config configures a [Transport]. Every zero field means its documented
+// default, so Config{} connects to a local server with safe settings.
+type Config struct {
+	// URL of the NATS server(s), comma separated; default [DefaultURL]. Ignored
+	// when Conn is set.
+	URL string
+	// Conn is an existing connection to use instead of dialling URL. The
+	// transport does not own it: Close leaves it open (and leaves its
+	// handlers alone). It must stay open while the transport is in use.
+	Conn *nats.Conn
+	// NATSOptions are passed to nats.Connect after the transport's own
+	// (a name, [Config.ConnectTimeout], reconnecting forever), so they can
+	// override them: TLS, credentials, nkeys, user and password, reconnect
+	// policy. Ignored when Conn is set.
+	NATSOptions []nats.Option
+	// ConnectTimeout bounds the dial of each server; default
+	// [DefaultConnectTimeout]. An unreachable server makes [New] fail after
+	// at most this long (a refused connection fails at once).
+	ConnectTimeout time.Duration
+	// RequestTimeout bounds each JetStream API request (stream and consumer
+	// management, poison records) made with a ctx that has no deadline;
+	// default [DefaultRequestTimeout].
+	RequestTimeout time.Duration
+
+	// StreamName is the events stream; default [DefaultStreamName]. Its
+	// poison records go to the stream StreamName+"_POISON". An existing stream
+	// is used as it is, after checking that it captures the subjects.
+	StreamName string
+	// SubjectPrefix is the first token(s) of every subject: events of topic T
+	// go on SubjectPrefix+".T", poison records on SubjectPrefix+"_poison.>";
+	// default [DefaultSubjectPrefix]. Two transports with different stream
+	// names and prefixes on one server never see each other's events.
+	SubjectPrefix string
+	// Storage of both streams: jetstream.FileStorage (the zero value, the
+	// default) or jetstream.MemoryStorage.
+	Storage jetstream.StorageType
+	// Replicas of both streams (and so of their consumers); default 1.
+	Replicas int
+	// Retention of the events stream; default [RetentionInterest].
+	Retention Retention
+	// MaxAge bounds how long the events stream keeps an event; default 0, no
+	// limit (with RetentionInterest an event lives until every handler has
+	// acknowledged it).
+	MaxAge time.Duration
+	// PoisonMaxAge bounds how long poison records are kept; default 0, until
+	// they are replayed or purged.
+	PoisonMaxAge time.Duration
+	// DuplicateWindow is how long the stream remembers event IDs (the
+	// Nats-Msg-Id header) to drop a duplicate publish; default
+	// [DefaultDuplicateWindow].
+	DuplicateWindow time.Duration
+
+	// AckWait is how long the server waits for a handler's ack before it
+	// redelivers; default [DefaultAckWait]. While an event is held by the
+	// transport (prefetched or being handled) it sends progress acks every
+	// AckWait/3, so a slow handler or a long retry backoff never causes a
+	// concurrent duplicate; AckWait matters only when a process dies.
+	AckWait time.Duration
+	// MaxDeliver bounds deliveries of one event to one handler; default
+	// [DefaultMaxDeliver] (-1, unlimited): the bus poisons an event that
+	// keeps failing, so the server should not drop it.
+	MaxDeliver int
+	// MaxAckPending bounds the events of one handler delivered and not yet
+	// acknowledged, over all its processes; default [DefaultMaxAckPending].
+	MaxAckPending int
+	// Prefetch is how many events each worker of a handler fetches ahead;
+	// default [DefaultPrefetch]. Prefetched events are progress-acked, and
+	// given back (nacked) when the subscriber closes. A worker stuck on one
+	// event keeps up to Prefetch events of its handler from other processes.
+	Prefetch int
+	// NakDelay is the redelivery delay of the first nack of an event; each
+	// further delivery doubles it, up to MaxNakDelay. Defaults
+	// [DefaultNakDelay] and [DefaultMaxNakDelay]. A nack caused by shutdown
+	// (the message's context has ended) is redelivered at once, to another
+	// process.
+	NakDelay    time.Duration
+	MaxNakDelay time.Duration
+
+	// MaxPayload bounds the size of a published message (payload plus
+	// headers); default 0, the server's max_payload. Larger messages get an
+	// error wrapping [ErrTooLarge] before anything is sent.
+	MaxPayload int
+	// MaxPendingPublishes bounds the publishes waiting for their PubAck;
+	// Publish waits (honouring its ctx) while that many are in flight;
+	// default [DefaultMaxPendingPublishes].
+	MaxPendingPublishes int
+	// PubAckTimeout is how long a publish waits for its PubAck when its ctx
+	// has no earlier deadline; default [DefaultPubAckTimeout].
+	PubAckTimeout time.Duration
+
+	// Logger receives the transport's logs: connection changes, stream
+	// creation, fetch errors; never a line per event. Default: no logs.
+	Logger *zap.Logger
+}
+
+// ErrInvalidOption is wrapped by the errors of [New] for an invalid Config
+// field or [Option].
+var ErrInvalidOption = errors.New("herald/nats: invalid option")
+
+// ErrClosed is returned (wrapped) by every method of a closed [Transport].
+var ErrClosed = errors.New("herald/nats: transport closed")
+
+// ErrTooLarge is wrapped by the error of a publish whose message exceeds
+// MaxPayload or the server's max_payload.
+var ErrTooLarge = errors.New("herald/nats: message too large")
+
+// ErrUnsupportedServer is wrapped by the error of [Transport.Start] when the
+// server is older than 2.9 or has JetStream disabled.
+var ErrUnsupportedServer = errors.New("herald/nats: unsupported NATS server")
+
+// Option changes a Config in [New], after its fields are read.
+type Option interface{ apply(*Config) error }
+
+type optionFunc func(*Config) error
+
+func (f optionFunc) apply(c *Config) error { return f(c) }
+
+// WithLogger sets Config.Logger.
+func WithLogger(l *zap.Logger) Option {
+	return optionFunc(func(c *Config) error {
+		if l == nil {
+			return invalid("nil logger")
+		}
+		c.Logger = l
+		return nil
+	})
+}
+
+// WithNATSOptions appends to Config.NATSOptions.
+func WithNATSOptions(opts ...nats.Option) Option {
+	return optionFunc(func(c *Config) error {
+		for i, o := range opts {
+			if o == nil {
+				return invalid("nil nats option at %d", i)
+			}
+		}
+		c.NATSOptions = append(c.NATSOptions, opts...)
+		return nil
+	})
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOption}, args...)...)
+}
+
+// withDefaults validates c and fills its zero fields.
+func (c Config) withDefaults() (Config, error) {
+	if c.URL == "" {
+		c.URL = DefaultURL
+	}
+	if c.StreamName == "" {
+		c.StreamName = DefaultStreamName
+	}
+	if err := validStreamName(c.StreamName + "_POISON"); err != nil {
+		return c, invalid("StreamName: %v", err)
+	}
+	if c.SubjectPrefix == "" {
+		c.SubjectPrefix = DefaultSubjectPrefix
+	}
+	if err := validSubject(c.SubjectPrefix); err != nil {
+		return c, invalid("SubjectPrefix: %v", err)
+	}
+	if c.Storage != jetstream.FileStorage && c.Storage != jetstream.MemoryStorage {
+		return c, invalid("Storage %d", c.Storage)
+	}
+	if c.Retention != RetentionInterest && c.Retention != RetentionLimits {
+		return c, invalid("Retention %d", c.Retention)
+	}
+	type dur struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}
+	for _, d := range []dur{
+		{"ConnectTimeout", &c.ConnectTimeout, DefaultConnectTimeout},
+		{"RequestTimeout", &c.RequestTimeout, DefaultRequestTimeout},
+		{"MaxAge", &c.MaxAge, 0},
+		{"PoisonMaxAge", &c.PoisonMaxAge, 0},
+		{"DuplicateWindow", &c.DuplicateWindow, DefaultDuplicateWindow},
+		{"AckWait", &c.AckWait, DefaultAckWait},
+		{"NakDelay", &c.NakDelay, DefaultNakDelay},
+		{"MaxNakDelay", &c.MaxNakDelay, DefaultMaxNakDelay},
+		{"PubAckTimeout", &c.PubAckTimeout, DefaultPubAckTimeout},
+	} {
+		if *d.v < 0 {
+			return c, invalid("%s %v < 0", d.name, *d.v)
+		}
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	if c.AckWait < 30*time.Millisecond {
+		return c, invalid("AckWait %v < 30ms", c.AckWait)
+	}
+	if c.MaxNakDelay < c.NakDelay {
+		c.MaxNakDelay = c.NakDelay
+	}
+	if c.MaxAge > 0 && c.DuplicateWindow > c.MaxAge {
+		c.DuplicateWindow = c.MaxAge
+	}
+	type num struct {
+		name string
+		v    *int
+		def  int
+	}
+	for _, n := range []num{
+		{"Replicas", &c.Replicas, 1},
+		{"MaxAckPending", &c.MaxAckPending, DefaultMaxAckPending},
+		{"Prefetch", &c.Prefetch, DefaultPrefetch},
+		{"MaxPayload", &c.MaxPayload, 0},
+		{"MaxPendingPublishes", &c.MaxPendingPublishes, DefaultMaxPendingPublishes},
+	} {
+		if *n.v < 0 {
+			return c, invalid("%s %d < 0", n.name, *n.v)
+		}
+		if *n.v == 0 {
+			*n.v = n.def
+		}
+	}
+	if c.Replicas > 5 {
+		return c, invalid("Replicas %d > 5", c.Replicas)
+	}
+	switch {
+	case c.MaxDeliver == 0:
+		c.MaxDeliver = DefaultMaxDeliver
+	case c.MaxDeliver < -1:
+		return c, invalid("MaxDeliver %d", c.MaxDeliver)
+	}
+	for i, o := range c.NATSOptions {
+		if o == nil {
+			return c, invalid("nil NATSOptions[%d]", i)
+		}
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	return c, nil
+}

@@ -1,0 +1,63 @@
+package natstest_test
+
+import (
+	"testing"
+
+	natsgo "github.com/nats-io/nats.go"
+	"go.uber.org/goleak"
+
+	"github.com/heraldbus/herald/adapters/nats/natstest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestStartRestartClose(t *testing.T) {
+	srv, err := natstest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := srv.URL()
+	nc, err := natsgo.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := nc.JetStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.AddStream(&natsgo.StreamConfig{Name: "S", Subjects: []string{"s.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish("s.x", []byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if srv.URL() != url {
+		t.Errorf("URL changed across Restart: %s → %s", url, srv.URL())
+	}
+	nc, err = natsgo.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ = nc.JetStream()
+	m, err := js.GetLastMsg("S", "s.x")
+	if err != nil || string(m.Data) != "kept" {
+		t.Fatalf("after restart: %v %v", m, err)
+	}
+	nc.Close()
+	srv.Close()
+	srv.Close() // twice is fine
+}
+
+func TestNew(t *testing.T) {
+	srv := natstest.New(t)
+	nc, err := natsgo.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+}

@@ -1,0 +1,196 @@
+package nats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DeliveryCountKey is the metadata key of a received message that holds how
+// many times JetStream has delivered it to this handler (1 for the first
+// delivery). The bus reads it as the attempt number.
+const DeliveryCountKey = "Herald-Delivery-Count"
+
+// publisher is the message.Publisher of a Transport.
+type publisher struct{ t *Transport }
+
+// Publish publishes msgs on the subject of topic and returns nil once the
+// stream has acknowledged (PubAck) every one. The messages are sent at once,
+// pipelined on the connection with those of other goroutines; each message's
+// Context bounds its wait. msg.UUID becomes the Nats-Msg-Id header (the stream
+// drops a duplicate within the DuplicateWindow; a duplicate counts as
+// published), and every metadata entry becomes a header (keys starting with
+// "Nats-" are reserved for the transport and skipped). On error, messages
+// other than the one reported may have been stored.
+func (p publisher) Publish(topic string, msgs ...*message.Message) error {
+	switch len(msgs) {
+	case 0:
+		return nil
+	case 1:
+		ctx := msgs[0].Context()
+		f, err := p.t.publishAsync(ctx, topic, msgs[0])
+		if err != nil {
+			return err
+		}
+		return p.t.waitAck(ctx, msgs[0], f)
+	}
+	futures := make([]jetstream.PubAckFuture, len(msgs))
+	for i, m := range msgs {
+		f, err := p.t.publishAsync(m.Context(), topic, m)
+		if err != nil {
+			return err
+		}
+		futures[i] = f
+	}
+	var errs []error
+	for i, f := range futures {
+		if err := p.t.waitAck(msgs[i].Context(), msgs[i], f); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close does nothing: the transport owns the connection.
+func (publisher) Close() error { return nil }
+
+// PublishBatch publishes msgs on topic as [publisher.Publish] does, but with
+// ctx for all of them: it sends them all, then waits for every PubAck. It
+// returns nil only if every message was acknowledged; otherwise the errors
+// (joined) name the failed message IDs, and the others may be stored (publish
+// again with the same IDs: the stream drops duplicates within the
+// DuplicateWindow).
+func (t *Transport) PublishBatch(ctx context.Context, topic string, msgs []*message.Message) error {
+	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
+	var sendErr error
+	for _, m := range msgs {
+		f, err := t.publishAsync(ctx, topic, m)
+		if err != nil {
+			sendErr = err
+			break
+		}
+		futures = append(futures, f)
+	}
+	errs := []error{sendErr}
+	for i, f := range futures {
+		if err := t.waitAck(ctx, msgs[i], f); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// publishAsync sends m, once a publish slot is free, and returns its future.
+func (t *Transport) publishAsync(ctx context.Context, topic string, m *message.Message) (jetstream.PubAckFuture, error) {
+	if t.isClosed() {
+		return nil, ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := t.prepare(ctx); err != nil {
+		return nil, err
+	}
+	nm, err := t.natsMsg(topic, m)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case t.pubSlots <- struct{}{}:
+	default:
+		select {
+		case t.pubSlots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("herald/nats: publish %s: waiting for a publish slot: %w", m.UUID, ctx.Err())
+		case <-t.closed:
+			return nil, ErrClosed
+		}
+	}
+	f, err := t.js.PublishMsgAsync(nm)
+	if err != nil {
+		<-t.pubSlots // not in flight: no callback will release the slot
+		if errors.Is(err, nats.ErrMaxPayload) {
+			err = fmt.Errorf("%w: %w", ErrTooLarge, err)
+		}
+		return nil, fmt.Errorf("herald/nats: publish %s on %s: %w", m.UUID, nm.Subject, err)
+	}
+	return f, nil
+}
+
+// waitAck waits for the PubAck of m.
+func (t *Transport) waitAck(ctx context.Context, m *message.Message, f jetstream.PubAckFuture) error {
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
+			err = fmt.Errorf("%w (no stream captures %s.>: was the transport started, or was stream %q deleted?)",
+				err, t.cfg.SubjectPrefix, t.cfg.StreamName)
+		} else if errors.Is(err, jetstream.ErrJetStreamPublisherClosed) {
+			err = fmt.Errorf("%w: %w", ErrClosed, err)
+		}
+		return fmt.Errorf("herald/nats: publish %s: %w", m.UUID, err)
+	case <-ctx.Done():
+		return fmt.Errorf("herald/nats: publish %s: waiting for the PubAck: %w", m.UUID, ctx.Err())
+	case <-t.closed:
+		return fmt.Errorf("herald/nats: publish %s: %w", m.UUID, ErrClosed)
+	}
+}
+
+// natsMsg builds the NATS message of m on topic.
+func (t *Transport) natsMsg(topic string, m *message.Message) (*nats.Msg, error) {
+	if err := validSubject(topic); err != nil {
+		return nil, fmt.Errorf("herald/nats: topic: %v", err)
+	}
+	h := make(nats.Header, len(m.Metadata)+1)
+	size := len(m.Payload) + len("NATS/1.0\r\n\r\n")
+	for k, v := range m.Metadata {
+		if reservedKey(k) {
+			continue
+		}
+		if err := validHeader(k, v); err != nil {
+			return nil, fmt.Errorf("herald/nats: message %s: metadata %w", m.UUID, err)
+		}
+		h[k] = []string{v}
+		size += len(k) + len(v) + 4
+	}
+	if m.UUID != "" {
+		h[jetstream.MsgIDHeader] = []string{m.UUID}
+		size += len(jetstream.MsgIDHeader) + len(m.UUID) + 4
+	}
+	limit := int64(t.cfg.MaxPayload)
+	if srv := t.nc.MaxPayload(); srv > 0 && (limit == 0 || srv < limit) {
+		limit = srv
+	}
+	if limit > 0 && int64(size) > limit {
+		return nil, fmt.Errorf("%w: message %s is %d bytes with its headers, the limit is %d", ErrTooLarge, m.UUID, size, limit)
+	}
+	return &nats.Msg{Subject: t.Subject(topic), Header: h, Data: m.Payload}, nil
+}
+
+// reservedKey reports whether a metadata key is the transport's, not sent as
+// a header: NATS's own headers and the delivery count set on receipt.
+func reservedKey(k string) bool {
+	return len(k) >= 5 && strings.EqualFold(k[:5], "Nats-") || k == DeliveryCountKey
+}
+
+// validHeader reports whether k: v can travel as a NATS header.
+func validHeader(k, v string) error {
+	if k == "" {
+		return errors.New("with an empty key")
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c <= ' ' || c == ':' || c >= 0x7f {
+			return fmt.Errorf("key %q: a header name cannot contain ':', spaces or control characters", k)
+		}
+	}
+	if strings.ContainsAny(v, "\r\n") {
+		return fmt.Errorf("%q: a header value cannot contain a line break", k)
+	}
+	return nil
+}

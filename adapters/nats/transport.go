@@ -1,0 +1,337 @@
+package nats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// Transport is a Herald transport over NATS JetStream: give it to the bus with
+// bus.WithTransport, which then owns it (its Close closes the transport).
+//
+// Events go to one stream (Config.StreamName) on subjects
+// "<SubjectPrefix>.<event name>". Each handler name consumes each of its
+// topics through a durable pull consumer: every name gets every event, the
+// processes (and workers) of one name share its events, and events published
+// while no process of a name runs wait for it. Poison records go to a second
+// stream (see [Transport.PutPoison]).
+//
+// Why nats.go and not watermill-nats: watermill-nats v2.1.3 publishes one
+// message at a time and waits for its PubAck (about 17 times slower than the
+// pipelined PublishMsgAsync used here), its JetStream consumers are ephemeral
+// unless a custom initializer is given, it never creates streams, it acks
+// synchronously by default, its Subscriber.Close drains the connection even
+// when the caller owns it, and it recreates consumers on reconnect
+// (watermill-nats#671: acknowledged messages come back). The transport still
+// speaks watermill's message.Publisher and message.Subscriber, so the bus
+// treats it as any other watermill transport.
+//
+// All methods are safe for concurrent use.
+type Transport struct {
+	cfg   Config
+	nc    *nats.Conn
+	owned bool // the transport dialled nc and closes it
+	js    jetstream.JetStream
+
+	pubSlots chan struct{} // a token per publish waiting for its PubAck
+
+	readyMu sync.Mutex
+	ready   atomic.Bool
+	events  jetstream.Stream
+	poison  jetstream.Stream
+
+	status      chan nats.Status
+	statusDone  chan struct{}
+	reconnected atomic.Pointer[chan struct{}] // closed and replaced at each reconnect
+
+	closeOnce sync.Once
+	closed    chan struct{}
+	closeErr  error
+	mu        sync.Mutex
+	subs      map[*subscriber]struct{}
+}
+
+// New returns a transport configured by cfg and then opts. Unless cfg.Conn is
+// set it connects to cfg.URL first, and fails if no server answers within
+// cfg.ConnectTimeout. Streams are created or checked by [Transport.Start] (the
+// bus calls it at bus Start), or on first use. Invalid settings give an error
+// wrapping [ErrInvalidOption].
+func New(cfg Config, opts ...Option) (*Transport, error) {
+	for _, o := range opts {
+		if o == nil {
+			return nil, invalid("nil option")
+		}
+		if err := o.apply(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	t := &Transport{cfg: cfg, nc: cfg.Conn, closed: make(chan struct{}), subs: map[*subscriber]struct{}{}}
+	if t.nc == nil {
+		nopts := append([]nats.Option{
+			nats.Name("herald"),
+			nats.Timeout(cfg.ConnectTimeout),
+			nats.MaxReconnects(-1),
+		}, cfg.NATSOptions...)
+		t.nc, err = nats.Connect(cfg.URL, nopts...)
+		if err != nil {
+			return nil, fmt.Errorf("herald/nats: connect to %s: %w", redact(cfg.URL), err)
+		}
+		t.owned = true
+	} else if t.nc.IsClosed() {
+		return nil, invalid("Conn is closed")
+	}
+	t.pubSlots = make(chan struct{}, cfg.MaxPendingPublishes)
+	release := func(jetstream.JetStream, *nats.Msg) {
+		select {
+		case <-t.pubSlots:
+		default:
+		}
+	}
+	t.js, err = jetstream.New(t.nc,
+		jetstream.WithDefaultTimeout(cfg.RequestTimeout),
+		// The library's cap must never stall a publish: the transport's own
+		// slots (pubSlots) are the backpressure, and they honour ctx.
+		jetstream.WithPublishAsyncMaxPending(cfg.MaxPendingPublishes*2),
+		jetstream.WithPublishAsyncTimeout(cfg.PubAckTimeout),
+		jetstream.WithPublishAsyncAckHandler(func(js jetstream.JetStream, m *nats.Msg, _ *jetstream.PubAck) { release(js, m) }),
+		jetstream.WithPublishAsyncErrHandler(func(js jetstream.JetStream, m *nats.Msg, _ error) { release(js, m) }),
+	)
+	if err != nil {
+		t.closeConn()
+		return nil, fmt.Errorf("herald/nats: %w", err)
+	}
+	ch := make(chan struct{})
+	t.reconnected.Store(&ch)
+	t.status = t.nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING)
+	t.statusDone = make(chan struct{})
+	go t.watchStatus()
+	return t, nil
+}
+
+// redact hides a password in a URL list.
+func redact(url string) string {
+	parts := strings.Split(url, ",")
+	for i, p := range parts {
+		if at := strings.LastIndex(p, "@"); at >= 0 {
+			if s := strings.Index(p, "://"); s >= 0 && s < at {
+				parts[i] = p[:s+3] + "***" + p[at:]
+			}
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// watchStatus logs connection changes and tells the consumers when the
+// connection is back, so that they pull again at once (the server forgot
+// their pending pull requests) rather than after a missed heartbeat.
+func (t *Transport) watchStatus() {
+	defer close(t.statusDone)
+	log := t.cfg.Logger
+	for st := range t.status {
+		switch st {
+		case nats.CONNECTED:
+			log.Info("nats reconnected", zap.String("server", t.nc.ConnectedUrlRedacted()))
+			ch := make(chan struct{})
+			old := t.reconnected.Swap(&ch)
+			close(*old)
+		case nats.DISCONNECTED, nats.RECONNECTING:
+			log.Warn("nats connection lost; reconnecting", zap.Stringer("status", st), zap.Error(t.nc.LastError()))
+		}
+	}
+}
+
+func (t *Transport) reconnectedCh() <-chan struct{} { return *t.reconnected.Load() }
+
+// Conn returns the transport's connection (its own or Config.Conn).
+func (t *Transport) Conn() *nats.Conn { return t.nc }
+
+// JetStream returns the JetStream context the transport uses.
+func (t *Transport) JetStream() jetstream.JetStream { return t.js }
+
+// Config returns the transport's configuration, with defaults filled in.
+func (t *Transport) Config() Config { return t.cfg }
+
+// Subject returns the NATS subject of topic.
+func (t *Transport) Subject(topic string) string { return t.cfg.SubjectPrefix + "." + topic }
+
+func (t *Transport) poisonPrefix() string     { return t.cfg.SubjectPrefix + "_poison" }
+func (t *Transport) poisonStreamName() string { return t.cfg.StreamName + "_POISON" }
+
+func (t *Transport) isClosed() bool {
+	select {
+	case <-t.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// Start checks the server (nats-server 2.9 or newer, JetStream enabled) and
+// creates the events and poison streams, or checks that existing ones capture
+// the transport's subjects. It honours ctx and does its work once: later calls
+// return nil at once. The bus calls it at bus Start; errors wrap
+// [ErrUnsupportedServer] when the server cannot work.
+func (t *Transport) Start(ctx context.Context) error { return t.prepare(ctx) }
+
+func (t *Transport) prepare(ctx context.Context) error {
+	if t.ready.Load() {
+		return nil
+	}
+	if t.isClosed() {
+		return ErrClosed
+	}
+	t.readyMu.Lock()
+	defer t.readyMu.Unlock()
+	if t.ready.Load() {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !t.nc.IsConnected() {
+		return fmt.Errorf("herald/nats: not connected to %s (status %v): %w", redact(t.cfg.URL), t.nc.Status(), t.nc.LastError())
+	}
+	if v := t.nc.ConnectedServerVersion(); v != "" && !atLeast(v, 2, 9) {
+		return fmt.Errorf("%w: nats-server %s; Herald needs 2.9 or newer", ErrUnsupportedServer, v)
+	}
+	if _, err := t.js.AccountInfo(ctx); err != nil {
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+			return fmt.Errorf("%w: %v (start nats-server with -js)", ErrUnsupportedServer, err)
+		}
+		return fmt.Errorf("herald/nats: JetStream account info: %w", err)
+	}
+	retention := jetstream.InterestPolicy
+	if t.cfg.Retention == RetentionLimits {
+		retention = jetstream.LimitsPolicy
+	}
+	events, err := t.ensureStream(ctx, jetstream.StreamConfig{
+		Name:        t.cfg.StreamName,
+		Description: "Herald events",
+		Subjects:    []string{t.cfg.SubjectPrefix + ".>"},
+		Retention:   retention,
+		Storage:     t.cfg.Storage,
+		Replicas:    t.cfg.Replicas,
+		MaxAge:      t.cfg.MaxAge,
+		Duplicates:  t.cfg.DuplicateWindow,
+		Discard:     jetstream.DiscardOld,
+	})
+	if err != nil {
+		return err
+	}
+	poison, err := t.ensureStream(ctx, jetstream.StreamConfig{
+		Name:        t.poisonStreamName(),
+		Description: "Herald poison records",
+		Subjects:    []string{t.poisonPrefix() + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     t.cfg.Storage,
+		Replicas:    t.cfg.Replicas,
+		MaxAge:      t.cfg.PoisonMaxAge,
+		Duplicates:  t.cfg.DuplicateWindow,
+		Discard:     jetstream.DiscardOld,
+	})
+	if err != nil {
+		return err
+	}
+	t.events, t.poison = events, poison
+	t.ready.Store(true)
+	return nil
+}
+
+// ensureStream creates the stream, or checks an existing one.
+func (t *Transport) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	s, err := t.js.Stream(ctx, cfg.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err = t.js.CreateStream(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			s, err = t.js.Stream(ctx, cfg.Name) // another process created it
+		} else if err == nil {
+			t.cfg.Logger.Info("stream created", zap.String("stream", cfg.Name), zap.Strings("subjects", cfg.Subjects))
+			return s, nil
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("herald/nats: stream %q (subjects %v): %w", cfg.Name, cfg.Subjects, err)
+	}
+	have := s.CachedInfo().Config.Subjects
+	for _, want := range cfg.Subjects {
+		found := false
+		for _, h := range have {
+			if h == want || h == ">" {
+				found = true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("herald/nats: existing stream %q has subjects %v, not %q: use another StreamName or SubjectPrefix", cfg.Name, have, want)
+		}
+	}
+	return s, nil
+}
+
+// atLeast reports whether the version v ("2.9.10", "2.11.0-beta") is at least
+// major.minor.
+func atLeast(v string, major, minor int) bool {
+	parts := strings.SplitN(strings.TrimPrefix(v, "v"), ".", 3)
+	if len(parts) < 2 {
+		return true // unknown format: let the server answer
+	}
+	ma, err1 := strconv.Atoi(parts[0])
+	mi, err2 := strconv.Atoi(strings.TrimFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' }))
+	if err1 != nil || err2 != nil {
+		return true
+	}
+	return ma > major || ma == major && mi >= minor
+}
+
+// Publisher returns the transport's publisher; see [Transport.PublishBatch]
+// for what Publish promises. Its Close does nothing: the transport owns the
+// connection.
+func (t *Transport) Publisher() message.Publisher { return publisher{t} }
+
+// Close stops every subscriber (their undelivered prefetched events are
+// nacked, to be redelivered), fails the publishes still waiting for a PubAck
+// with [ErrClosed], flushes the acks, and closes the connection if the
+// transport dialled it (a Config.Conn stays open). It is safe to call more
+// than once; later calls return the first call's result.
+func (t *Transport) Close() error {
+	t.closeOnce.Do(func() {
+		close(t.closed)
+		t.mu.Lock()
+		subs := make([]*subscriber, 0, len(t.subs))
+		for s := range t.subs {
+			subs = append(subs, s)
+		}
+		t.mu.Unlock()
+		for _, s := range subs {
+			_ = s.Close()
+		}
+		t.js.CleanupPublisher()
+		if t.nc.IsConnected() {
+			if err := t.nc.FlushTimeout(t.cfg.RequestTimeout); err != nil {
+				t.closeErr = fmt.Errorf("herald/nats: flush acks at close: %w", err)
+			}
+		}
+		t.nc.RemoveStatusListener(t.status)
+		<-t.statusDone
+		t.closeConn()
+	})
+	return t.closeErr
+}
+
+func (t *Transport) closeConn() {
+	if t.owned {
+		t.nc.Close()
+	}
+}
