@@ -7,6 +7,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/heraldbus/herald/handlers"
 	"github.com/heraldbus/herald/middleware"
@@ -172,6 +173,14 @@ type subConfig struct {
 	middleware  []message.HandlerMiddleware
 	retry       *RetryPolicy
 	decode      bool
+	keyOrdered  bool
+	timeout     time.Duration
+	rate        rate.Limit
+	burst       int
+	breaker     *middleware.BreakerConfig
+	dedup       middleware.DedupStore
+	dedupTTL    time.Duration
+	slow        time.Duration
 }
 
 // WithConcurrency sets how many events the handler processes at once (n
@@ -217,6 +226,82 @@ func WithRetryPolicy(p RetryPolicy) SubscribeOption {
 func WithDecode() SubscribeOption {
 	return subOption(func(c *subConfig) error {
 		c.decode = true
+		return nil
+	})
+}
+
+// WithOrderingByKey keeps the events of one ordering key ([WithOrderingKey]) in
+// publish order while events of different keys run in parallel on the
+// handler's workers ([WithConcurrency]): a key always goes to the same worker.
+// Events without a key are spread by ID. Order holds retries aside: an event
+// nacked for redelivery (an open circuit breaker, a failed poison store) goes
+// to the back of the queue. Over a transport whose subscriber waits for each
+// ack before the next message, events are then handled one at a time.
+func WithOrderingByKey() SubscribeOption {
+	return subOption(func(c *subConfig) error {
+		c.keyOrdered = true
+		return nil
+	})
+}
+
+// WithTimeout cancels the handler's ctx d after each attempt starts; an attempt
+// that fails after its deadline is a retryable failure wrapping
+// [middleware.ErrTimeout]. See [middleware.Timeout].
+func WithTimeout(d time.Duration) SubscribeOption {
+	return subOption(func(c *subConfig) error {
+		if d <= 0 {
+			return invalid("timeout %v <= 0", d)
+		}
+		c.timeout = d
+		return nil
+	})
+}
+
+// WithRateLimit lets the handler run at most perSecond attempts per second
+// (retries included) with bursts of burst, across its workers. See
+// [middleware.RateLimit].
+func WithRateLimit(perSecond float64, burst int) SubscribeOption {
+	return subOption(func(c *subConfig) error {
+		if perSecond <= 0 || burst < 1 {
+			return invalid("rate %v/s with burst %d", perSecond, burst)
+		}
+		c.rate, c.burst = rate.Limit(perSecond), burst
+		return nil
+	})
+}
+
+// WithCircuitBreaker stops calling the handler after cfg.ConsecutiveFailures
+// failures in a row; while open, events are redelivered later, not poisoned.
+// cfg.Name defaults to the handler's name. See [middleware.CircuitBreaker].
+func WithCircuitBreaker(cfg middleware.BreakerConfig) SubscribeOption {
+	return subOption(func(c *subConfig) error {
+		c.breaker = &cfg
+		return nil
+	})
+}
+
+// WithDedup skips events this handler already completed within ttl, as
+// recorded in store ([middleware.NewMemoryDedup] for one process; a shared
+// store such as redisdedup for replicas). A crash between the handler's success
+// and the mark yields a duplicate, never a loss. See [middleware.Dedup].
+func WithDedup(store middleware.DedupStore, ttl time.Duration) SubscribeOption {
+	return subOption(func(c *subConfig) error {
+		if store == nil || ttl <= 0 {
+			return invalid("dedup needs a store and a positive ttl")
+		}
+		c.dedup, c.dedupTTL = store, ttl
+		return nil
+	})
+}
+
+// WithSlowThreshold sets the duration above which an attempt is logged as
+// slow; default [middleware.DefaultSlowThreshold].
+func WithSlowThreshold(d time.Duration) SubscribeOption {
+	return subOption(func(c *subConfig) error {
+		if d <= 0 {
+			return invalid("slow threshold %v <= 0", d)
+		}
+		c.slow = d
 		return nil
 	})
 }

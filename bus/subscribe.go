@@ -83,17 +83,7 @@ func (b *Bus) subscribe(name, event string, terminal message.HandlerFunc, sc sub
 	if sc.retry != nil {
 		policy = *sc.retry
 	}
-	log := b.cfg.logger
-	chain := middleware.Retry(policy, log)(terminal)
-	chain = middleware.Poison(b.cfg.poison, log)(chain)
-	chain = middleware.Correlation(chain)
-	chain = middleware.Recover(chain)
-	for i := len(sc.middleware) - 1; i >= 0; i-- {
-		chain = sc.middleware[i](chain)
-	}
-	for i := len(b.cfg.middleware) - 1; i >= 0; i-- {
-		chain = b.cfg.middleware[i](chain)
-	}
+	chain := buildChain(b.cfg, name, policy, sc, terminal)
 	s := &Subscription{b: b, name: name, event: event, cfg: sc, chain: chain,
 		stop: make(chan struct{}), done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -115,6 +105,47 @@ func (b *Bus) subscribe(name, event string, terminal message.HandlerFunc, sc sub
 	b.cfg.logger.Debug("handler subscribed", zap.String("handler", name), zap.String("event", event),
 		zap.Int("concurrency", sc.concurrency))
 	return s, nil
+}
+
+// buildChain wraps terminal in the handler's middleware, outermost first:
+//
+//	bus-wide (WithMiddleware) → handler's (WithHandlerMiddleware) → Recover →
+//	Correlation → Poison → [Dedup] → Retry → [RateLimit] → [CircuitBreaker] →
+//	Logging → [Timeout] → terminal
+//
+// Bracketed ones are on when their option is given. package middleware's doc
+// explains why each sits where it does.
+func buildChain(cfg config, name string, policy RetryPolicy, sc subConfig, terminal message.HandlerFunc) message.HandlerFunc {
+	log := cfg.logger
+	chain := terminal
+	if sc.timeout > 0 {
+		chain = middleware.Timeout(sc.timeout)(chain)
+	}
+	chain = middleware.Logging(log, sc.slow)(chain)
+	if sc.breaker != nil {
+		bc := *sc.breaker
+		if bc.Name == "" {
+			bc.Name = name
+		}
+		chain = middleware.CircuitBreaker(bc, log)(chain)
+	}
+	if sc.rate > 0 {
+		chain = middleware.RateLimit(sc.rate, sc.burst)(chain)
+	}
+	chain = middleware.Retry(policy, log)(chain)
+	if sc.dedup != nil {
+		chain = middleware.Dedup(sc.dedup, sc.dedupTTL, log)(chain)
+	}
+	chain = middleware.Poison(cfg.poison, log)(chain)
+	chain = middleware.Correlation(chain)
+	chain = middleware.Recover(chain)
+	for i := len(sc.middleware) - 1; i >= 0; i-- {
+		chain = sc.middleware[i](chain)
+	}
+	for i := len(cfg.middleware) - 1; i >= 0; i-- {
+		chain = cfg.middleware[i](chain)
+	}
+	return chain
 }
 
 // Name returns the handler's name.
@@ -158,6 +189,10 @@ func (s *Subscription) startLocal() error {
 		return s.b.mapErr(err)
 	}
 	s.release = append(s.release, events.Leave)
+	if s.cfg.keyOrdered && s.cfg.concurrency > 1 {
+		s.startKeyedLocal(events)
+		return nil
+	}
 	for range s.cfg.concurrency {
 		s.wg.Go(func() { s.runLocal(events) })
 	}
@@ -224,6 +259,20 @@ func (s *Subscription) startRemote(ctx context.Context) error {
 		return err
 	}
 	s.release = append(s.release, func() { _ = sub.Close() })
+	if s.cfg.keyOrdered && s.cfg.concurrency > 1 {
+		events, err := sub.Subscribe(s.ctx, s.event)
+		if err == nil {
+			var replays <-chan *message.Message
+			replays, err = sub.Subscribe(s.ctx, replayTopic(s.name))
+			if err == nil {
+				s.startKeyedRemote(events, replays)
+				return nil
+			}
+		}
+		s.cancel()
+		_ = sub.Close()
+		return err
+	}
 	for range s.cfg.concurrency {
 		events, err := sub.Subscribe(s.ctx, s.event)
 		if err != nil {

@@ -51,7 +51,8 @@ var ErrPoisonStore = errors.New("herald: cannot store poison record")
 // Poison stores a record of every delivery the handler fails, in store, and then
 // acknowledges it (returns nil) so that the main flow goes on. A failure whose
 // message context has ended (the bus or subscription is stopping) is returned
-// as it is and nothing is stored: shutdown never poisons an event. If the store
+// as it is and nothing is stored: shutdown never poisons an event; so is a
+// deferred one ([ErrDeferred]: an open circuit breaker). If the store
 // fails, Poison returns an error wrapping [ErrPoisonStore] and the handler's error,
 // and the event is nacked.
 //
@@ -66,7 +67,7 @@ func Poison(store PoisonStore, logger *zap.Logger) message.HandlerMiddleware {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			ctx := msg.Context()
 			out, err := h(msg)
-			if err == nil || ctx.Err() != nil {
+			if err == nil || ctx.Err() != nil || IsDeferred(err) {
 				return out, err
 			}
 			rec := NewPoisonRecord(msg, err)

@@ -89,7 +89,8 @@ func (e *RetryError) Unwrap() error { return e.Err }
 // Retry calls the handler again after a failure, waiting an exponentially
 // growing, jittered interval between attempts, until it succeeds, the policy's
 // attempts run out, or the error is permanent ([handlers.IsPermanent]: a
-// [handlers.Permanent] error or a decode error). It returns a [*RetryError] after
+// [handlers.Permanent] error or a decode error) or deferred ([IsDeferred]).
+// Each retry is logged at Info ("retrying", with the backoff). It returns a [*RetryError] after
 // a failure that was retried, the handler's error as it is otherwise. If the
 // message's context ends during a wait, Retry stops and returns the last error
 // (the delivery is then nacked, not poisoned). It updates the Attempt of the
@@ -106,7 +107,7 @@ func Retry(p RetryPolicy, logger *zap.Logger) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			out, err := h(msg)
-			if err == nil || p.MaxAttempts <= 1 || handlers.IsPermanent(err) {
+			if err == nil || p.MaxAttempts <= 1 || handlers.IsPermanent(err) || IsDeferred(err) {
 				return out, err
 			}
 			return retry(p, logger, h, msg, err)
@@ -131,7 +132,7 @@ func retry(p RetryPolicy, logger *zap.Logger, h message.HandlerFunc, msg *messag
 	attempt := 1
 	for attempt < p.MaxAttempts {
 		wait := bo.NextBackOff()
-		if ce := logger.Check(zap.WarnLevel, "handler failed, will retry"); ce != nil {
+		if ce := logger.Check(zap.InfoLevel, "retrying"); ce != nil {
 			ce.Write(deliveryFields(meta, zap.Int("attempt", base+attempt-1), zap.Duration("backoff", wait), zap.Error(err))...)
 		}
 		t := time.NewTimer(wait)
@@ -150,7 +151,7 @@ func retry(p RetryPolicy, logger *zap.Logger, h message.HandlerFunc, msg *messag
 		if err == nil {
 			return out, nil
 		}
-		if handlers.IsPermanent(err) || ctx.Err() != nil {
+		if handlers.IsPermanent(err) || IsDeferred(err) || ctx.Err() != nil {
 			break
 		}
 	}

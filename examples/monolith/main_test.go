@@ -20,8 +20,11 @@ func TestMonolith(t *testing.T) {
 	if err := run(ctx, zap.New(core)); err != nil {
 		t.Fatal(err)
 	}
-	if n := logs.FilterMessage("handler failed, will retry").Len(); n != 2 {
+	if n := logs.FilterMessage("retrying").Len(); n != 2 {
 		t.Errorf("%d retry log lines, want 2 (inventory's transient failures)", n)
+	}
+	if n := logs.FilterMessage("handler attempt failed").Len(); n != 3 {
+		t.Errorf("%d failed-attempt log lines, want 3 (inventory twice, email once)", n)
 	}
 	poisoned := logs.FilterMessage("event poisoned").All()
 	if len(poisoned) != 1 {

@@ -1,0 +1,51 @@
+package middleware
+
+import (
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/heraldbus/herald/handlers"
+)
+
+// DefaultSlowThreshold is the handler duration above which Logging warns.
+const DefaultSlowThreshold = 5 * time.Second
+
+// Logging writes one structured line per handler attempt that fails (Warn),
+// takes longer than slow (Warn), or succeeds (Debug), with the handler, event
+// name, event ID, correlation ID, attempt and duration. Payloads are never
+// logged. slow <= 0 means [DefaultSlowThreshold]. On success with Debug off it
+// allocates nothing.
+func Logging(logger *zap.Logger, slow time.Duration) message.HandlerMiddleware {
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	if slow <= 0 {
+		slow = DefaultSlowThreshold
+	}
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			start := time.Now()
+			out, err := h(msg)
+			d := time.Since(start)
+			level, text := zapcore.DebugLevel, "handled"
+			switch {
+			case err != nil:
+				level, text = zapcore.WarnLevel, "handler attempt failed"
+			case d > slow:
+				level, text = zapcore.WarnLevel, "slow handler"
+			}
+			if ce := logger.Check(level, text); ce != nil {
+				meta := handlers.MessageMetadata(msg)
+				attempt := 0
+				if meta != nil {
+					attempt = meta.Attempt
+				}
+				ce.Write(deliveryFields(meta, zap.Int("attempt", attempt), zap.Duration("duration", d), zap.Error(err))...)
+			}
+			return out, err
+		}
+	}
+}

@@ -1,0 +1,243 @@
+package herald_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/heraldbus/herald/adapters/memory"
+	"github.com/heraldbus/herald/bus"
+	"github.com/heraldbus/herald/bustest"
+	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/middleware"
+)
+
+func TestTimeoutPerAttemptIsRetryable(t *testing.T) {
+	b := bustest.New(t, fast)
+	var calls atomic.Int32
+	if _, err := bus.Subscribe(b, "slowpoke", func(ctx context.Context, e OrderPlaced) error {
+		calls.Add(1)
+		<-ctx.Done() // every attempt overruns its own deadline
+		return ctx.Err()
+	}, bus.WithTimeout(20*time.Millisecond), bus.WithRetryPolicy(bus.RetryPolicy{MaxAttempts: 3, InitialInterval: time.Millisecond})); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, b, 1)
+	rec := awaitPoison(t, b, "slowpoke", 1)[0]
+	if calls.Load() != 3 || rec.Attempts != 3 || !strings.Contains(rec.Error, "timed out") {
+		t.Errorf("calls %d, record %+v", calls.Load(), rec)
+	}
+}
+
+func TestTimeoutLetsFastHandlersThrough(t *testing.T) {
+	b := bustest.New(t)
+	r := bustest.Record[OrderPlaced](t, b, "quick", bus.WithTimeout(time.Second))
+	publishN(t, b, 3)
+	r.Wait(t, 3, wait)
+}
+
+func TestRateLimitSpacesAttempts(t *testing.T) {
+	b := bustest.New(t)
+	var mu sync.Mutex
+	var at []time.Time
+	r := &bustest.Recorder[OrderPlaced]{Fail: func(context.Context, OrderPlaced) error {
+		mu.Lock()
+		at = append(at, time.Now())
+		mu.Unlock()
+		return nil
+	}}
+	if _, err := bus.Subscribe(b, "limited", r.Handle, bus.WithRateLimit(50, 1), bus.WithConcurrency(4)); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, b, 6)
+	r.Wait(t, 6, wait)
+	// 50/s with burst 1: 6 events need at least 5 gaps of 20ms.
+	if d := at[len(at)-1].Sub(at[0]); d < 90*time.Millisecond {
+		t.Errorf("6 events at 50/s took %v, want ≥ 100ms", d)
+	}
+}
+
+func TestCircuitBreakerOpensDefersAndRecovers(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	tr := memory.New(memory.WithRedeliveryDelay(5 * time.Millisecond))
+	b := bustest.New(t, bus.WithTransport(tr), bus.WithLogger(zap.New(core)))
+	var healthy atomic.Bool
+	var calls atomic.Int32
+	r := &bustest.Recorder[OrderPlaced]{Fail: func(context.Context, OrderPlaced) error {
+		calls.Add(1)
+		if !healthy.Load() {
+			return errors.New("dependency down")
+		}
+		return nil
+	}}
+	if _, err := bus.Subscribe(b, "guarded", r.Handle,
+		bus.WithRetryPolicy(bus.RetryPolicy{MaxAttempts: 1}),
+		bus.WithCircuitBreaker(middleware.BreakerConfig{ConsecutiveFailures: 3, OpenFor: 100 * time.Millisecond})); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, b, 10)
+	// 3 failures trip the breaker; those 3 are poisoned (retries exhausted).
+	awaitPoison(t, b, "guarded", 3)
+	bustest.Eventually(t, wait, func() bool { return logs.FilterMessage("circuit breaker state changed").Len() >= 1 }, "breaker opened")
+	callsWhenOpen := calls.Load()
+	healthy.Store(true)
+	// While open, the other 7 are deferred (redelivered), not poisoned; after
+	// OpenFor a probe succeeds, the breaker closes, and all 7 are handled.
+	r.Wait(t, 7, wait)
+	if recs, _ := b.Poison().List(ctxT(t), "guarded"); len(recs) != 3 {
+		t.Errorf("%d poison records, want 3: an open breaker must not poison", len(recs))
+	}
+	if callsWhenOpen != 3 {
+		t.Errorf("handler called %d times before the breaker opened, want 3", callsWhenOpen)
+	}
+	states := logs.FilterMessage("circuit breaker state changed").All()
+	if last := states[len(states)-1].ContextMap()["to"]; last != "closed" {
+		t.Errorf("last breaker state %v, want closed", last)
+	}
+}
+
+func TestDedupSkipsCompletedEventsButNotReplays(t *testing.T) {
+	b := bustest.New(t, fast)
+	store := middleware.NewMemoryDedup(0)
+	var calls atomic.Int32
+	var failOnce atomic.Bool
+	failOnce.Store(true)
+	if _, err := bus.Subscribe(b, "once", func(ctx context.Context, e OrderPlaced) error {
+		calls.Add(1)
+		if e.ID == "poison-me" && failOnce.Swap(false) {
+			return bus.Permanent(errors.New("first time fails"))
+		}
+		return nil
+	}, bus.WithDedup(store, time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	// The same event ID twice: the second is a duplicate and skipped.
+	for range 2 {
+		if err := bus.Publish(ctxT(t), b, OrderPlaced{ID: "a"}, bus.WithMessageID("evt-a")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := bus.Publish(ctxT(t), b, OrderPlaced{ID: "poison-me"}, bus.WithMessageID("evt-p")); err != nil {
+		t.Fatal(err)
+	}
+	rec := awaitPoison(t, b, "once", 1)[0]
+	if err := b.Poison().Replay(ctxT(t), rec.ID); err != nil {
+		t.Fatal(err)
+	}
+	bustest.Eventually(t, wait, func() bool { return calls.Load() == 3 }, "calls: a, poison-me, its replay (got %d)", calls.Load())
+	if err := bus.Publish(ctxT(t), b, OrderPlaced{ID: "poison-me"}, bus.WithMessageID("evt-p")); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, b, 1) // a marker: once it is handled, the duplicate before it was skipped
+	bustest.Eventually(t, wait, func() bool { return calls.Load() >= 4 }, "marker handled")
+	if calls.Load() != 4 || store.Len() != 3 {
+		t.Errorf("calls %d (want 4), keys %d (want 3)", calls.Load(), store.Len())
+	}
+}
+
+func TestMemoryDedupBoundAndTTL(t *testing.T) {
+	s := middleware.NewMemoryDedup(2)
+	ctx := context.Background()
+	_ = s.MarkDone(ctx, "a", time.Hour)
+	_ = s.MarkDone(ctx, "b", time.Millisecond)
+	_ = s.MarkDone(ctx, "c", time.Hour)
+	if done, _ := s.Done(ctx, "a"); done || s.Len() != 2 {
+		t.Errorf("oldest key kept beyond the bound (len %d)", s.Len())
+	}
+	bustest.Eventually(t, wait, func() bool { d, _ := s.Done(ctx, "b"); return !d }, "TTL expiry")
+	if done, _ := s.Done(ctx, "c"); !done {
+		t.Error("live key lost")
+	}
+}
+
+func TestLoggingLinesPerOutcome(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	b := bustest.New(t, bus.WithLogger(zap.New(core)), fast)
+	var n atomic.Int32
+	r := &bustest.Recorder[OrderPlaced]{Fail: func(context.Context, OrderPlaced) error {
+		switch n.Add(1) {
+		case 1:
+			return errors.New("first fails")
+		case 2:
+			time.Sleep(30 * time.Millisecond) // slower than the threshold below
+		}
+		return nil
+	}}
+	if _, err := bus.Subscribe(b, "logged", r.Handle, bus.WithSlowThreshold(20*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.Publish(ctxT(t), b, OrderPlaced{ID: "secret-payload-value"}); err != nil {
+		t.Fatal(err)
+	}
+	r.Wait(t, 1, wait)
+	publishN(t, b, 1)
+	r.Wait(t, 2, wait)
+	bustest.Eventually(t, wait, func() bool { return logs.FilterMessage("handled").Len() == 1 }, "debug line per success")
+	failed := logs.FilterMessage("handler attempt failed").All()
+	slow := logs.FilterMessage("slow handler").All()
+	if len(failed) != 1 || len(slow) != 1 || logs.FilterMessage("retrying").Len() != 1 {
+		t.Fatalf("failed %d, slow %d, retrying %d lines", len(failed), len(slow), logs.FilterMessage("retrying").Len())
+	}
+	f := failed[0].ContextMap()
+	for _, k := range []string{"handler", "event", "event_id", "correlation_id", "attempt", "duration", "error"} {
+		if _, ok := f[k]; !ok {
+			t.Errorf("failure line lacks %q: %v", k, f)
+		}
+	}
+	for _, e := range logs.All() {
+		if strings.Contains(fmt.Sprint(e.ContextMap()), "secret-payload-value") {
+			t.Errorf("payload logged in %q", e.Message)
+		}
+	}
+}
+
+func TestOrderingByKeyAtConcurrencyN(t *testing.T) {
+	b := bustest.New(t)
+	var mu sync.Mutex
+	perKey := map[string][]int{}
+	var running, peak atomic.Int32
+	r := &bustest.Recorder[OrderPlaced]{Fail: func(ctx context.Context, e OrderPlaced) error {
+		n := running.Add(1)
+		defer running.Add(-1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		time.Sleep(time.Millisecond) // work, so that keys overlap
+		m, _ := handlers.FromContext(ctx)
+		mu.Lock()
+		perKey[m.OrderingKey] = append(perKey[m.OrderingKey], int(e.Amount))
+		mu.Unlock()
+		return nil
+	}}
+	if _, err := bus.Subscribe(b, "keyed", r.Handle, bus.WithConcurrency(4), bus.WithOrderingByKey()); err != nil {
+		t.Fatal(err)
+	}
+	const keys, per = 8, 25
+	for i := range per {
+		for k := range keys {
+			if err := bus.Publish(ctxT(t), b, OrderPlaced{Amount: float64(i)}, bus.WithOrderingKey(fmt.Sprint("cust-", k))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	r.Wait(t, keys*per, wait)
+	mu.Lock()
+	defer mu.Unlock()
+	for k, seq := range perKey {
+		for i, v := range seq {
+			if v != i {
+				t.Fatalf("key %s out of order: %v", k, seq)
+			}
+		}
+	}
+	if peak.Load() < 2 {
+		t.Errorf("peak parallelism %d: different keys should run in parallel", peak.Load())
+	}
+}
