@@ -146,15 +146,28 @@ func TestDedupSkipsCompletedEventsButNotReplays(t *testing.T) {
 func TestMemoryDedupBoundAndTTL(t *testing.T) {
 	s := middleware.NewMemoryDedup(2)
 	ctx := context.Background()
-	_ = s.MarkDone(ctx, "a", time.Hour)
-	_ = s.MarkDone(ctx, "b", time.Millisecond)
-	_ = s.MarkDone(ctx, "c", time.Hour)
-	if done, _ := s.Done(ctx, "a"); done || s.Len() != 2 {
-		t.Errorf("oldest key kept beyond the bound (len %d)", s.Len())
+	_ = s.Finish(ctx, "a", time.Hour)
+	_ = s.Finish(ctx, "b", time.Millisecond)
+	_ = s.Finish(ctx, "c", time.Hour)
+	if s.Len() != 2 {
+		t.Errorf("len %d beyond the bound 2", s.Len())
 	}
-	bustest.Eventually(t, wait, func() bool { d, _ := s.Done(ctx, "b"); return !d }, "TTL expiry")
-	if done, _ := s.Done(ctx, "c"); !done {
+	if done, claimed, _ := s.Begin(ctx, "a", time.Hour); done || !claimed {
+		t.Errorf("oldest key kept beyond the bound")
+	}
+	ttl := middleware.NewMemoryDedup(10)
+	_ = ttl.Finish(ctx, "short", time.Millisecond)
+	_ = ttl.Finish(ctx, "long", time.Hour)
+	bustest.Eventually(t, wait, func() bool { d, _, _ := ttl.Begin(ctx, "short", time.Hour); return !d }, "TTL expiry")
+	if done, _, _ := ttl.Begin(ctx, "long", time.Hour); !done {
 		t.Error("live key lost")
+	}
+	if _, claimed, _ := ttl.Begin(ctx, "short", time.Hour); claimed {
+		t.Error("a live claim was claimed twice")
+	}
+	_ = ttl.Abandon(ctx, "short")
+	if _, claimed, _ := ttl.Begin(ctx, "short", time.Hour); !claimed {
+		t.Error("abandoned claim not claimable")
 	}
 }
 

@@ -3,6 +3,7 @@ package middleware
 import (
 	"container/list"
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -12,25 +13,41 @@ import (
 	"github.com/heraldbus/herald/handlers"
 )
 
-// DedupStore remembers which (handler, event ID) keys completed. Implementations
-// must be safe for concurrent use; a store shared by replicas (Redis) makes
-// deduplication work across processes.
+// DedupStore remembers which (handler, event ID) keys completed, and which are
+// being handled right now. Implementations must be safe for concurrent use; a
+// store shared by replicas (Redis) makes deduplication work across processes.
 type DedupStore interface {
-	// Done reports whether key was marked within its TTL.
-	Done(ctx context.Context, key string) (bool, error)
-	// MarkDone records key for ttl.
-	MarkDone(ctx context.Context, key string, ttl time.Duration) error
+	// Begin reports whether key completed (done) and, if not, tries to claim
+	// it for lease: claimed is false when another holder's claim is live.
+	Begin(ctx context.Context, key string, lease time.Duration) (done, claimed bool, err error)
+	// Finish marks key completed for ttl, replacing the claim.
+	Finish(ctx context.Context, key string, ttl time.Duration) error
+	// Abandon drops the claim on key after a failure, so that a redelivery
+	// can claim it.
+	Abandon(ctx context.Context, key string) error
 }
 
+// DedupLease bounds how long a claim blocks the other replicas if its holder
+// dies mid-handling: min(ttl, DedupLease).
+const DedupLease = time.Minute
+
+// ErrDuplicateInFlight (wrapped, with [ErrDeferred]) is returned for a delivery
+// whose event another replica is handling right now; it is redelivered later
+// and then skipped if that replica succeeded.
+var ErrDuplicateInFlight = errors.New("herald: event is being handled by another replica")
+
 // Dedup skips a delivery whose event ID this handler already completed within
-// ttl: it is acknowledged without calling the handler. After the handler
-// succeeds, the key "<handler>/<event ID>" is marked done in store.
+// ttl: it is acknowledged without calling the handler. Keys are
+// "<handler>/<event ID>". Before the handler runs, the key is claimed; a
+// delivery of an event another replica is handling is deferred (nacked,
+// redelivered later). After success the key is marked done for ttl; after a
+// failure the claim is dropped.
 //
 // Guarantee: a duplicate, never a loss. If the process dies between the
 // handler's success and the mark, or the mark fails (logged at Warn, the
-// delivery is still acknowledged), a redelivery runs the handler again. If the
-// store cannot be read, the handler runs (a possible duplicate) rather than the
-// event being dropped.
+// delivery is still acknowledged), a redelivery runs the handler again (after
+// the claim's lease, at most [DedupLease], if the process died). If the store
+// cannot be read, the handler runs anyway.
 //
 // Place it inside Poison and outside Retry (bus.WithDedup does): a poisoned
 // event is not marked done, so its replay runs.
@@ -38,6 +55,7 @@ func Dedup(store DedupStore, ttl time.Duration, logger *zap.Logger) message.Hand
 	if logger == nil {
 		logger = zap.NewNop()
 	}
+	lease := min(ttl, DedupLease)
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			meta := handlers.MessageMetadata(msg)
@@ -46,19 +64,25 @@ func Dedup(store DedupStore, ttl time.Duration, logger *zap.Logger) message.Hand
 			}
 			key := meta.Handler + "/" + meta.ID
 			ctx := msg.Context()
-			done, err := store.Done(ctx, key)
-			if err != nil {
+			done, claimed, err := store.Begin(ctx, key, lease)
+			switch {
+			case err != nil:
 				logger.Warn("dedup store unreadable; handling the event anyway",
 					deliveryFields(meta, zap.Error(err))...)
-			} else if done {
+			case done:
 				logger.Debug("duplicate event skipped", deliveryFields(meta)...)
 				return nil, nil
+			case !claimed:
+				return nil, Defer(ErrDuplicateInFlight)
 			}
 			out, err := h(msg)
 			if err != nil {
+				if claimed {
+					_ = store.Abandon(context.WithoutCancel(ctx), key)
+				}
 				return out, err
 			}
-			if merr := store.MarkDone(ctx, key, ttl); merr != nil {
+			if merr := store.Finish(context.WithoutCancel(ctx), key, ttl); merr != nil {
 				logger.Warn("cannot mark event done; a redelivery would run the handler again",
 					deliveryFields(meta, zap.Error(merr))...)
 			}
@@ -80,6 +104,7 @@ type MemoryDedup struct {
 
 type dedupEntry struct {
 	key     string
+	done    bool // false: a claim
 	expires time.Time
 }
 
@@ -92,39 +117,53 @@ func NewMemoryDedup(max int) *MemoryDedup {
 	return &MemoryDedup{max: max, keys: map[string]*list.Element{}, order: list.New(), now: time.Now}
 }
 
-// Done implements DedupStore.
-func (m *MemoryDedup) Done(_ context.Context, key string) (bool, error) {
+// Begin implements DedupStore.
+func (m *MemoryDedup) Begin(_ context.Context, key string, lease time.Duration) (done, claimed bool, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	el, ok := m.keys[key]
-	if !ok {
-		return false, nil
-	}
-	if m.now().After(el.Value.(*dedupEntry).expires) {
+	now := m.now()
+	if el, ok := m.keys[key]; ok {
+		e := el.Value.(*dedupEntry)
+		if now.Before(e.expires) {
+			return e.done, false, nil
+		}
 		m.order.Remove(el)
 		delete(m.keys, key)
-		return false, nil
 	}
-	return true, nil
+	m.put(key, false, now.Add(lease))
+	return false, true, nil
 }
 
-// MarkDone implements DedupStore.
-func (m *MemoryDedup) MarkDone(_ context.Context, key string, ttl time.Duration) error {
+// Finish implements DedupStore.
+func (m *MemoryDedup) Finish(_ context.Context, key string, ttl time.Duration) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	exp := m.now().Add(ttl)
 	if el, ok := m.keys[key]; ok {
-		el.Value.(*dedupEntry).expires = exp
-		m.order.MoveToBack(el)
-		return nil
+		m.order.Remove(el)
+		delete(m.keys, key)
 	}
-	m.keys[key] = m.order.PushBack(&dedupEntry{key: key, expires: exp})
+	m.put(key, true, m.now().Add(ttl))
+	return nil
+}
+
+// Abandon implements DedupStore.
+func (m *MemoryDedup) Abandon(_ context.Context, key string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if el, ok := m.keys[key]; ok && !el.Value.(*dedupEntry).done {
+		m.order.Remove(el)
+		delete(m.keys, key)
+	}
+	return nil
+}
+
+func (m *MemoryDedup) put(key string, done bool, exp time.Time) {
+	m.keys[key] = m.order.PushBack(&dedupEntry{key: key, done: done, expires: exp})
 	for m.order.Len() > m.max {
 		oldest := m.order.Front()
 		m.order.Remove(oldest)
 		delete(m.keys, oldest.Value.(*dedupEntry).key)
 	}
-	return nil
 }
 
 // Len returns the number of keys held.

@@ -25,13 +25,34 @@ func New(c redis.UniversalClient, prefix string) *Store {
 	return &Store{c: c, prefix: prefix}
 }
 
-// Done reports whether key is marked.
-func (s *Store) Done(ctx context.Context, key string) (bool, error) {
-	n, err := s.c.Exists(ctx, s.prefix+key).Result()
-	return n == 1, err
+const (
+	claimValue = "claim"
+	doneValue  = "done"
+)
+
+// Begin claims key with SET NX for lease; if the key exists, it reports
+// whether it is done or claimed by another.
+func (s *Store) Begin(ctx context.Context, key string, lease time.Duration) (done, claimed bool, err error) {
+	ok, err := s.c.SetNX(ctx, s.prefix+key, claimValue, max(lease, time.Millisecond)).Result()
+	if err != nil || ok {
+		return false, ok, err
+	}
+	v, err := s.c.Get(ctx, s.prefix+key).Result()
+	if err == redis.Nil { // expired in between: try once more next delivery
+		return false, false, nil
+	}
+	return v == doneValue, false, err
 }
 
-// MarkDone marks key for ttl (at least one millisecond).
-func (s *Store) MarkDone(ctx context.Context, key string, ttl time.Duration) error {
-	return s.c.Set(ctx, s.prefix+key, 1, max(ttl, time.Millisecond)).Err()
+// Finish marks key done for ttl (at least one millisecond).
+func (s *Store) Finish(ctx context.Context, key string, ttl time.Duration) error {
+	return s.c.Set(ctx, s.prefix+key, doneValue, max(ttl, time.Millisecond)).Err()
+}
+
+// abandonScript deletes the key only while it holds a claim, never a done mark.
+var abandonScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`)
+
+// Abandon drops a claim on key.
+func (s *Store) Abandon(ctx context.Context, key string) error {
+	return abandonScript.Run(ctx, s.c, []string{s.prefix + key}, claimValue).Err()
 }
