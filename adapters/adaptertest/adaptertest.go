@@ -28,6 +28,7 @@ import (
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/middleware"
 )
 
 // Backend returns a new transport on one shared broker each time it is called,
@@ -94,6 +95,9 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend, opts ...Option) {
 		{"CloseDrainsAndRefuses", s.closeDrains},
 		{"CloseDeadlineNoPoison", s.closeDeadline},
 		{"DurableWhileHandlerDown", s.durable},
+		{"CircuitBreakerDefersNotPoisons", s.breaker},
+		{"DedupAcrossInstances", s.dedup},
+		{"OrderingByKey", s.orderingByKey},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newBackend(t)) })
@@ -518,5 +522,125 @@ func (s *suite) durable(t *testing.T, be Backend) {
 	r := bustest.Record[Event](t, b2, "durable.h")
 	if got := seqs(t, r.Wait(t, 10, s.cfg.timeout), 10); len(got) != 10 {
 		t.Errorf("after coming back the handler got %v", got)
+	}
+}
+
+func (s *suite) breaker(t *testing.T, be Backend) {
+	b := s.bus(t, be)
+	var healthy atomic.Bool
+	var calls atomic.Int32
+	r := &bustest.Recorder[Event]{Fail: func(context.Context, Event) error {
+		calls.Add(1)
+		if !healthy.Load() {
+			return errors.New("dependency down")
+		}
+		return nil
+	}}
+	if _, err := bus.Subscribe(b, "mw.breaker", r.Handle, bus.WithRetryPolicy(bus.RetryPolicy{MaxAttempts: 1}),
+		bus.WithCircuitBreaker(middleware.BreakerConfig{ConsecutiveFailures: 2, OpenFor: 200 * time.Millisecond})); err != nil {
+		t.Fatal(err)
+	}
+	s.publish(t, b, 0, 6, "")
+	s.poison(t, b, "mw.breaker", 2) // the two failures that tripped it
+	healthy.Store(true)
+	// The other four were deferred while it was open: redelivered by the
+	// transport and handled once it closed.
+	if got := seqs(t, r.Wait(t, 4, s.cfg.timeout), 6); len(got) != 4 {
+		t.Errorf("handled %v", got)
+	}
+	if recs, _ := b.Poison().List(s.ctx(t), "mw.breaker"); len(recs) != 2 {
+		t.Errorf("%d poison records, want 2: an open breaker must defer, not poison", len(recs))
+	}
+}
+
+func (s *suite) dedup(t *testing.T, be Backend) {
+	store := middleware.NewMemoryDedup(0)
+	b1, b2 := s.bus(t, be), s.bus(t, be)
+	var mu sync.Mutex
+	handled := map[int]int{}
+	for _, b := range []*bus.Bus{b1, b2} {
+		if _, err := bus.Subscribe(b, "mw.dedup", func(ctx context.Context, e Event) error {
+			mu.Lock()
+			handled[e.Seq]++
+			mu.Unlock()
+			return nil
+		}, bus.WithDedup(store, time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const n = 20
+	for i := range n {
+		for range 2 { // a publisher retrying after a lost ack
+			if err := bus.Publish(s.ctx(t), b1, Event{Seq: i}, bus.WithMessageID(fmt.Sprintf("dedup-%d-%s", i, t.Name()))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	marker := bustest.Record[Event](t, b1, "mw.dedup.marker")
+	s.publish(t, b1, n, 1, "marker")
+	marker.Wait(t, 1, s.cfg.timeout)
+	bustest.Eventually(t, s.cfg.timeout, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(handled) == n+1
+	}, "every event handled")
+	// Let deferred duplicates come back and be skipped: the total stays n+1.
+	bustest.Eventually(t, s.cfg.timeout, func() bool {
+		mu.Lock()
+		before := sum(handled)
+		mu.Unlock()
+		time.Sleep(300 * time.Millisecond) // settle window, then re-read
+		mu.Lock()
+		defer mu.Unlock()
+		return sum(handled) == before
+	}, "handling settles")
+	mu.Lock()
+	defer mu.Unlock()
+	for seq, c := range handled {
+		if c != 1 {
+			t.Errorf("event %d handled %d times", seq, c)
+		}
+	}
+}
+
+func sum(m map[int]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+func (s *suite) orderingByKey(t *testing.T, be Backend) {
+	b := s.bus(t, be)
+	var mu sync.Mutex
+	perKey := map[string][]int{}
+	r := &bustest.Recorder[Event]{Fail: func(ctx context.Context, e Event) error {
+		m, _ := handlers.FromContext(ctx)
+		mu.Lock()
+		perKey[m.OrderingKey] = append(perKey[m.OrderingKey], e.Seq)
+		mu.Unlock()
+		return nil
+	}}
+	if _, err := bus.Subscribe(b, "mw.keyed", r.Handle, bus.WithConcurrency(4), bus.WithOrderingByKey()); err != nil {
+		t.Fatal(err)
+	}
+	const keys, per = 5, 20
+	for i := range per {
+		for k := range keys {
+			if err := bus.Publish(s.ctx(t), b, Event{Seq: i}, bus.WithOrderingKey(fmt.Sprint("k", k))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	r.Wait(t, keys*per, s.cfg.timeout)
+	mu.Lock()
+	defer mu.Unlock()
+	for k, seq := range perKey {
+		for i, v := range seq {
+			if v != i {
+				t.Fatalf("key %s out of order: %v", k, seq)
+			}
+		}
 	}
 }
