@@ -1,21 +1,42 @@
 // Package middleware holds Herald's handler middleware. Each is a watermill
-// [message.HandlerMiddleware], so watermill's own middleware mixes in freely.
+// [message.HandlerMiddleware] (a plain func(HandlerFunc) HandlerFunc), so
+// watermill's own middleware mixes in freely, bus-wide or per handler.
 //
-// # The default chain
+// # The chain
 //
-// Every handler a bus runs is wrapped, outermost first, as:
+// The bus wraps every handler, outermost first, as:
 //
-//	bus-wide middleware (bus.WithMiddleware)
-//	  per-handler middleware (bus.WithHandlerMiddleware)
-//	    Recover      watermill's Recoverer: a panic in any middleware becomes an error
-//	      Correlation  every delivery has a correlation ID; produced messages inherit it
-//	        Poison       a failure that survived retries goes to the poison store, then acks
-//	          Retry        exponential backoff with jitter; permanent and decode errors skip it
-//	            handler      the typed handler (it turns its own panics into *handlers.PanicError)
+//	bus-wide middleware          bus.WithMiddleware: every handler, once per delivery
+//	 handler middleware          bus.WithHandlerMiddleware: this handler, once per delivery
+//	  Recover                    a panic in any middleware below becomes an error
+//	   Correlation               every delivery has a correlation ID; produced messages inherit it
+//	    Poison                   a failure that survived Retry is recorded, then acked
+//	     [Dedup]                 bus.WithDedup: skip events this handler already completed
+//	      Retry                  backoff with jitter; permanent, decode and deferred errors skip it
+//	       [RateLimit]           bus.WithRateLimit: every attempt takes a token
+//	        [CircuitBreaker]     bus.WithCircuitBreaker: open → deferred (redelivered later)
+//	         Logging             a line per failed or slow attempt; Debug per success
+//	          [Timeout]          bus.WithTimeout: each attempt has its own deadline
+//	           handler           the typed handler; its own panics become *handlers.PanicError
 //
-// A panic in the handler is recovered by the handler itself, so Retry sees an
-// error and Poison records the stack; Recover only guards the middleware.
+// Bracketed middleware is present only when its option is given. The order is
+// the contract, and each position has its reason:
 //
-// On success none of these allocate. Retry builds its backoff state only after
-// a failure.
+//   - User middleware is outside the defaults, so it sees each delivery once,
+//     whatever the retries, and its errors are neither retried nor poisoned.
+//   - Poison is outside Retry, so only a failure that retries could not fix is
+//     recorded; it never records a delivery whose context ended (shutdown) or a
+//     deferred one ([ErrDeferred]).
+//   - Dedup is inside Poison, so a poisoned event is not marked done and its
+//     replay runs; and outside Retry, so "done" means the whole delivery.
+//   - RateLimit, CircuitBreaker, Logging and Timeout are inside Retry: they act
+//     on every attempt. The breaker counts each attempt; while it is open, Retry
+//     stops at once and the transport redelivers the event later.
+//
+// A panic in the handler is recovered by the handler itself (package
+// handlers), so Retry sees an error and Poison records the stack; Recover only
+// guards the middleware.
+//
+// On success none of the default middleware allocates; Retry builds its
+// backoff state only after a failure.
 package middleware
