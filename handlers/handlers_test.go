@@ -79,7 +79,7 @@ type Rich struct {
 	A      [2]string          `json:"a"`
 	Hidden string             `json:"-"`
 	Inner  struct{ X, Y int } `json:"inner"`
-	low    int
+	low    int // unexported: not encoded
 }
 
 type Opaque struct {
@@ -101,7 +101,7 @@ func TestPlanJSONBoundsTheEncoding(t *testing.T) {
 	}
 	values := []Rich{
 		{},
-		{S: "plain", N: -1 << 62, F: -1.5e300, B: []byte("bytes"), T: time.Now(), P: &Plain{A: 9}, L: []Plain{{1}, {2}}, A: [2]string{"x", "y"}},
+		{S: "plain", N: -1 << 62, F: -1.5e300, B: []byte("bytes"), T: time.Now(), P: &Plain{A: 9}, L: []Plain{{1}, {2}}, A: [2]string{"x", "y"}, low: 5},
 		{S: strings.Repeat("\"<>&\x01é\u2028", 50), B: make([]byte, 1000), L: make([]Plain, 100)},
 	}
 	for i, v := range values {
@@ -136,7 +136,7 @@ func TestPlanJSONBoundsTheEncoding(t *testing.T) {
 
 func FuzzPlanBound(f *testing.F) {
 	f.Add("hello", int64(3), 1.5, []byte("x"))
-	f.Add("\u2028\"\\", int64(-9), -0.0, []byte{})
+	f.Add("\u2028\"\\", int64(-9), math.Inf(1), []byte{})
 	plan, err := handlers.PlanJSON(reflect.TypeFor[Rich]())
 	if err != nil {
 		f.Fatal(err)
