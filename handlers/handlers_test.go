@@ -79,7 +79,7 @@ type Rich struct {
 	A      [2]string          `json:"a"`
 	Hidden string             `json:"-"`
 	Inner  struct{ X, Y int } `json:"inner"`
-	low    int // unexported: not encoded
+	low    int                // unexported: not encoded
 }
 
 type Opaque struct {
