@@ -41,22 +41,31 @@ func New[E any](name string, fn Func[E], codec Codec, alwaysDecode bool) message
 				return nil, &DecodeError{Event: name, Reason: fmt.Sprintf("message carries event %q, not %q", d.meta.Name, name)}
 			}
 		}
-		var e E
 		if d != nil && d.value != nil && !alwaysDecode {
-			v, ok := d.value.(E)
+			e, ok := d.value.(E)
 			if !ok {
 				return nil, &DecodeError{Event: name, Reason: fmt.Sprintf("in-process value is %T", d.value)}
 			}
-			e = v
-		} else {
-			payload, perr := Payload(msg)
-			if perr != nil {
-				return nil, &DecodeError{Event: name, Reason: "cannot encode in-process value", Err: perr}
-			}
-			if err := codec.Unmarshal(payload, &e); err != nil {
-				return nil, &DecodeError{Event: name, Reason: "malformed payload " + quote(string(payload)), Err: err}
-			}
+			return nil, fn(msg.Context(), e)
+		}
+		e, err := decode[E](msg, name, codec)
+		if err != nil {
+			return nil, err
 		}
 		return nil, fn(msg.Context(), e)
 	}
+}
+
+// decode is apart so that its &e, which escapes into the codec, does not make
+// the in-process path allocate an E.
+func decode[E any](msg *message.Message, name string, codec Codec) (E, error) {
+	var e E
+	payload, err := Payload(msg)
+	if err != nil {
+		return e, &DecodeError{Event: name, Reason: "cannot encode in-process value", Err: err}
+	}
+	if err := codec.Unmarshal(payload, &e); err != nil {
+		return e, &DecodeError{Event: name, Reason: "malformed payload " + quote(string(payload)), Err: err}
+	}
+	return e, nil
 }
