@@ -1,0 +1,125 @@
+package benchmarks
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// e2eBatch is how many events the end-to-end benchmark publishes before it
+// waits for their PubAcks (with each implementation's own batch publish).
+const e2eBatch = 1000
+
+// BenchmarkNATSEndToEnd publishes b.N events in batches of e2eBatch (each
+// batch waits for its PubAcks) to 1 and 5 handlers, each a durable consumer
+// getting every event, decoding it (JSON) and acking it; the clock stops when
+// every handler has handled every event. Then, off the clock, it checks that
+// the server has every ack. ns/op is per event, all handlers included.
+func BenchmarkNATSEndToEnd(b *testing.B) {
+	for _, srv := range natsServers(b) {
+		for _, impl := range natsImpls {
+			for _, n := range []int{1, 5} {
+				b.Run(fmt.Sprintf("server=%s/impl=%s/handlers=%d", srv.name, impl.name, n), func(b *testing.B) {
+					a := newAdmin(b, srv.url)
+					c := newCounter(b.N * n)
+					rig := impl.start(b, a, srv.url, n, func(BenchEvent) { c.hit() })
+					batch := make([]BenchEvent, 0, e2eBatch)
+					ctx := context.Background()
+					b.ReportAllocs()
+					b.ResetTimer()
+					for i := range b.N {
+						batch = append(batch, newEvent(i))
+						if len(batch) == cap(batch) || i == b.N-1 {
+							if err := rig.publishBatch(ctx, batch); err != nil {
+								b.Fatal(err)
+							}
+							batch = batch[:0]
+						}
+					}
+					c.wait(b, 5*time.Minute)
+					b.StopTimer()
+					reportThroughput(b, b.N, n)
+					a.waitAcked(b, rig.stream)
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkNATSPublish publishes b.N events from 1, 8 and 64 goroutines, each
+// Publish waiting for its own PubAck before the goroutine publishes again.
+// No handler consumes; an idle durable consumer makes the stream store every
+// event. ns/op is per event.
+func BenchmarkNATSPublish(b *testing.B) {
+	for _, srv := range natsServers(b) {
+		for _, impl := range natsImpls {
+			for _, p := range []int{1, 8, 64} {
+				b.Run(fmt.Sprintf("server=%s/impl=%s/publishers=%d", srv.name, impl.name, p), func(b *testing.B) {
+					a := newAdmin(b, srv.url)
+					rig := impl.start(b, a, srv.url, 0, nil)
+					ctx := context.Background()
+					var next atomic.Int64
+					var wg sync.WaitGroup
+					var failed atomic.Pointer[error]
+					b.ReportAllocs()
+					b.ResetTimer()
+					for range p {
+						wg.Go(func() {
+							for {
+								i := next.Add(1)
+								if i > int64(b.N) {
+									return
+								}
+								if err := rig.publish(ctx, newEvent(int(i))); err != nil {
+									failed.CompareAndSwap(nil, &err)
+									return
+								}
+							}
+						})
+					}
+					wg.Wait()
+					b.StopTimer()
+					if err := failed.Load(); err != nil {
+						b.Fatal(*err)
+					}
+					b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkNATSPublishBatch publishes b.N events from one goroutine in
+// batches of 100, each batch waiting for its PubAcks: Herald's PublishBatch,
+// watermill-nats's Publish(topic, msgs...) and jetstream's PublishMsgAsync.
+// No handler consumes; an idle durable consumer makes the stream store every
+// event. ns/op is per event.
+func BenchmarkNATSPublishBatch(b *testing.B) {
+	const size = 100
+	for _, srv := range natsServers(b) {
+		for _, impl := range natsImpls {
+			b.Run(fmt.Sprintf("server=%s/impl=%s/batch=%d", srv.name, impl.name, size), func(b *testing.B) {
+				a := newAdmin(b, srv.url)
+				rig := impl.start(b, a, srv.url, 0, nil)
+				ctx := context.Background()
+				batch := make([]BenchEvent, 0, size)
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := range b.N {
+					batch = append(batch, newEvent(i))
+					if len(batch) == size || i == b.N-1 {
+						if err := rig.publishBatch(ctx, batch); err != nil {
+							b.Fatal(err)
+						}
+						batch = batch[:0]
+					}
+				}
+				b.StopTimer()
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+			})
+		}
+	}
+}
