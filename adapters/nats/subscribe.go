@@ -1,8 +1,8 @@
 package nats
 
 import (
+	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -128,15 +128,11 @@ func (s *subscriber) Close() error {
 	return nil
 }
 
-// pump feeds one Subscribe channel from the consumer. It fetches up to
-// Prefetch messages ahead (a new fetch when half the room is free), hands
-// them out one at a time, acks or nacks each as the receiver does, and
-// progress-acks every message it holds. It is the only goroutine touching
-// its messages, so none needs a lock, and there is one per Subscribe call.
-//
-// Fetch rather than Consume or Messages: those keep a buffer of messages the
-// caller cannot see, which would age past AckWait unnoticed behind a slow
-// handler, and which Stop drops (left to AckWait) instead of giving back.
+// pump feeds one Subscribe channel from the consumer. It pulls up to
+// Prefetch messages ahead (a new pull request when half the room is free),
+// hands them out one at a time, acks or nacks each as the receiver does, and
+// progress-acks every message it holds. It is the only goroutine touching its
+// messages, so none needs a lock; there is one per Subscribe call.
 type pump struct {
 	s     *subscriber
 	cons  jetstream.Consumer
@@ -144,29 +140,22 @@ type pump struct {
 	ctx   context.Context
 	out   chan *message.Message
 
-	queue  []jetstream.Msg // fetched, not handed out, oldest first
-	cur    jetstream.Msg   // handed out, waiting for Ack or Nack
+	queue  []*nats.Msg // pulled, not handed out, oldest first
+	cur    *nats.Msg   // handed out, waiting for Ack or Nack
 	curWM  *message.Message
 	nextWM *message.Message // queue[0] as a watermill message, once built
 
-	batch       <-chan jetstream.Msg
-	res         jetstream.MessageBatch
-	cancelFetch context.CancelFunc
-	fetchGen    <-chan struct{} // the reconnect channel when the fetch began
-	fetchFails  int
-	retry       *time.Timer
-	retryC      <-chan time.Time
-	ensure      bool // recreate the consumer before the next fetch
+	pull       *pull // the pull request in progress, or nil
+	fetchFails int
+	retry      *time.Timer
+	retryC     <-chan time.Time
+	ensure     bool // recreate the consumer before the next pull
 }
-
-// fetchExpiry is how long an idle pull request waits on the server.
-const fetchExpiry = 30 * time.Second
 
 func (p *pump) run() {
 	defer close(p.out)
 	t := p.s.t
-	every := t.cfg.AckWait / 3
-	progress := time.NewTicker(every)
+	progress := time.NewTicker(t.cfg.AckWait / 3)
 	defer progress.Stop()
 	defer func() {
 		if p.retry != nil {
@@ -175,9 +164,9 @@ func (p *pump) run() {
 	}()
 	refill := max(1, t.cfg.Prefetch/2)
 	for {
-		if p.res == nil && p.retryC == nil {
+		if p.pull == nil && p.retryC == nil {
 			if room := t.cfg.Prefetch - len(p.queue) - p.held(); room >= refill {
-				p.fetch(room)
+				p.startPull(room)
 			}
 		}
 		var out chan<- *message.Message
@@ -191,36 +180,38 @@ func (p *pump) run() {
 		if p.curWM != nil {
 			acked, nacked = p.curWM.Acked(), p.curWM.Nacked()
 		}
+		var pulled <-chan *nats.Msg
+		var missed <-chan time.Time
+		var reconnected <-chan struct{}
+		if p.pull != nil {
+			pulled, missed, reconnected = p.pull.ch, p.pull.hb.C, p.pull.gen
+		}
 		select {
 		case out <- p.nextWM:
 			p.cur, p.curWM, p.nextWM = p.queue[0], p.nextWM, nil
 			p.queue[0] = nil
 			p.queue = p.queue[1:]
 		case <-acked:
-			p.ack(p.cur)
+			p.reply(p.cur, ackAck)
 			p.cur, p.curWM = nil, nil
 		case <-nacked:
 			p.nak(p.cur, p.curWM)
 			p.cur, p.curWM = nil, nil
-		case m, ok := <-p.batch:
-			if ok {
-				p.queue = append(p.queue, m)
-				continue
-			}
-			p.fetched()
-		case <-p.fetchGen:
-			// Reconnected: the server forgot the pull request; end it (its
-			// channel closes soon) and pull again.
-			p.cancelFetch()
-			p.fetchGen = nil
+		case m := <-pulled:
+			p.received(m)
+		case <-missed:
+			p.endPull(jetstream.ErrNoHeartbeat)
+		case <-reconnected:
+			// The server forgot the request with the old connection.
+			p.endPull(nil)
 		case <-p.retryC:
 			p.retryC = nil
 		case <-progress.C:
 			for _, m := range p.queue {
-				_ = m.InProgress()
+				p.reply(m, ackProgress)
 			}
 			if p.cur != nil {
-				_ = p.cur.InProgress()
+				p.reply(p.cur, ackProgress)
 			}
 		case <-p.ctx.Done():
 			p.shutdown()
@@ -239,110 +230,31 @@ func (p *pump) held() int {
 	return 0
 }
 
-// fetch starts a pull request for up to n messages.
-func (p *pump) fetch(n int) {
-	t := p.s.t
-	if p.ensure {
-		ctx, cancel := context.WithTimeout(p.ctx, t.cfg.RequestTimeout)
-		cons, err := p.s.ensureConsumer(ctx, p.topic)
-		cancel()
-		if err != nil {
-			p.failed(err)
-			return
-		}
-		p.cons, p.ensure = cons, false
-	}
-	ctx, cancel := context.WithTimeout(p.ctx, fetchExpiry)
-	gen := t.reconnectedCh()
-	res, err := p.cons.Fetch(n, jetstream.FetchContext(ctx))
-	if err != nil {
-		cancel()
-		p.failed(err)
-		return
-	}
-	p.res, p.batch, p.cancelFetch, p.fetchGen = res, res.Messages(), cancel, gen
-}
+// Ack bodies (JetStream's ack protocol).
+var (
+	ackAck      = []byte("+ACK")
+	ackNak      = []byte("-NAK")
+	ackProgress = []byte("+WPI")
+)
 
-// fetched handles the end of a pull request.
-func (p *pump) fetched() {
-	err := p.res.Error()
-	p.cancelFetch()
-	p.res, p.batch, p.fetchGen = nil, nil, nil
-	if err == nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		p.fetchFails = 0
-		return
-	}
-	p.failed(err)
-}
-
-// failed logs a fetch error and waits before the next fetch: 100ms, doubling
-// to 10s.
-func (p *pump) failed(err error) {
-	if p.ctx.Err() != nil {
-		return
-	}
-	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) ||
-		errors.Is(err, nats.ErrNoResponders) {
-		p.ensure = true
-	}
-	p.fetchFails++
-	d := min(100*time.Millisecond<<min(p.fetchFails-1, 7), 10*time.Second)
-	if p.fetchFails == 1 || p.fetchFails%10 == 0 {
-		p.s.t.cfg.Logger.Warn("fetch failed; retrying", zap.String("handler", p.s.handler), zap.String("topic", p.topic),
-			zap.Int("failures", p.fetchFails), zap.Duration("retry_in", d), zap.Error(err))
-	}
-	if p.retry == nil {
-		p.retry = time.NewTimer(d)
-	} else {
-		p.retry.Reset(d)
-	}
-	p.retryC = p.retry.C
-}
-
-// message converts a fetched message to a watermill one.
-func (p *pump) message(m jetstream.Msg) *message.Message {
-	h := m.Headers()
-	id := h.Get(jetstream.MsgIDHeader)
-	if id == "" {
-		id = h.Get("Herald-Id")
-	}
-	var delivered uint64 = 1
-	md, err := m.Metadata()
-	if err == nil {
-		delivered = md.NumDelivered
-		if id == "" {
-			id = md.Stream + "-" + strconv.FormatUint(md.Sequence.Stream, 10)
-		}
-	}
-	wm := message.NewMessage(id, m.Data())
-	for k, v := range h {
-		if len(v) > 0 && !reservedKey(k) {
-			wm.Metadata[k] = v[0]
-		}
-	}
-	wm.Metadata[DeliveryCountKey] = strconv.FormatUint(delivered, 10)
-	wm.SetContext(p.ctx)
-	return wm
-}
-
-func (p *pump) ack(m jetstream.Msg) {
-	if err := m.Ack(); err != nil {
-		p.s.t.cfg.Logger.Warn("ack failed; the event will be redelivered", zap.String("handler", p.s.handler), zap.Error(err))
+// reply sends an ack, nak or progress to the server. The transport's
+// connection sends it (not the message's subscription, which may be closed by
+// then); it is fire-and-forget: a lost ack means a redelivery, never a loss.
+func (p *pump) reply(m *nats.Msg, body []byte) {
+	if err := p.s.t.nc.Publish(m.Reply, body); err != nil && !bytes.Equal(body, ackProgress) {
+		p.s.t.cfg.Logger.Warn("ack failed; the event will be redelivered", zap.String("handler", p.s.handler),
+			zap.ByteString("ack", body), zap.Error(err))
 	}
 }
 
 // nak nacks m: at once on shutdown (another process takes it), otherwise
 // after a delay growing with its deliveries.
-func (p *pump) nak(m jetstream.Msg, wm *message.Message) {
-	var err error
+func (p *pump) nak(m *nats.Msg, wm *message.Message) {
 	if wm.Context().Err() != nil {
-		err = m.Nak()
-	} else {
-		err = m.NakWithDelay(p.nakDelay(wm))
+		p.reply(m, ackNak)
+		return
 	}
-	if err != nil {
-		p.s.t.cfg.Logger.Warn("nak failed; the event will be redelivered after AckWait", zap.String("handler", p.s.handler), zap.Error(err))
-	}
+	p.reply(m, fmt.Appendf(nil, `-NAK {"delay": %d}`, p.nakDelay(wm).Nanoseconds()))
 }
 
 func (p *pump) nakDelay(wm *message.Message) time.Duration {
@@ -355,26 +267,47 @@ func (p *pump) nakDelay(wm *message.Message) time.Duration {
 	return min(d, c.MaxNakDelay)
 }
 
+// message converts a pulled message to a watermill one.
+func (p *pump) message(m *nats.Msg) *message.Message {
+	id := m.Header.Get(jetstream.MsgIDHeader)
+	if id == "" {
+		id = m.Header.Get("Herald-Id")
+	}
+	var delivered uint64 = 1
+	if md, err := m.Metadata(); err == nil {
+		delivered = md.NumDelivered
+		if id == "" {
+			id = md.Stream + "-" + strconv.FormatUint(md.Sequence.Stream, 10)
+		}
+	}
+	wm := message.NewMessage(id, m.Data)
+	for k, v := range m.Header {
+		if len(v) > 0 && !reservedKey(k) {
+			wm.Metadata[k] = v[0]
+		}
+	}
+	wm.Metadata[DeliveryCountKey] = strconv.FormatUint(delivered, 10)
+	wm.SetContext(p.ctx)
+	return wm
+}
+
 // shutdown ends the pull request and gives back every message held: those
 // not handed out are nacked (redelivered at once), the one handed out is
 // acked or nacked as its receiver said, or nacked if it said nothing yet.
 func (p *pump) shutdown() {
-	if p.res != nil {
-		p.cancelFetch()
-		for m := range p.batch {
-			p.queue = append(p.queue, m)
-		}
+	if p.pull != nil {
+		p.drainPull()
 	}
 	for _, m := range p.queue {
-		_ = m.Nak()
+		p.reply(m, ackNak)
 	}
 	p.queue = nil
 	if p.cur != nil {
 		select {
 		case <-p.curWM.Acked():
-			p.ack(p.cur)
+			p.reply(p.cur, ackAck)
 		default:
-			_ = p.cur.Nak()
+			p.reply(p.cur, ackNak)
 		}
 	}
 }
