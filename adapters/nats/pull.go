@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -12,36 +13,32 @@ import (
 	"go.uber.org/zap"
 )
 
-// A pull request of a pump, done with core NATS rather than jetstream's Fetch,
+// A pump's pull requests, done with core NATS rather than jetstream's Fetch,
 // Consume or Messages:
 //
 //   - Consume and Messages keep a buffer of messages the caller cannot see:
 //     they would age past AckWait unnoticed behind a slow handler (no progress
 //     acks), and Stop drops them (redelivered only after AckWait).
 //   - Fetch, when cancelled, unsubscribes its inbox at once: a message the
-//     server sent in that instant is dropped and waits for AckWait.
+//     server sent in that instant is dropped and waits for AckWait; and each
+//     Fetch subscribes a new inbox, which costs the server a subscription
+//     change per batch.
 //
-// Here every message received is the pump's at once (progress-acked, nacked
-// at close), and a pull is ended by draining its subscription: the server
-// stops sending, and whatever it sent before arrives and is given back.
+// Here a pump has one inbox for its life, keeps pull requests outstanding for
+// the room it has (a new one when half the room is free, before the previous
+// is done), and every message received is the pump's at once (progress-acked,
+// nacked at close). At close the inbox is drained: the server stops sending,
+// and whatever it sent before arrives and is given back.
 
 const (
-	pullExpiry    = 30 * time.Second // how long an idle pull request waits on the server
+	pullExpiry    = 30 * time.Second // how long a pull request waits on the server
 	pullHeartbeat = 5 * time.Second  // the server's idle heartbeat on a pull request
 )
 
-type pull struct {
-	sub  *nats.Subscription
-	ch   chan *nats.Msg
-	left int             // messages still to come
-	hb   *time.Timer     // fires when heartbeats stop
-	gen  <-chan struct{} // closed when the connection comes back
-}
-
-// pullRequest is JetStream's CONSUMER.MSG.NEXT request.
+// pullRequestFmt is JetStream's CONSUMER.MSG.NEXT request.
 const pullRequestFmt = `{"batch":%d,"expires":%d,"idle_heartbeat":%d}`
 
-// startPull sends a pull request for up to n messages.
+// startPull sends a pull request for n more messages.
 func (p *pump) startPull(n int) {
 	t := p.s.t
 	if p.ensure {
@@ -54,100 +51,113 @@ func (p *pump) startPull(n int) {
 		}
 		p.cons, p.ensure = cons, false
 	}
-	gen := t.reconnectedCh()
-	inbox := t.nc.NewInbox()
-	// Room for every message, and heartbeats and statuses besides: a full
-	// channel would make the connection drop messages (slow consumer).
-	ch := make(chan *nats.Msg, n+64)
-	sub, err := t.nc.ChanSubscribe(inbox, ch)
-	if err != nil {
-		p.failed(err)
-		return
+	if p.sub == nil {
+		// Room for every message requested, and heartbeats and statuses
+		// besides: a full channel would make the connection drop messages.
+		p.inbox = t.nc.NewInbox()
+		p.ch = make(chan *nats.Msg, t.cfg.Prefetch+64)
+		sub, err := t.nc.ChanSubscribe(p.inbox, p.ch)
+		if err != nil {
+			p.failed(err)
+			return
+		}
+		p.sub = sub
+		p.subject = jetstream.DefaultAPIPrefix + "CONSUMER.MSG.NEXT." + t.cfg.StreamName + "." + p.cons.CachedInfo().Name
 	}
-	subject := jetstream.DefaultAPIPrefix + "CONSUMER.MSG.NEXT." + t.cfg.StreamName + "." + p.cons.CachedInfo().Name
+	if p.outstanding == 0 {
+		p.gen = t.reconnectedCh()
+		p.silent = 0
+	}
 	req := fmt.Appendf(nil, pullRequestFmt, n, pullExpiry.Nanoseconds(), pullHeartbeat.Nanoseconds())
-	if err := t.nc.PublishRequest(subject, inbox, req); err != nil {
-		_ = sub.Unsubscribe()
+	if err := t.nc.PublishRequest(p.subject, p.inbox, req); err != nil {
 		p.failed(err)
 		return
 	}
-	p.pull = &pull{sub: sub, ch: ch, left: n, hb: time.NewTimer(2 * pullHeartbeat), gen: gen}
+	p.outstanding += n
 }
 
-// received handles a message of the pull request: an event, or a status.
+// received handles a message on the inbox: an event, or a status of one of
+// the pull requests.
 func (p *pump) received(m *nats.Msg) {
-	pl := p.pull
-	pl.hb.Reset(2 * pullHeartbeat)
+	p.recv++
 	status := ""
 	if len(m.Data) == 0 && m.Header != nil {
 		status = m.Header.Get("Status")
 	}
 	if status == "" {
 		p.queue = append(p.queue, m)
-		if pl.left--; pl.left == 0 {
-			p.endPull(nil)
-		}
+		p.outstanding = max(p.outstanding-1, 0)
+		p.fetchFails = 0
 		return
 	}
 	descr := m.Header.Get("Description")
 	switch status {
 	case "100": // idle heartbeat
 	case "404", "408": // no messages, request expired
-		p.endPull(nil)
+		p.requestEnded(m)
 	case "409":
 		switch d := strings.ToLower(descr); {
 		case strings.Contains(d, "consumer deleted"):
-			p.endPull(jetstream.ErrConsumerDeleted)
-		case strings.Contains(d, "leadership change"), strings.Contains(d, "batch completed"):
-			p.endPull(nil)
-		default:
-			p.endPull(fmt.Errorf("nats: pull request: %s", descr))
+			p.outstanding = 0
+			p.failed(jetstream.ErrConsumerDeleted)
+		case strings.Contains(d, "leadership change"):
+			p.outstanding = 0 // the new leader has none of the requests
+		default: // exceeded MaxWaiting, batch completed, ...
+			p.requestEnded(m)
+			p.failed(fmt.Errorf("nats: pull request: %s", descr))
 		}
-	case "503":
-		p.endPull(nats.ErrNoResponders)
+	case "503": // no consumer answers
+		p.outstanding = 0
+		p.failed(nats.ErrNoResponders)
 	default:
-		p.endPull(fmt.Errorf("nats: pull request: status %s %s", status, descr))
+		p.requestEnded(m)
+		p.failed(fmt.Errorf("nats: pull request: status %s %s", status, descr))
 	}
 }
 
-// endPull ends the pull request, which the server has finished (or
-// forgotten), and waits before the next one if err says so.
-func (p *pump) endPull(err error) {
-	pl := p.pull
-	p.pull = nil
-	pl.hb.Stop()
-	_ = pl.sub.Unsubscribe()
-	p.takeRest(pl.ch)
-	if err == nil {
-		p.fetchFails = 0
+// requestEnded accounts for the messages a finished pull request will not
+// deliver (the Nats-Pending-Messages header of its status).
+func (p *pump) requestEnded(m *nats.Msg) {
+	left, err := strconv.Atoi(m.Header.Get("Nats-Pending-Messages"))
+	if err != nil {
+		p.outstanding = 0 // unknown: ask again rather than wait
 		return
 	}
-	p.failed(err)
+	p.outstanding = max(p.outstanding-left, 0)
 }
 
-// drainPull ends a pull request the server may still be serving: it drains
-// the subscription (the server is told to stop, then a round trip makes sure
-// everything it sent before has arrived) and keeps the events that arrived.
-func (p *pump) drainPull() {
-	pl := p.pull
-	p.pull = nil
-	pl.hb.Stop()
+// checkHeartbeat runs every pullHeartbeat: if requests are outstanding and
+// nothing (not even a heartbeat) came for two periods, the server lost them.
+func (p *pump) checkHeartbeat() {
+	if p.outstanding == 0 || p.recv != p.lastRecv {
+		p.silent, p.lastRecv = 0, p.recv
+		return
+	}
+	if p.silent++; p.silent >= 2 {
+		p.outstanding = 0
+		p.failed(jetstream.ErrNoHeartbeat)
+	}
+}
+
+// closeInbox drains the inbox (the server is told to stop, then a round trip
+// makes sure everything it sent before has arrived) and keeps the events that
+// arrived.
+func (p *pump) closeInbox() {
+	if p.sub == nil {
+		return
+	}
 	t := p.s.t
-	if err := pl.sub.Drain(); err == nil && t.nc.IsConnected() {
+	if err := p.sub.Drain(); err == nil && t.nc.IsConnected() {
 		_ = t.nc.FlushTimeout(t.cfg.RequestTimeout)
 	}
-	p.takeRest(pl.ch)
-}
-
-// takeRest queues the events left in ch, skipping statuses.
-func (p *pump) takeRest(ch chan *nats.Msg) {
 	for {
 		select {
-		case m := <-ch:
+		case m := <-p.ch:
 			if len(m.Data) > 0 || m.Header.Get("Status") == "" {
 				p.queue = append(p.queue, m)
 			}
 		default:
+			p.sub = nil
 			return
 		}
 	}

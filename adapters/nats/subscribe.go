@@ -145,11 +145,19 @@ type pump struct {
 	curWM  *message.Message
 	nextWM *message.Message // queue[0] as a watermill message, once built
 
-	pull       *pull // the pull request in progress, or nil
-	fetchFails int
-	retry      *time.Timer
-	retryC     <-chan time.Time
-	ensure     bool // recreate the consumer before the next pull
+	inbox       string
+	subject     string // of the pull requests
+	sub         *nats.Subscription
+	ch          chan *nats.Msg  // the inbox
+	outstanding int             // messages requested and not yet received
+	gen         <-chan struct{} // closed when the connection comes back
+	recv        uint64          // messages received on the inbox
+	lastRecv    uint64          // recv at the last heartbeat check
+	silent      int             // heartbeat checks without a message
+	fetchFails  int
+	retry       *time.Timer
+	retryC      <-chan time.Time
+	ensure      bool // recreate the consumer before the next pull
 }
 
 func (p *pump) run() {
@@ -162,10 +170,12 @@ func (p *pump) run() {
 			p.retry.Stop()
 		}
 	}()
+	heartbeat := time.NewTicker(pullHeartbeat)
+	defer heartbeat.Stop()
 	refill := max(1, t.cfg.Prefetch/2)
 	for {
-		if p.pull == nil && p.retryC == nil {
-			if room := t.cfg.Prefetch - len(p.queue) - p.held(); room >= refill {
+		if p.retryC == nil {
+			if room := t.cfg.Prefetch - len(p.queue) - p.held() - p.outstanding; room >= refill {
 				p.startPull(room)
 			}
 		}
@@ -180,11 +190,9 @@ func (p *pump) run() {
 		if p.curWM != nil {
 			acked, nacked = p.curWM.Acked(), p.curWM.Nacked()
 		}
-		var pulled <-chan *nats.Msg
-		var missed <-chan time.Time
 		var reconnected <-chan struct{}
-		if p.pull != nil {
-			pulled, missed, reconnected = p.pull.ch, p.pull.hb.C, p.pull.gen
+		if p.outstanding > 0 {
+			reconnected = p.gen
 		}
 		select {
 		case out <- p.nextWM:
@@ -197,13 +205,13 @@ func (p *pump) run() {
 		case <-nacked:
 			p.nak(p.cur, p.curWM)
 			p.cur, p.curWM = nil, nil
-		case m := <-pulled:
+		case m := <-p.ch:
 			p.received(m)
-		case <-missed:
-			p.endPull(jetstream.ErrNoHeartbeat)
+		case <-heartbeat.C:
+			p.checkHeartbeat()
 		case <-reconnected:
-			// The server forgot the request with the old connection.
-			p.endPull(nil)
+			// The server forgot the requests of the old connection.
+			p.outstanding = 0
 		case <-p.retryC:
 			p.retryC = nil
 		case <-progress.C:
@@ -291,13 +299,11 @@ func (p *pump) message(m *nats.Msg) *message.Message {
 	return wm
 }
 
-// shutdown ends the pull request and gives back every message held: those
+// shutdown ends the pull requests and gives back every message held: those
 // not handed out are nacked (redelivered at once), the one handed out is
 // acked or nacked as its receiver said, or nacked if it said nothing yet.
 func (p *pump) shutdown() {
-	if p.pull != nil {
-		p.drainPull()
-	}
+	p.closeInbox()
 	for _, m := range p.queue {
 		p.reply(m, ackNak)
 	}
