@@ -27,12 +27,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
 
 // runInfo is how the results were produced.
 type runInfo struct {
+	Report     string // the cmd/report command line
 	Command    string
 	Count      int
 	Benchtime  string
@@ -76,7 +78,8 @@ func run(count int, benchtime, bench, timeout, in, raw, out, charts string, maxL
 			natsURL = localNATS()
 		}
 	}
-	info := runInfo{Count: count, Benchtime: benchtime, Machine: describeMachine(natsURL), RawFile: raw}
+	info := runInfo{Count: count, Benchtime: benchtime, Machine: describeMachine(natsURL), RawFile: raw,
+		Report: strings.TrimSpace("go run ./cmd/report " + shellJoin(os.Args[1:]))}
 	args := []string{"test", "-run", "^$", "-bench", bench, "-benchmem",
 		"-count", fmt.Sprint(count), "-benchtime", benchtime, "-timeout", timeout, "."}
 	info.Command = "go " + shellJoin(args)
@@ -97,9 +100,7 @@ func run(count int, benchtime, bench, timeout, in, raw, out, charts string, maxL
 			info.Start = st.ModTime()
 		}
 		info.LoadBefore, info.LoadAfter = -1, -1
-		if c := headerLine(b, "# command: "); c != "" {
-			info.Command = c
-		}
+		readHeader(b, &info)
 	} else {
 		if wait > 0 {
 			waitForLoad(maxLoad, wait)
@@ -108,7 +109,9 @@ func run(count int, benchtime, bench, timeout, in, raw, out, charts string, maxL
 		info.Start = time.Now()
 		fmt.Fprintf(os.Stderr, "report: %s (load %.2f)\n", info.Command, info.LoadBefore)
 		var buf bytes.Buffer
-		fmt.Fprintf(&buf, "# command: %s\n# started: %s, load %.2f\n", info.Command, info.Start.UTC().Format(time.RFC3339), info.LoadBefore)
+		fmt.Fprintf(&buf, "# report: %s\n", info.Report)
+		fmt.Fprintf(&buf, "# command: %s\n# count: %d\n# benchtime: %s\n# started: %s\n# load-before: %.2f\n",
+			info.Command, count, benchtime, info.Start.UTC().Format(time.RFC3339), info.LoadBefore)
 		cmd := exec.Command("go", args...)
 		cmd.Env = os.Environ()
 		if natsURL != "" {
@@ -121,7 +124,7 @@ func run(count int, benchtime, bench, timeout, in, raw, out, charts string, maxL
 		err := cmd.Run()
 		info.Duration = time.Since(info.Start).Round(time.Second)
 		info.LoadAfter = loadAvg()
-		fmt.Fprintf(&buf, "# finished after %v, load %.2f\n", info.Duration, info.LoadAfter)
+		fmt.Fprintf(&buf, "# duration: %v\n# load-after: %.2f\n", info.Duration, info.LoadAfter)
 		output = buf.Bytes()
 		if werr := os.WriteFile(raw, output, 0o644); werr != nil {
 			return werr
@@ -153,6 +156,34 @@ func run(count int, benchtime, bench, timeout, in, raw, out, charts string, maxL
 	}
 	fmt.Fprintf(os.Stderr, "report: wrote %s and %d charts in %s\n", out, len(chartFiles), charts)
 	return nil
+}
+
+// readHeader reads what run wrote at the top and bottom of a saved output.
+func readHeader(b []byte, info *runInfo) {
+	if c := headerLine(b, "# command: "); c != "" {
+		info.Command = c
+	}
+	if c := headerLine(b, "# report: "); c != "" {
+		info.Report = c
+	}
+	if v, err := strconv.Atoi(headerLine(b, "# count: ")); err == nil {
+		info.Count = v
+	}
+	if v := headerLine(b, "# benchtime: "); v != "" {
+		info.Benchtime = v
+	}
+	if t, err := time.Parse(time.RFC3339, headerLine(b, "# started: ")); err == nil {
+		info.Start = t
+	}
+	if d, err := time.ParseDuration(headerLine(b, "# duration: ")); err == nil {
+		info.Duration = d
+	}
+	lb, err1 := strconv.ParseFloat(headerLine(b, "# load-before: "), 64)
+	la, err2 := strconv.ParseFloat(headerLine(b, "# load-after: "), 64)
+	if err1 == nil && err2 == nil {
+		info.LoadBefore, info.LoadAfter = lb, la
+		info.Rendered = false // the run's own record
+	}
 }
 
 // headerLine returns the rest of the first line of b starting with prefix.
