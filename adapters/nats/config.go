@@ -12,20 +12,35 @@ import (
 
 // Defaults of the zero [Config].
 const (
-	DefaultURL                 = nats.DefaultURL // "nats://127.0.0.1:4222"
-	DefaultStreamName          = "HERALD"
-	DefaultSubjectPrefix       = "herald"
-	DefaultDuplicateWindow     = 2 * time.Minute
-	DefaultAckWait             = 30 * time.Second
-	DefaultMaxDeliver          = -1 // unlimited: poisoning is the bus's job
-	DefaultMaxAckPending       = 1000
-	DefaultPrefetch            = 32
-	DefaultNakDelay            = time.Second
-	DefaultMaxNakDelay         = time.Minute
+	// DefaultURL is the server dialled when Config.URL is empty.
+	DefaultURL = nats.DefaultURL // "nats://127.0.0.1:4222"
+	// DefaultStreamName is the events stream when Config.StreamName is empty.
+	DefaultStreamName = "HERALD"
+	// DefaultSubjectPrefix is the subject prefix when Config.SubjectPrefix is empty.
+	DefaultSubjectPrefix = "herald"
+	// DefaultDuplicateWindow is how long the stream remembers event IDs.
+	DefaultDuplicateWindow = 2 * time.Minute
+	// DefaultAckWait is the consumers' AckWait.
+	DefaultAckWait = 30 * time.Second
+	// DefaultMaxDeliver (unlimited) is the consumers' MaxDeliver: poisoning
+	// an event that keeps failing is the bus's job, not the server's.
+	DefaultMaxDeliver = -1
+	// DefaultMaxAckPending is the consumers' MaxAckPending.
+	DefaultMaxAckPending = 1000
+	// DefaultPrefetch is how many events each worker fetches ahead.
+	DefaultPrefetch = 32
+	// DefaultNakDelay is the redelivery delay of an event's first nack.
+	DefaultNakDelay = time.Second
+	// DefaultMaxNakDelay caps the redelivery delay of a nack.
+	DefaultMaxNakDelay = time.Minute
+	// DefaultMaxPendingPublishes bounds the publishes awaiting a PubAck.
 	DefaultMaxPendingPublishes = 4096
-	DefaultPubAckTimeout       = 30 * time.Second
-	DefaultConnectTimeout      = 2 * time.Second
-	DefaultRequestTimeout      = 5 * time.Second
+	// DefaultPubAckTimeout bounds the wait for a PubAck.
+	DefaultPubAckTimeout = 30 * time.Second
+	// DefaultConnectTimeout bounds the dial of a server.
+	DefaultConnectTimeout = 2 * time.Second
+	// DefaultRequestTimeout bounds a JetStream API request.
+	DefaultRequestTimeout = 5 * time.Second
 )
 
 // Retention says when the events stream deletes an event.
@@ -113,11 +128,11 @@ type Config struct {
 	// event keeps up to Prefetch events of its handler from other processes.
 	Prefetch int
 	// NakDelay is the redelivery delay of the first nack of an event; each
-	// further delivery doubles it, up to MaxNakDelay. Defaults
-	// [DefaultNakDelay] and [DefaultMaxNakDelay]. A nack caused by shutdown
-	// (the message's context has ended) is redelivered at once, to another
-	// process.
-	NakDelay    time.Duration
+	// further delivery doubles it, up to MaxNakDelay; default
+	// [DefaultNakDelay]. A nack caused by shutdown (the message's context
+	// has ended) is redelivered at once, to another process.
+	NakDelay time.Duration
+	// MaxNakDelay caps the nack redelivery delay; default [DefaultMaxNakDelay].
 	MaxNakDelay time.Duration
 
 	// MaxPayload bounds the size of a published message (payload plus

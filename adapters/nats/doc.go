@@ -16,8 +16,41 @@
 //   - A slow handler or a long retry never causes a concurrent redelivery:
 //     the transport sends progress acks while it holds an event.
 //
-// It needs nats-server 2.9 or newer with JetStream enabled (-js). Streams and
-// consumers are created on first use with the settings of [Config]; an
-// existing stream is used as it is. Package natstest starts an embedded server
-// for tests.
+// # Layout on the server
+//
+// One stream (Config.StreamName, default "HERALD") captures
+// "<SubjectPrefix>.>" (default "herald.>"); an event named E is published on
+// "<SubjectPrefix>.E", with its ID as Nats-Msg-Id and its metadata as headers
+// (Herald-Id, Herald-Event, ...: see package handlers). Handler H consumes
+// event E through the durable pull consumer named after (H, E), and replays of
+// its poison records through a second one on "<SubjectPrefix>._replay.H"
+// (nats-server 2.9 allows one filter subject per consumer). A handler name
+// that never ran before starts with the events published after it first
+// subscribed. Poison records go to the stream StreamName+"_POISON" on
+// "<SubjectPrefix>_poison.<handler token>.<record ID>". Streams and consumers
+// are created on first use with the settings of [Config]; an existing stream
+// is used as it is.
+//
+// # Delivery
+//
+// Each worker of a handler pulls up to Config.Prefetch events ahead, hands
+// them to the bus one at a time, and acks each once the bus acks it (the
+// handler succeeded, or its poison record is stored). A nack is redelivered
+// after Config.NakDelay, doubling per delivery up to Config.MaxNakDelay; a
+// nack caused by shutdown is redelivered at once, to any process. Every event
+// the transport holds is progress-acked each AckWait/3. Closing a subscriber
+// gives back the events it prefetched. Delivery is at least once: an ack lost
+// with a crash, or AckWait passing in a process that froze, redelivers.
+//
+// # Servers
+//
+// It needs nats-server 2.9 or newer with JetStream enabled (-js). On 2.9
+// (2.9.10 measured; 2.15 is fine) the server mishandles a redelivery that
+// comes due while no pull request of its consumer waits (all processes of the
+// handler are down or busy with a full prefetch): the next pull gets the last
+// delivered event again, and the redelivered one waits for AckWait. Nothing is
+// lost, but one event comes late and another twice; upgrade the server to
+// avoid it.
+//
+// Package natstest starts an embedded server for tests and examples.
 package nats

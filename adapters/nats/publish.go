@@ -19,14 +19,7 @@ const DeliveryCountKey = "Herald-Delivery-Count"
 // publisher is the message.Publisher of a Transport.
 type publisher struct{ t *Transport }
 
-// Publish publishes msgs on the subject of topic and returns nil once the
-// stream has acknowledged (PubAck) every one. The messages are sent at once,
-// pipelined on the connection with those of other goroutines; each message's
-// Context bounds its wait. msg.UUID becomes the Nats-Msg-Id header (the stream
-// drops a duplicate within the DuplicateWindow; a duplicate counts as
-// published), and every metadata entry becomes a header (keys starting with
-// "Nats-" are reserved for the transport and skipped). On error, messages
-// other than the one reported may have been stored.
+// Publish: see Transport.Publisher.
 func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	switch len(msgs) {
 	case 0:
@@ -59,12 +52,13 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 // Close does nothing: the transport owns the connection.
 func (publisher) Close() error { return nil }
 
-// PublishBatch publishes msgs on topic as [publisher.Publish] does, but with
-// ctx for all of them: it sends them all, then waits for every PubAck. It
-// returns nil only if every message was acknowledged; otherwise the errors
-// (joined) name the failed message IDs, and the others may be stored (publish
-// again with the same IDs: the stream drops duplicates within the
-// DuplicateWindow).
+// PublishBatch publishes msgs on topic as the Publish of
+// [Transport.Publisher] does, but bounded by ctx rather than each message's
+// Context: it sends them all, then waits for every PubAck. It returns nil only
+// if every message was acknowledged; otherwise the errors (joined) name the
+// failed message IDs, and the others may be stored (publish again with the
+// same IDs: the stream drops duplicates within the DuplicateWindow). The bus's
+// PublishBatch uses it.
 func (t *Transport) PublishBatch(ctx context.Context, topic string, msgs []*message.Message) error {
 	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
 	var sendErr error

@@ -295,9 +295,25 @@ func atLeast(v string, major, minor int) bool {
 	return ma > major || ma == major && mi >= minor
 }
 
-// Publisher returns the transport's publisher; see [Transport.PublishBatch]
-// for what Publish promises. Its Close does nothing: the transport owns the
-// connection.
+// Publisher returns the transport's publisher. Its Publish(topic, msgs...)
+// publishes each message on the subject "<SubjectPrefix>.<topic>" and returns
+// nil only once the stream has acknowledged (PubAck) every one:
+//
+//   - Messages are sent at once, pipelined on the connection with those of
+//     every other goroutine (PublishMsgAsync); each message's Context bounds
+//     its wait, and the wait for a publish slot when MaxPendingPublishes are
+//     in flight.
+//   - msg.UUID becomes the Nats-Msg-Id header: the stream drops a duplicate
+//     within the DuplicateWindow, and a duplicate counts as published.
+//   - Every metadata entry becomes a header; keys starting with "Nats-" are
+//     reserved for the transport and skipped; a key or value that cannot be a
+//     header (a line break in a value) is an error.
+//   - A message larger than MaxPayload (or the server's max_payload) gives an
+//     error wrapping [ErrTooLarge]; on a closed transport, [ErrClosed].
+//   - On error, messages other than the one reported may have been stored.
+//
+// The transport creates its streams first if [Transport.Start] has not. The
+// publisher's Close does nothing: the transport owns the connection.
 func (t *Transport) Publisher() message.Publisher { return publisher{t} }
 
 // Close stops every subscriber (their undelivered prefetched events are
