@@ -61,3 +61,35 @@ func TestNew(t *testing.T) {
 	}
 	nc.Close()
 }
+
+func TestCluster(t *testing.T) {
+	c := natstest.NewCluster(t, 3)
+	nc, err := natsgo.Connect(c.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := nc.JetStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.AddStream(&natsgo.StreamConfig{Name: "R3", Subjects: []string{"r3.>"}, Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish("r3.x", []byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+	info, err := js.StreamInfo("R3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Shutdown(info.Cluster.Leader); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Restart(info.Cluster.Leader); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Names()) != 3 {
+		t.Errorf("names %v", c.Names())
+	}
+}
