@@ -1,0 +1,158 @@
+package faults_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+
+	hnats "github.com/heraldbus/herald/adapters/nats"
+	"github.com/heraldbus/herald/bus"
+	"github.com/heraldbus/herald/bustest"
+	"github.com/heraldbus/herald/handlers"
+)
+
+// Fault 6: bad input on the wire, published past the bus (nats.go on the
+// transport's subject; the memory transport's watermill publisher). Each bad
+// message is poisoned at once (one attempt, the handler func never called)
+// with a reason that says what is wrong, nothing panics, and good events
+// published between them keep flowing. An oversize event is refused at
+// publish: bus.Publish gives bus.ErrEventTooLarge, and on NATS a raw 2 MB
+// publish is refused by the client (the server's max_payload is 1 MB).
+func TestBadInputOnTheWire(t *testing.T) {
+	eachBackend(t, func(t *testing.T, be *backend) {
+		b := be.bus(t)
+		const name = "bad.h"
+		c := newTally()
+		if _, err := bus.Subscribe(b, name, c.handler(nil)); err != nil {
+			t.Fatal(err)
+		}
+		herald := func(extra ...string) map[string]string {
+			h := map[string]string{handlers.KeyID: handlers.NewID(), handlers.KeyEvent: eventName, handlers.KeyContentType: "application/json"}
+			for i := 0; i+1 < len(extra); i += 2 {
+				h[extra[i]] = extra[i+1]
+			}
+			return h
+		}
+		cases := []struct {
+			name    string
+			payload []byte
+			headers map[string]string
+			reason  string
+		}{
+			{"invalid-json", []byte(`{"seq": "not a number"`), herald(), "malformed payload"},
+			{"not-json-at-all", []byte("\x00\xff binary \x01"), herald(), "malformed payload"},
+			{"empty-body", nil, herald(), "malformed payload"},
+			{"foreign-no-headers", []byte(`{"seq":1}`), nil, "not published by Herald"},
+			{"foreign-id-only", []byte(`{"seq":1}`), map[string]string{handlers.KeyID: "x-1"}, "no " + handlers.KeyEvent},
+			{"unknown-event-name", []byte(`{"seq":1}`), herald(handlers.KeyEvent, "faults.Unknown"), `carries event "faults.Unknown"`},
+			{"malformed-published-at", []byte(`{"seq":1}`), herald(handlers.KeyPublishedAt, "yesterday"), "malformed " + handlers.KeyPublishedAt},
+		}
+		good := 0
+		publishGood := func() {
+			t.Helper()
+			publishRange(t, b, good, 1)
+			good++
+		}
+		f := figures{fault: "6-bad-input", transport: be.name, handlers: 1}
+		var slowest time.Duration
+		for i, tc := range cases {
+			publishGood()
+			begin := time.Now()
+			if err := be.rawPublish(t, eventName, tc.payload, tc.headers); err != nil {
+				t.Fatalf("%s: raw publish: %v", tc.name, err)
+			}
+			recs := waitPoison(t, b, name, i+1)
+			took := time.Since(begin)
+			slowest = max(slowest, took)
+			r := recs[len(recs)-1]
+			if !strings.Contains(r.Error, tc.reason) || r.Attempts != 1 || r.Stack != "" || r.Handler != name ||
+				string(r.Payload) != string(tc.payload) {
+				t.Errorf("%s: record error %q (want it to mention %q), attempts %d (want 1), stack %d bytes, handler %q, payload %q",
+					tc.name, r.Error, tc.reason, r.Attempts, len(r.Stack), r.Handler, r.Payload)
+			}
+			t.Logf("%s: poisoned in %v: %s", tc.name, took.Round(time.Millisecond), r.Error)
+		}
+		publishGood()
+
+		// Oversize: refused at publish, with a clear error, on both paths.
+		big := Event{Seq: 1 << 20, Pad: strings.Repeat("x", 2<<20)}
+		err := bus.Publish(ctxFor(t, wait), b, big)
+		if !errors.Is(err, bus.ErrEventTooLarge) {
+			t.Errorf("bus.Publish of a 2 MB event: %v, want bus.ErrEventTooLarge", err)
+		}
+		t.Logf("2MB via bus.Publish: %v", err)
+		raw := fmt.Appendf(nil, `{"seq":%d,"pad":"%s"}`, 1<<20, big.Pad)
+		err = be.rawPublish(t, eventName, raw, herald())
+		oversizeRecords := 0
+		if be.isNATS() {
+			if !errors.Is(err, natsgo.ErrMaxPayload) {
+				t.Errorf("raw nats.go publish of 2 MB: %v, want nats.ErrMaxPayload", err)
+			}
+			t.Logf("2MB raw via nats.go: %v", err)
+			// The transport's own publisher refuses it before sending.
+			msg := newWatermillMessage(raw, herald())
+			msg.SetContext(ctxFor(t, wait))
+			tr := be.transport(t).(*hnats.Transport)
+			err = tr.Publisher().Publish(eventName, msg)
+			if !errors.Is(err, hnats.ErrTooLarge) {
+				t.Errorf("transport publish of 2 MB: %v, want nats.ErrTooLarge", err)
+			}
+			t.Logf("2MB raw via the transport's publisher: %v", err)
+			_ = tr.Close()
+		} else {
+			// Memory has no wire and no max_payload: a raw watermill publish
+			// past the bus is delivered as it is. Whatever happens, it is
+			// handled or poisoned once, and the flow goes on.
+			if err != nil {
+				t.Fatalf("raw memory publish of 2 MB: %v", err)
+			}
+			bustest.Eventually(t, wait, func() bool {
+				return c.has(1<<20) || len(poisonList(t, b, name)) > len(cases)
+			}, "the raw 2 MB message is handled or poisoned")
+			oversizeRecords = len(poisonList(t, b, name)) - len(cases)
+			t.Logf("2MB raw via the memory publisher: handled %v, poisoned %d", c.has(1<<20), oversizeRecords)
+		}
+		publishGood()
+
+		c.waitFor(t, wait, func() bool {
+			for seq := range good {
+				if c.ok[seq] == 0 {
+					return false
+				}
+			}
+			return true
+		}, "every good event handled")
+		be.settled(t, name)
+		recs := poisonList(t, b, name)
+		if len(recs) != len(cases)+oversizeRecords {
+			t.Errorf("%d poison records, want %d", len(recs), len(cases)+oversizeRecords)
+		}
+		for seq := range good {
+			if k := c.callsOf(seq); k != 1 {
+				t.Errorf("good event %d: %d calls", seq, k)
+			}
+		}
+		calls, wantCalls := c.totalCalls(), good
+		if !be.isNATS() && c.has(1<<20) {
+			wantCalls++
+		}
+		if calls != wantCalls {
+			t.Errorf("the handler func was called %d times, want %d: a bad message reached it", calls, wantCalls)
+		}
+		f.sent = good
+		f.delivered = c.distinct()
+		if !be.isNATS() && c.has(1<<20) {
+			f.delivered-- // the raw oversize one
+		}
+		f.dups = c.duplicates()
+		f.poisoned = len(recs)
+		f.recover = slowest
+		f.add("bad_messages", len(cases)+1)
+		f.add("refused_at_publish", map[bool]int{true: 3, false: 1}[be.isNATS()])
+		f.log(t)
+	})
+}
