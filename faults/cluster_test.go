@@ -3,127 +3,25 @@ package faults_test
 import (
 	"context"
 	"fmt"
-	"net"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	hnats "github.com/heraldbus/herald/adapters/nats"
+	"github.com/heraldbus/herald/adapters/nats/natstest"
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
 )
 
-// cluster is an embedded JetStream cluster: nodes on 127.0.0.1 with random
-// client ports, routes between them, each storing in a temp dir of its own.
-// natstest has no cluster helper; this is the test's own.
-type cluster struct {
-	mu    sync.Mutex
-	nodes map[string]*server.Server // by server name; a killed node is removed
-	urls  []string
-}
-
-// startCluster starts n nodes and waits until JetStream has a meta leader.
-// Every node still running is shut down when t ends.
-func startCluster(t testing.TB, n int) *cluster {
-	t.Helper()
-	// Reserve the route ports: every node must know the others' at start.
-	ports := make([]int, n)
-	var ls []net.Listener
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-	}
-	for _, l := range ls {
-		_ = l.Close()
-	}
-	var routes []string
-	for _, p := range ports {
-		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
-	}
-	c := &cluster{nodes: map[string]*server.Server{}}
-	t.Cleanup(c.shutdown)
-	for i, p := range ports {
-		opts := &server.Options{
-			ServerName: fmt.Sprintf("n%d", i+1),
-			Host:       "127.0.0.1",
-			Port:       -1,
-			JetStream:  true,
-			StoreDir:   t.TempDir(),
-			NoLog:      true,
-			NoSigs:     true,
-			Cluster:    server.ClusterOpts{Name: "faults", Host: "127.0.0.1", Port: p},
-			Routes:     server.RoutesFromStr(strings.Join(routes, ",")),
-		}
-		s, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatalf("node %d: %v", i+1, err)
-		}
-		s.Start()
-		c.nodes[opts.ServerName] = s
-	}
-	for name, s := range c.nodes {
-		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatalf("node %s not ready", name)
-		}
-		c.urls = append(c.urls, s.ClientURL())
-	}
-	bustest.Eventually(t, wait, func() bool {
-		for _, s := range c.nodes {
-			if s.JetStreamIsLeader() {
-				return true
-			}
-		}
-		return false
-	}, "a JetStream meta leader")
-	return c
-}
-
-// URL is every node's client URL, comma separated.
-func (c *cluster) URL() string { return strings.Join(c.urls, ",") }
-
-// kill shuts node name down, as if its machine died.
-func (c *cluster) kill(name string) bool {
-	c.mu.Lock()
-	s := c.nodes[name]
-	delete(c.nodes, name)
-	c.mu.Unlock()
-	if s == nil {
-		return false
-	}
-	s.Shutdown()
-	s.WaitForShutdown()
-	return true
-}
-
-func (c *cluster) shutdown() {
-	c.mu.Lock()
-	nodes := c.nodes
-	c.nodes = map[string]*server.Server{}
-	c.mu.Unlock()
-	for _, s := range nodes {
-		s.Shutdown()
-	}
-	for _, s := range nodes {
-		s.WaitForShutdown()
-	}
-}
-
-// Fault 12: in a 3-node JetStream cluster with an R3 stream, the stream
-// leader is killed while 2k events are being published to 2 handlers. Every
+// Fault 12: in a 3-node JetStream cluster (natstest.Cluster) with an R3
+// stream, the stream leader is killed while 2k events are being published to 2 handlers. Every
 // event whose Publish returned nil is delivered to both handlers. (The
 // publisher retries a failed Publish with the same message ID, so in the end
 // every event's Publish returns nil.)
 func TestClusterLeaderLoss(t *testing.T) {
-	c := startCluster(t, 3)
+	c := natstest.NewCluster(t, 3)
 	cfg := natsConfig(c.URL())
 	cfg.Replicas = 3
 	cfg.Retention = hnats.RetentionLimits
@@ -178,8 +76,8 @@ func TestClusterLeaderLoss(t *testing.T) {
 	}
 	leader := info.Cluster.Leader
 	killed := time.Now()
-	if !c.kill(leader) {
-		t.Fatalf("no node named %q", leader)
+	if err := c.Shutdown(leader); err != nil {
+		t.Fatalf("kill %q: %v", leader, err)
 	}
 	fa.since.Store(time.Now().UnixNano())
 	failed := <-done
