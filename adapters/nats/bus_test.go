@@ -484,6 +484,39 @@ func TestPoisonStore(t *testing.T) {
 	})
 }
 
+// An event as large as the server allows can still be poisoned: its record
+// keeps the payload unencoded, so it fits too.
+func TestLargeEventPoisoned(t *testing.T) {
+	eachBroker(t, func(t *testing.T, b broker) {
+		bb := newBus(t, b)
+		var calls atomic.Int32
+		if _, err := bus.Subscribe(bb, "big.h", func(ctx context.Context, e OrderPlaced) error {
+			calls.Add(1)
+			return bus.Permanent(errors.New("declined\nwith a second line"))
+		}); err != nil {
+			t.Fatal(err)
+		}
+		big := OrderPlaced{ID: strings.Repeat("x", 1000_000), Seq: 1} // the server's max_payload is 1 MiB
+		if err := bus.Publish(testCtx(t), bb, big); err != nil {
+			t.Fatal(err)
+		}
+		var recs []bus.PoisonRecord
+		bustest.Eventually(t, wait, func() bool {
+			var err error
+			recs, err = bb.Poison().List(context.Background(), "big.h")
+			return err == nil && len(recs) == 1
+		}, "the large event poisoned (handled %d times)", calls.Load())
+		rec := recs[0]
+		if len(rec.Payload) < 1000_000 || rec.Attempts != 1 || rec.Error != "declined\nwith a second line" || calls.Load() != 1 {
+			t.Errorf("record: %d-byte payload, %d attempts, error %q; %d calls", len(rec.Payload), rec.Attempts, rec.Error, calls.Load())
+		}
+		got, err := bb.Poison().Get(testCtx(t), rec.ID)
+		if err != nil || string(got.Payload) != string(rec.Payload) {
+			t.Errorf("Get: %d-byte payload, %v", len(got.Payload), err)
+		}
+	})
+}
+
 // Two transports with their own stream and prefix on one server never see
 // each other's events.
 func TestStreamsIsolated(t *testing.T) {
