@@ -50,10 +50,17 @@ const (
 	// RetentionInterest (the default) keeps an event until every handler
 	// consumer that existed when it was published has acknowledged it (and at
 	// most MaxAge). An event published while no handler of its type exists is
-	// not kept: no handler subscribed later would receive it anyway.
+	// not kept: no handler subscribed later would receive it anyway. Caveat:
+	// a server rebuilds its duplicate window from the events it still holds
+	// when it restarts, so the ID of an event already acknowledged (deleted)
+	// is forgotten; a publish retried across a server restart within the
+	// DuplicateWindow (a lost PubAck) can then deliver the event again.
+	// Handlers see events at least once anyway; RetentionLimits avoids this.
 	RetentionInterest Retention = iota
 	// RetentionLimits keeps events until MaxAge (or the stream's limits) ends
-	// them, acknowledged or not: useful to inspect the stream; set MaxAge.
+	// them, acknowledged or not: duplicate detection survives server
+	// restarts, and the stream can be inspected. Set MaxAge: an event older
+	// than MaxAge is deleted even if a handler that was down never got it.
 	RetentionLimits
 )
 
