@@ -446,6 +446,25 @@ func TestPoisonStore(t *testing.T) {
 		for _, h := range []string{"billing.charge-card", "a.b", "a_b", "billing.charge-card", "a.b"} {
 			put(h)
 		}
+		// A record larger than max_payload is stored in parts.
+		huge := middleware.PoisonRecord{ID: handlers.NewID(), Handler: "huge", Payload: []byte(strings.Repeat("p", 2500_000)), Stack: "s\nt"}
+		if err := tr.PutPoison(ctx, huge); err != nil {
+			t.Fatal(err)
+		}
+		if got, found, err := tr.GetPoison(ctx, huge.ID); err != nil || !found || string(got.Payload) != string(huge.Payload) || got.Stack != "s\nt" {
+			t.Errorf("GetPoison of a 2.5 MB record: %d-byte payload, %v, %v", len(got.Payload), found, err)
+		}
+		if recs, err := tr.ListPoison(ctx, "huge"); err != nil || len(recs) != 1 || len(recs[0].Payload) != 2500_000 {
+			t.Errorf("ListPoison(huge): %d records, %v", len(recs), err)
+		}
+		if ok, err := tr.DeletePoison(ctx, huge.ID); !ok || err != nil {
+			t.Errorf("DeletePoison of a record in parts: %v, %v", ok, err)
+		}
+		if info, err := tr.JetStream().Stream(ctx, tr.Config().StreamName+"_POISON"); err != nil {
+			t.Fatal(err)
+		} else if n := info.CachedInfo().State.Msgs; n != 5 {
+			t.Errorf("%d messages in the poison stream after deleting the record in parts, want the 5 others", n)
+		}
 		all, err := tr.ListPoison(ctx, "")
 		if err != nil || len(all) != 5 {
 			t.Fatalf("ListPoison all: %d, %v", len(all), err)
@@ -496,10 +515,19 @@ func TestLargeEventPoisoned(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		big := OrderPlaced{ID: strings.Repeat("x", 1000_000), Seq: 1} // the server's max_payload is 1 MiB
-		if err := bus.Publish(testCtx(t), bb, big); err != nil {
-			t.Fatal(err)
+		// The largest event the bus and the server accept (1 MiB with its
+		// headers): its record, with the error and metadata besides, is larger.
+		size := 0
+		for pad := 1 << 20; pad > 900<<10 && size == 0; pad -= 64 {
+			err := bus.Publish(testCtx(t), bb, OrderPlaced{ID: strings.Repeat("x", pad), Seq: 1})
+			switch {
+			case err == nil:
+				size = pad
+			case !errors.Is(err, bus.ErrEventTooLarge) && !errors.Is(err, nats.ErrTooLarge):
+				t.Fatalf("publish of a %d-byte event: %v", pad, err)
+			}
 		}
+		t.Logf("the largest event accepted has a %d-byte ID", size)
 		var recs []bus.PoisonRecord
 		bustest.Eventually(t, wait, func() bool {
 			var err error
@@ -507,12 +535,18 @@ func TestLargeEventPoisoned(t *testing.T) {
 			return err == nil && len(recs) == 1
 		}, "the large event poisoned (handled %d times)", calls.Load())
 		rec := recs[0]
-		if len(rec.Payload) < 1000_000 || rec.Attempts != 1 || rec.Error != "declined\nwith a second line" || calls.Load() != 1 {
+		if len(rec.Payload) < size || rec.Attempts != 1 || rec.Error != "declined\nwith a second line" || calls.Load() != 1 {
 			t.Errorf("record: %d-byte payload, %d attempts, error %q; %d calls", len(rec.Payload), rec.Attempts, rec.Error, calls.Load())
 		}
 		got, err := bb.Poison().Get(testCtx(t), rec.ID)
 		if err != nil || string(got.Payload) != string(rec.Payload) {
 			t.Errorf("Get: %d-byte payload, %v", len(got.Payload), err)
+		}
+		if err := bb.Poison().Purge(testCtx(t), rec.ID); err != nil {
+			t.Fatal(err)
+		}
+		if recs, err := bb.Poison().List(testCtx(t), ""); err != nil || len(recs) != 0 {
+			t.Errorf("after Purge: %d records, %v", len(recs), err)
 		}
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -15,23 +16,26 @@ import (
 )
 
 // The transport keeps the bus's poison records (it is a
-// middleware.PoisonStore) in the stream StreamName+"_POISON": one message per
-// record, on "<SubjectPrefix>_poison.<handler token>.<record ID>", whose
-// Nats-Msg-Id is the record ID. The handler token is the handler name made a
-// single subject token (see token). Records live until deleted, or
-// PoisonMaxAge.
+// middleware.PoisonStore) in the stream StreamName+"_POISON", each on
+// "<SubjectPrefix>_poison.<handler token>.<record ID>" with the record ID as
+// Nats-Msg-Id. The handler token is the handler name made a single subject
+// token (see token). Records live until deleted, or PoisonMaxAge.
 //
-// The body is the record's JSON without its payload, a line feed, then the
+// A record's body is its JSON without the payload, a line feed, then the
 // event's payload as it is (header Herald-Poison-Format: json+payload): JSON
 // has no raw line break (stacks and errors keep theirs, escaped), and the
-// payload is not base64-encoded, so an event that fits the server's
-// max_payload has a record that fits too. A body without that header is the
-// whole record as JSON.
+// payload is not base64-encoded. A record larger than the server's
+// max_payload (an event near the limit: the record adds its error, stack and
+// metadata) is split: the first part on the record's subject, with header
+// Herald-Poison-Parts: n, and parts 1 to n-1 on "<record subject>.<i>", which
+// the record filters ("<prefix>_poison.*.*") never match. A body without the
+// format header is the whole record as JSON.
 
-// poisonFormatKey and poisonFormat mark the body layout.
 const (
-	poisonFormatKey = "Herald-Poison-Format"
+	poisonFormatKey = "Herald-Poison-Format" // marks the body layout
 	poisonFormat    = "json+payload"
+	poisonPartsKey  = "Herald-Poison-Parts" // how many messages hold the body, if more than one
+	maxPoisonParts  = 64
 )
 
 var _ middleware.PoisonStore = (*Transport)(nil)
@@ -39,11 +43,11 @@ var _ middleware.PoisonStore = (*Transport)(nil)
 // listBatch is how many records ListPoison fetches per request.
 const listBatch = 256
 
-// PutPoison stores rec and returns nil once the stream has acknowledged it.
-// rec.ID must be a single subject token (the bus's IDs are). A record too
-// large for the server's max_payload loses its stack, then the end of its
-// error; if it still does not fit, PutPoison fails (wrapping [ErrTooLarge])
-// and the bus nacks the event.
+// PutPoison stores rec and returns nil once the stream has acknowledged it
+// (every part of it). rec.ID must be a single subject token (the bus's IDs
+// are). A record too large for the server's max_payload is stored in parts;
+// beyond 64 parts PutPoison fails with an error wrapping [ErrTooLarge], and
+// the bus nacks the event.
 func (t *Transport) PutPoison(ctx context.Context, rec middleware.PoisonRecord) error {
 	if err := t.poisonReady(ctx); err != nil {
 		return err
@@ -51,51 +55,49 @@ func (t *Transport) PutPoison(ctx context.Context, rec middleware.PoisonRecord) 
 	if err := validToken(rec.ID); err != nil {
 		return fmt.Errorf("herald/nats: poison record ID: %v", err)
 	}
-	subject := t.poisonPrefix() + "." + token(rec.Handler, 40) + "." + rec.ID
-	header := nats.Header{
-		jetstream.MsgIDHeader: []string{rec.ID},
-		poisonFormatKey:       []string{poisonFormat},
-	}
-	hsize := len("NATS/1.0\r\n\r\n") + len(jetstream.MsgIDHeader) + len(rec.ID) + len(poisonFormatKey) + len(poisonFormat) + 8
-	limit := int(t.nc.MaxPayload())
 	body, err := poisonBody(rec)
 	if err != nil {
 		return err
 	}
-	for _, shrink := range []func(*middleware.PoisonRecord) bool{
-		func(r *middleware.PoisonRecord) bool {
-			if r.Stack == "" {
-				return false
-			}
-			r.Stack = "(stack dropped: the record was too large for the server's max_payload)"
-			return true
-		},
-		func(r *middleware.PoisonRecord) bool {
-			if len(r.Error) <= 1024 {
-				return false
-			}
-			r.Error = r.Error[:1024] + "... (cut: the record was too large for the server's max_payload)"
-			return true
-		},
-	} {
-		if limit <= 0 || len(body)+hsize <= limit {
-			break
-		}
-		if shrink(&rec) {
-			if body, err = poisonBody(rec); err != nil {
-				return err
-			}
-		}
+	subject := t.poisonSubject(rec.Handler, rec.ID)
+	// Room for the body in one message: max_payload less the headers.
+	room := len(body)
+	if limit := int(t.nc.MaxPayload()); limit > 0 {
+		room = limit - 256
 	}
-	if limit > 0 && len(body)+hsize > limit {
-		return fmt.Errorf("%w: poison record %s is %d bytes, the server's max_payload is %d", ErrTooLarge, rec.ID, len(body)+hsize, limit)
+	parts := (len(body) + room - 1) / room
+	if parts > maxPoisonParts {
+		return fmt.Errorf("%w: poison record %s is %d bytes, more than %d times the server's max_payload", ErrTooLarge, rec.ID, len(body), maxPoisonParts)
 	}
 	ctx, cancel := t.requestCtx(ctx)
 	defer cancel()
-	if _, err := t.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: header, Data: body}); err != nil {
+	// The extra parts first: a record is listed only once it is whole.
+	for i := parts - 1; i >= 1; i-- {
+		m := &nats.Msg{
+			Subject: subject + "." + strconv.Itoa(i),
+			Header:  nats.Header{jetstream.MsgIDHeader: []string{rec.ID + "-" + strconv.Itoa(i)}},
+			Data:    body[i*room : min((i+1)*room, len(body))],
+		}
+		if _, err := t.js.PublishMsg(ctx, m); err != nil {
+			return fmt.Errorf("herald/nats: store part %d of poison record %s: %w", i, rec.ID, err)
+		}
+	}
+	m := &nats.Msg{
+		Subject: subject,
+		Header:  nats.Header{jetstream.MsgIDHeader: []string{rec.ID}, poisonFormatKey: []string{poisonFormat}},
+		Data:    body[:min(room, len(body))],
+	}
+	if parts > 1 {
+		m.Header[poisonPartsKey] = []string{strconv.Itoa(parts)}
+	}
+	if _, err := t.js.PublishMsg(ctx, m); err != nil {
 		return fmt.Errorf("herald/nats: store poison record %s: %w", rec.ID, err)
 	}
 	return nil
+}
+
+func (t *Transport) poisonSubject(handler, id string) string {
+	return t.poisonPrefix() + "." + token(handler, 40) + "." + id
 }
 
 // poisonBody is the record's JSON without its payload, a line feed, and the
@@ -112,12 +114,24 @@ func poisonBody(rec middleware.PoisonRecord) ([]byte, error) {
 	return body, nil
 }
 
-// parsePoison decodes a poison record message.
-func parsePoison(h nats.Header, data []byte) (middleware.PoisonRecord, error) {
+// readPoison decodes the record whose first message is (subject, h, data),
+// fetching its other parts if it has some.
+func (t *Transport) readPoison(ctx context.Context, subject string, h nats.Header, data []byte) (middleware.PoisonRecord, error) {
 	var rec middleware.PoisonRecord
 	if h.Get(poisonFormatKey) != poisonFormat {
 		err := json.Unmarshal(data, &rec)
 		return rec, err
+	}
+	if parts, _ := strconv.Atoi(h.Get(poisonPartsKey)); parts > 1 {
+		body := append([]byte(nil), data...)
+		for i := 1; i < parts; i++ {
+			m, err := t.poison.GetLastMsgForSubject(ctx, subject+"."+strconv.Itoa(i))
+			if err != nil {
+				return rec, fmt.Errorf("part %d of %d: %w", i, parts, err)
+			}
+			body = append(body, m.Data...)
+		}
+		data = body
 	}
 	i := bytes.IndexByte(data, '\n')
 	if i < 0 {
@@ -138,7 +152,7 @@ func (t *Transport) ListPoison(ctx context.Context, handler string) ([]middlewar
 	if err := t.poisonReady(ctx); err != nil {
 		return nil, err
 	}
-	filter := t.poisonPrefix() + ".>"
+	filter := t.poisonPrefix() + ".*.*"
 	if handler != "" {
 		filter = t.poisonPrefix() + "." + token(handler, 40) + ".*"
 	}
@@ -170,13 +184,24 @@ func (t *Transport) ListPoison(ctx context.Context, handler string) ([]middlewar
 		if err != nil {
 			return nil, fmt.Errorf("herald/nats: list poison records: %w", err)
 		}
-		n := 0
+		var msgs []jetstream.Msg
 		for m := range b.Messages() {
-			n++
+			msgs = append(msgs, m)
 			if md, err := m.Metadata(); err == nil {
 				pending = md.NumPending
 			}
-			rec, err := parsePoison(m.Headers(), m.Data())
+		}
+		if err := b.Error(); err != nil {
+			return nil, fmt.Errorf("herald/nats: list poison records: %w", err)
+		}
+		if len(msgs) == 0 {
+			break // deleted meanwhile
+		}
+		for _, m := range msgs {
+			rec, err := t.readPoison(ctx, m.Subject(), m.Headers(), m.Data())
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				continue // deleted meanwhile
+			}
 			if err != nil {
 				return nil, fmt.Errorf("herald/nats: poison record on %s: %w", m.Subject(), err)
 			}
@@ -184,47 +209,57 @@ func (t *Transport) ListPoison(ctx context.Context, handler string) ([]middlewar
 				recs = append(recs, rec)
 			}
 		}
-		if err := b.Error(); err != nil {
-			return nil, fmt.Errorf("herald/nats: list poison records: %w", err)
-		}
-		if n == 0 {
-			break // deleted meanwhile
-		}
 	}
 	return recs, nil
 }
 
 // GetPoison returns the record with id; found is false if there is none.
 func (t *Transport) GetPoison(ctx context.Context, id string) (middleware.PoisonRecord, bool, error) {
+	ctx, cancel := t.requestCtx(ctx)
+	defer cancel()
 	m, err := t.poisonMsg(ctx, id)
 	if err != nil || m == nil {
 		return middleware.PoisonRecord{}, false, err
 	}
-	rec, err := parsePoison(m.Header, m.Data)
+	rec, err := t.readPoison(ctx, m.Subject, m.Header, m.Data)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return rec, false, nil // deleted meanwhile
+	}
 	if err != nil {
 		return rec, false, fmt.Errorf("herald/nats: poison record %s: %w", id, err)
 	}
 	return rec, true, nil
 }
 
-// DeletePoison removes the record with id; found is false if there was none.
+// DeletePoison removes the record with id (and its parts); found is false if
+// there was none.
 func (t *Transport) DeletePoison(ctx context.Context, id string) (bool, error) {
+	ctx, cancel := t.requestCtx(ctx)
+	defer cancel()
 	m, err := t.poisonMsg(ctx, id)
 	if err != nil || m == nil {
 		return false, err
 	}
-	ctx, cancel := t.requestCtx(ctx)
-	defer cancel()
 	if err := t.poison.DeleteMsg(ctx, m.Sequence); err != nil {
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return false, nil
 		}
 		return false, fmt.Errorf("herald/nats: delete poison record %s: %w", id, err)
 	}
+	parts, _ := strconv.Atoi(m.Header.Get(poisonPartsKey))
+	for i := 1; i < parts; i++ {
+		p, err := t.poison.GetLastMsgForSubject(ctx, m.Subject+"."+strconv.Itoa(i))
+		if err == nil {
+			err = t.poison.DeleteMsg(ctx, p.Sequence)
+		}
+		if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return true, fmt.Errorf("herald/nats: deleted poison record %s but not its part %d: %w", id, i, err)
+		}
+	}
 	return true, nil
 }
 
-// poisonMsg returns the stream message of record id, or nil.
+// poisonMsg returns the first message of record id, or nil.
 func (t *Transport) poisonMsg(ctx context.Context, id string) (*jetstream.RawStreamMsg, error) {
 	if err := t.poisonReady(ctx); err != nil {
 		return nil, err
@@ -232,8 +267,6 @@ func (t *Transport) poisonMsg(ctx context.Context, id string) (*jetstream.RawStr
 	if validToken(id) != nil {
 		return nil, nil // no record can have this ID
 	}
-	ctx, cancel := t.requestCtx(ctx)
-	defer cancel()
 	m, err := t.poison.GetLastMsgForSubject(ctx, t.poisonPrefix()+".*."+id)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, nil
