@@ -587,7 +587,9 @@ func TestPublishErrors(t *testing.T) {
 	if err := pub.Publish("errs.ok", msg("{}", message.Metadata{"X-Any": "v", "Nats-Rollup": "all"})); err != nil {
 		t.Fatalf("publish: %v", err)
 	}
-	if err := pub.Publish("errs.big", msg(strings.Repeat("x", 2000), nil)); !errors.Is(err, nats.ErrTooLarge) {
+	err := pub.Publish("errs.big", msg(strings.Repeat("x", 2000), nil))
+	var tooLarge interface{ EventTooLarge() bool }
+	if !errors.Is(err, nats.ErrTooLarge) || !errors.As(err, &tooLarge) || !tooLarge.EventTooLarge() {
 		t.Errorf("2 kB with MaxPayload 1 kB: %v", err)
 	}
 	if err := pub.Publish("errs.hdr", msg("{}", message.Metadata{"X-Bad": "a\nb"})); err == nil {
@@ -606,7 +608,9 @@ func TestPublishErrors(t *testing.T) {
 	if err := tr.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := pub.Publish("errs.closed", msg("{}", nil)); !errors.Is(err, nats.ErrClosed) {
+	err = pub.Publish("errs.closed", msg("{}", nil))
+	var closed interface{ TransportClosed() bool }
+	if !errors.Is(err, nats.ErrClosed) || !errors.As(err, &closed) || !closed.TransportClosed() {
 		t.Errorf("publish after Close: %v", err)
 	}
 	if _, err := tr.Subscriber("h"); !errors.Is(err, nats.ErrClosed) {

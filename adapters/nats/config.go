@@ -164,11 +164,24 @@ type Config struct {
 var ErrInvalidOption = errors.New("herald/nats: invalid option")
 
 // ErrClosed is returned (wrapped) by every method of a closed [Transport].
-var ErrClosed = errors.New("herald/nats: transport closed")
+// Besides errors.Is, it has a method TransportClosed() bool (true) by which
+// the bus recognises it without importing this package.
+var ErrClosed error = closedError{}
 
 // ErrTooLarge is wrapped by the error of a publish whose message exceeds
-// MaxPayload or the server's max_payload.
-var ErrTooLarge = errors.New("herald/nats: message too large")
+// MaxPayload or the server's max_payload. Besides errors.Is, it has a method
+// EventTooLarge() bool (true) by which the bus recognises it.
+var ErrTooLarge error = tooLargeError{}
+
+type closedError struct{}
+
+func (closedError) Error() string         { return "herald/nats: transport closed" }
+func (closedError) TransportClosed() bool { return true }
+
+type tooLargeError struct{}
+
+func (tooLargeError) Error() string       { return "herald/nats: message too large" }
+func (tooLargeError) EventTooLarge() bool { return true }
 
 // ErrUnsupportedServer is wrapped by the error of [Transport.Start] when the
 // server is older than 2.9 or has JetStream disabled.
