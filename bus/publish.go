@@ -218,13 +218,21 @@ func PublishBatch[E any](ctx context.Context, b *Bus, events []E, opts ...Publis
 	return b.mapErr(b.publisher.Publish(et.name, msgs...))
 }
 
-// mapErr turns a transport's closed error into ErrClosed.
+// mapErr maps a transport's errors onto the bus's: an error with a
+// TransportClosed() bool method returning true wraps [ErrClosed]; one with an
+// EventTooLarge() bool method returning true wraps [ErrEventTooLarge]. The
+// transport's error stays in the chain.
 func (b *Bus) mapErr(err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, memory.ErrClosed) {
+	var closed interface{ TransportClosed() bool }
+	if errors.As(err, &closed) && closed.TransportClosed() {
 		return fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	var big interface{ EventTooLarge() bool }
+	if errors.As(err, &big) && big.EventTooLarge() {
+		return fmt.Errorf("%w: %w", ErrEventTooLarge, err)
 	}
 	return err
 }

@@ -20,7 +20,9 @@ import (
 // once, from Close.
 //
 // A transport that also implements [middleware.PoisonStore] keeps the bus's
-// poison records.
+// poison records. Errors with a TransportClosed() bool method (true) are
+// reported by the bus as [ErrClosed]; with an EventTooLarge() bool method, as
+// [ErrEventTooLarge].
 type Transport interface {
 	Publisher() message.Publisher
 	Subscriber(handlerName string) (message.Subscriber, error)

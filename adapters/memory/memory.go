@@ -30,8 +30,16 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 )
 
-// ErrClosed is returned by every call on a closed transport.
-var ErrClosed = errors.New("memory transport: closed")
+// ErrClosed is returned by every call on a closed transport. It has a
+// TransportClosed() bool method, which the bus maps to its own ErrClosed.
+var ErrClosed error = closedError{}
+
+type closedError struct{}
+
+func (closedError) Error() string { return "memory transport: closed" }
+
+// TransportClosed marks the error for the bus.
+func (closedError) TransportClosed() bool { return true }
 
 // Defaults of the options.
 const (
