@@ -66,12 +66,13 @@ type tally struct {
 	calls   map[int]int
 	ok      map[int]int
 	ids     map[int]string
+	pads    map[int]int // len(Pad) of the last success
 	badIDs  []string
 	changed chan struct{}
 }
 
 func newTally() *tally {
-	return &tally{calls: map[int]int{}, ok: map[int]int{}, ids: map[int]string{}}
+	return &tally{calls: map[int]int{}, ok: map[int]int{}, ids: map[int]string{}, pads: map[int]int{}}
 }
 
 // handler returns a handler func that counts every call and, when fail (if
@@ -95,6 +96,7 @@ func (c *tally) handler(fail func(ctx context.Context, e Event, call int) error)
 		}
 		c.mu.Lock()
 		c.ok[e.Seq]++
+		c.pads[e.Seq] = len(e.Pad)
 		c.signal()
 		c.mu.Unlock()
 		return nil
@@ -142,6 +144,13 @@ func (c *tally) totalCalls() int {
 		n += k
 	}
 	return n
+}
+
+// padOf returns the length of the Pad of seq's last success.
+func (c *tally) padOf(seq int) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pads[seq]
 }
 
 // has reports whether seq succeeded.
