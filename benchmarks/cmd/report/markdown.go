@@ -207,14 +207,15 @@ func writeMemory(p printer, res *results) {
 	}
 	if len(res.values("MemoryBurst", "impl")) > 0 {
 		p("## In memory: memory held during a burst\n\n")
-		p("`BenchmarkMemoryBurst`: a burst published as fast as possible into one handler that works %s per event, slower\n", "2µs")
-		p("than the publisher. The heap in use (HeapInuse: `/memory/classes/heap/objects:bytes` +\n")
+		p("`BenchmarkMemoryBurst`: bursts of 100k and 1M events published as fast as possible into one handler that works\n")
+		p("2µs per event, slower than the publisher. The heap in use (HeapInuse: `/memory/classes/heap/objects:bytes` +\n")
 		p("`/memory/classes/heap/unused:bytes` from runtime/metrics) is sampled every millisecond; *growth* is the peak over\n")
-		p("the heap before the burst (after a GC). Herald's memory transport blocks the publisher when the handler's\n")
-		p("1024-event queue is full, so its heap stays flat whatever the burst. cqrs over GoChannel never blocks the\n")
-		p("publisher: it parks a goroutine per event and handler until the handler takes the event, so its burst is a tenth\n")
-		p("(to keep the shared machine safe) and its growth is per event. Skipped with `-short`; 1/20 of the burst with\n")
-		p("`-benchtime 1x` (CI).\n\n")
+		p("the heap before the burst (after a GC), garbage not yet collected included. Herald's memory transport blocks the\n")
+		p("publisher when the handler's 1024-event queue is full, so what it holds is bounded: its growth must not follow\n")
+		p("the burst's size (compare its two rows). cqrs over GoChannel never blocks the publisher: it parks goroutines per\n")
+		p("event and handler until the handler takes the event, so its growth follows the backlog; its bursts are a tenth\n")
+		p("(10k and 100k) to keep the shared machine safe. Skipped with `-short`; 1/20 of each burst with `-benchtime 1x`\n")
+		p("(CI).\n\n")
 		p("| implementation | events | events/s | peak HeapInuse MiB | growth MiB | growth per 1k events |\n|---|---:|---:|---:|---:|---:|\n")
 		for _, impl := range []string{"herald", "cqrs", "chan"} {
 			for _, ev := range res.values("MemoryBurst", "events", "impl", impl) {
