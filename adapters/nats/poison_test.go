@@ -1,0 +1,186 @@
+package nats_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heraldbus/herald/adapters/nats"
+	"github.com/heraldbus/herald/bus"
+	"github.com/heraldbus/herald/bustest"
+	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/middleware"
+)
+
+// A message published on the subject by a foreign publisher (nats.go, no
+// Herald headers) is poisoned at once, with a reason that says so.
+func TestRawNATSMessagePoisoned(t *testing.T) {
+	eachBroker(t, func(t *testing.T, b broker) {
+		tr := b.transport(t)
+		bb := bustest.New(t, bus.WithTransport(tr))
+		var calls atomic.Int32
+		if _, err := bus.Subscribe(bb, "billing.charge-card", func(ctx context.Context, e OrderPlaced) error {
+			calls.Add(1)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		nc, err := natsgo.Connect(b.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		js, _ := jetstream.New(nc)
+		subject := tr.Subject(OrderPlaced{}.EventName())
+		if _, err := js.Publish(testCtx(t), subject, []byte(`{"id":"raw","seq":1}`)); err != nil {
+			t.Fatal(err)
+		}
+		var recs []bus.PoisonRecord
+		bustest.Eventually(t, wait, func() bool {
+			recs, err = bb.Poison().List(context.Background(), "billing.charge-card")
+			return err == nil && len(recs) == 1
+		}, "a poison record for the raw message")
+		rec := recs[0]
+		if !strings.Contains(rec.Error, "not published by Herald") || rec.Attempts != 1 || string(rec.Payload) != `{"id":"raw","seq":1}` {
+			t.Errorf("record: error %q, attempts %d, payload %q", rec.Error, rec.Attempts, rec.Payload)
+		}
+		if calls.Load() != 0 {
+			t.Errorf("the handler was called %d times for a foreign message", calls.Load())
+		}
+	})
+}
+
+// An event as large as the server allows can still be poisoned: its record
+// keeps the payload unencoded, so it fits too.
+func TestLargeEventPoisoned(t *testing.T) {
+	eachBroker(t, func(t *testing.T, b broker) {
+		bb := newBus(t, b)
+		var calls atomic.Int32
+		if _, err := bus.Subscribe(bb, "big.h", func(ctx context.Context, e OrderPlaced) error {
+			calls.Add(1)
+			return bus.Permanent(errors.New("declined\nwith a second line"))
+		}); err != nil {
+			t.Fatal(err)
+		}
+		// The largest event the bus and the server accept (1 MiB with its
+		// headers): its record, with the error and metadata besides, is larger.
+		size := 0
+		for pad := 1 << 20; pad > 900<<10 && size == 0; pad -= 64 {
+			err := bus.Publish(testCtx(t), bb, OrderPlaced{ID: strings.Repeat("x", pad), Seq: 1})
+			switch {
+			case err == nil:
+				size = pad
+			case !errors.Is(err, bus.ErrEventTooLarge) && !errors.Is(err, nats.ErrTooLarge):
+				t.Fatalf("publish of a %d-byte event: %v", pad, err)
+			}
+		}
+		t.Logf("the largest event accepted has a %d-byte ID", size)
+		var recs []bus.PoisonRecord
+		bustest.Eventually(t, wait, func() bool {
+			var err error
+			recs, err = bb.Poison().List(context.Background(), "big.h")
+			return err == nil && len(recs) == 1
+		}, "the large event poisoned (handled %d times)", calls.Load())
+		rec := recs[0]
+		if len(rec.Payload) < size || rec.Attempts != 1 || rec.Error != "declined\nwith a second line" || calls.Load() != 1 {
+			t.Errorf("record: %d-byte payload, %d attempts, error %q; %d calls", len(rec.Payload), rec.Attempts, rec.Error, calls.Load())
+		}
+		got, err := bb.Poison().Get(testCtx(t), rec.ID)
+		if err != nil || string(got.Payload) != string(rec.Payload) {
+			t.Errorf("Get: %d-byte payload, %v", len(got.Payload), err)
+		}
+		if err := bb.Poison().Purge(testCtx(t), rec.ID); err != nil {
+			t.Fatal(err)
+		}
+		if recs, err := bb.Poison().List(testCtx(t), ""); err != nil || len(recs) != 0 {
+			t.Errorf("after Purge: %d records, %v", len(recs), err)
+		}
+	})
+}
+
+// The transport is the bus's poison store: records survive in their stream,
+// keep multi-line stacks, and are listed per handler in order.
+func TestPoisonStore(t *testing.T) {
+	eachBroker(t, func(t *testing.T, b broker) {
+		ctx := testCtx(t)
+		tr := b.transport(t)
+		now := time.Now().UTC().Truncate(time.Millisecond)
+		var ids []string
+		put := func(handler string) string {
+			rec := middleware.PoisonRecord{
+				ID: handlers.NewID(), Handler: handler, Payload: []byte(`{"a":1}`),
+				Error: "boom\nsecond line", Stack: "goroutine 1:\nmain.main()\n\tmain.go:1",
+				Attempts: 3, FirstFailure: now, LastFailure: now,
+				Event: handlers.Metadata{ID: "e-" + handler, Name: "herald_test.OrderPlaced"},
+			}
+			if err := tr.PutPoison(ctx, rec); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, rec.ID)
+			return rec.ID
+		}
+		for _, h := range []string{"billing.charge-card", "a.b", "a_b", "billing.charge-card", "a.b"} {
+			put(h)
+		}
+		// A record larger than max_payload is stored in parts.
+		huge := middleware.PoisonRecord{ID: handlers.NewID(), Handler: "huge", Payload: []byte(strings.Repeat("p", 2500_000)), Stack: "s\nt"}
+		if err := tr.PutPoison(ctx, huge); err != nil {
+			t.Fatal(err)
+		}
+		if got, found, err := tr.GetPoison(ctx, huge.ID); err != nil || !found || string(got.Payload) != string(huge.Payload) || got.Stack != "s\nt" {
+			t.Errorf("GetPoison of a 2.5 MB record: %d-byte payload, %v, %v", len(got.Payload), found, err)
+		}
+		if recs, err := tr.ListPoison(ctx, "huge"); err != nil || len(recs) != 1 || len(recs[0].Payload) != 2500_000 {
+			t.Errorf("ListPoison(huge): %d records, %v", len(recs), err)
+		}
+		if ok, err := tr.DeletePoison(ctx, huge.ID); !ok || err != nil {
+			t.Errorf("DeletePoison of a record in parts: %v, %v", ok, err)
+		}
+		if info, err := tr.JetStream().Stream(ctx, tr.Config().StreamName+"_POISON"); err != nil {
+			t.Fatal(err)
+		} else if n := info.CachedInfo().State.Msgs; n != 5 {
+			t.Errorf("%d messages in the poison stream after deleting the record in parts, want the 5 others", n)
+		}
+		all, err := tr.ListPoison(ctx, "")
+		if err != nil || len(all) != 5 {
+			t.Fatalf("ListPoison all: %d, %v", len(all), err)
+		}
+		for i, r := range all {
+			if r.ID != ids[i] {
+				t.Errorf("record %d is %s, want %s (oldest first)", i, r.ID, ids[i])
+			}
+		}
+		for h, want := range map[string]int{"billing.charge-card": 2, "a.b": 2, "a_b": 1, "none": 0} {
+			recs, err := tr.ListPoison(ctx, h)
+			if err != nil || len(recs) != want {
+				t.Errorf("ListPoison(%q) = %d records, %v; want %d", h, len(recs), err, want)
+			}
+		}
+		got, found, err := tr.GetPoison(ctx, ids[0])
+		if err != nil || !found || got.Stack != "goroutine 1:\nmain.main()\n\tmain.go:1" || got.Error != "boom\nsecond line" ||
+			got.Attempts != 3 || !got.FirstFailure.Equal(now) || got.Handler != "billing.charge-card" {
+			t.Errorf("GetPoison = %+v, %v, %v", got, found, err)
+		}
+		if ok, err := tr.DeletePoison(ctx, ids[0]); !ok || err != nil {
+			t.Errorf("DeletePoison = %v, %v", ok, err)
+		}
+		if ok, err := tr.DeletePoison(ctx, ids[0]); ok || err != nil {
+			t.Errorf("second DeletePoison = %v, %v", ok, err)
+		}
+		if _, found, err := tr.GetPoison(ctx, ids[0]); found || err != nil {
+			t.Errorf("GetPoison after delete: %v, %v", found, err)
+		}
+		if _, found, err := tr.GetPoison(ctx, "no.such>id"); found || err != nil {
+			t.Errorf("GetPoison of an impossible ID: %v, %v", found, err)
+		}
+		if err := tr.PutPoison(ctx, middleware.PoisonRecord{ID: "a.b"}); err == nil {
+			t.Error("PutPoison accepted an ID with a dot")
+		}
+	})
+}
