@@ -121,7 +121,8 @@ func (b *Bus) Start(ctx context.Context) error {
 // handler stops taking events, in-flight handlers may finish until ctx ends,
 // and then their ctx is cancelled. An event interrupted by shutdown is nacked,
 // never poisoned. Close then closes the transport. It returns ctx's error if
-// handlers were still running when ctx ended (they are left to return on their
+// handlers were still running 100ms after ctx ended and their ctx was
+// cancelled (they are left to return on their
 // own). Close is safe to call more than once and concurrently; later calls
 // wait for the first and return nil.
 func (b *Bus) Close(ctx context.Context) error {

@@ -319,7 +319,10 @@ type pubConfig struct {
 }
 
 // WithMessageID sets the event ID instead of a generated one. Publishing the
-// same ID again within the transport's dedup window (NATS) stores it once.
+// same ID again within the transport's dedup window (NATS) stores it once;
+// see the NATS adapter's Retention for the one case where it does not (a
+// server restart with interest retention forgets acknowledged IDs). The memory
+// transport has no dedup window: use [WithDedup] on the handlers for that.
 func WithMessageID(id string) PublishOption {
 	return pubOption(func(c *pubConfig) { c.id = id })
 }

@@ -351,8 +351,8 @@ func deliveryCount(msg *message.Message) (int, bool) {
 // Stop stops this handler alone: it takes no more events, in-flight events may
 // finish until ctx ends, then their ctx is cancelled (an interrupted event is
 // nacked, not poisoned). The handler's name is then free for a new Subscribe.
-// Stop returns ctx's error if handlers were still running when ctx ended. It is
-// safe to call more than once.
+// Stop returns ctx's error if handlers were still running 100ms after ctx
+// ended and their ctx was cancelled. It is safe to call more than once.
 func (s *Subscription) Stop(ctx context.Context) error {
 	s.mu.Lock()
 	if !s.stopping {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -260,5 +261,22 @@ func TestDeliveryContextDerivesWithoutGoroutines(t *testing.T) {
 	}
 	if m, ok := handlers.FromContext(child); !ok || m.ID != "1" {
 		t.Error("derived context lost the metadata")
+	}
+}
+
+func TestDecodeErrorQuotesPayloadSafely(t *testing.T) {
+	h := handlers.New("handlers_test.Plain", func(context.Context, Plain) error { return nil }, handlers.JSON{}, true)
+	for _, p := range []string{"\x00\xff bin", "line\nInjected: x\r\n", strings.Repeat("a", 63) + "é tail"} {
+		msg := message.NewMessage("x", []byte(p))
+		handlers.SetMetadata(msg.Metadata, handlers.Metadata{ID: "x", Name: "handlers_test.Plain"})
+		handlers.Bind(msg, "h", 1)
+		_, err := h(msg)
+		if err == nil {
+			t.Fatalf("%q decoded", p)
+		}
+		text := err.Error()
+		if strings.ContainsAny(text, "\n\r\x00") || !utf8.ValidString(text) {
+			t.Errorf("unsafe error text %q", text)
+		}
 	}
 }

@@ -2,7 +2,9 @@ package handlers
 
 import (
 	"context"
+	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 )
@@ -133,11 +135,19 @@ func SetMetadata(md message.Metadata, m Metadata) {
 	}
 }
 
+// quote renders the start of untrusted bytes for an error message: at most 64
+// bytes, cut at a character boundary, Go-quoted so that control characters,
+// newlines and invalid UTF-8 cannot corrupt logs or forge log lines.
 func quote(s string) string {
-	if len(s) > 64 {
-		s = s[:64] + "..."
+	const limit = 64
+	if len(s) <= limit {
+		return strconv.Quote(s)
 	}
-	return "\"" + s + "\""
+	cut := limit
+	for cut > limit-utf8.UTFMax && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return strconv.Quote(s[:cut]) + "..."
 }
 
 // FromContext returns the metadata of the event being handled, if ctx is (or

@@ -56,9 +56,38 @@ type optionFunc func(*config)
 func (f optionFunc) apply(c *config) { f(c) }
 
 type config struct {
-	buffer int
-	delay  time.Duration
+	buffer  int
+	delay   time.Duration
+	maxSize int
 }
+
+// DefaultMaxMessageSize is the largest message (payload plus metadata) the
+// watermill publisher accepts: 1 MiB, the default max_payload of a NATS server,
+// so that what works in one process does not break after the move to NATS.
+const DefaultMaxMessageSize = 1 << 20
+
+// WithMaxMessageSize sets the largest message, payload plus metadata keys and
+// values, that [Transport.Publisher] accepts; larger ones get an error wrapping
+// [ErrTooLarge]. n < 1 means the default, [DefaultMaxMessageSize].
+func WithMaxMessageSize(n int) Option {
+	return optionFunc(func(c *config) {
+		if n > 0 {
+			c.maxSize = n
+		}
+	})
+}
+
+// ErrTooLarge is wrapped by the publisher's error for a message larger than
+// the transport's maximum. It has an EventTooLarge() bool method, which the bus
+// maps to its own ErrEventTooLarge.
+var ErrTooLarge error = tooLargeError{}
+
+type tooLargeError struct{}
+
+func (tooLargeError) Error() string { return "memory transport: message too large" }
+
+// EventTooLarge marks the error for the bus.
+func (tooLargeError) EventTooLarge() bool { return true }
 
 // WithBufferSize sets how many events one handler name's queue holds (waiting
 // or in flight) before Publish blocks. n < 1 means the default, 1024.
@@ -106,7 +135,7 @@ type Transport struct {
 
 // New returns a transport with its own broker (queues and poison records).
 func New(opts ...Option) *Transport {
-	c := config{buffer: DefaultBufferSize, delay: DefaultRedeliveryDelay}
+	c := config{buffer: DefaultBufferSize, delay: DefaultRedeliveryDelay, maxSize: DefaultMaxMessageSize}
 	for _, o := range opts {
 		o.apply(&c)
 	}

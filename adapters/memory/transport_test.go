@@ -206,3 +206,23 @@ func TestWatermillNackRedelivers(t *testing.T) {
 		t.Fatal("nacked message not redelivered")
 	}
 }
+
+func TestPublisherRefusesOversizeMessages(t *testing.T) {
+	tr := memory.New(memory.WithMaxMessageSize(100))
+	defer tr.Close()
+	q, _ := tr.Join("g", "t")
+	defer q.Leave()
+	big := message.NewMessage("big", make([]byte, 90))
+	big.Metadata.Set("key", "twelve bytes")
+	err := tr.Publisher().Publish("t", big)
+	var marker interface{ EventTooLarge() bool }
+	if !errors.Is(err, memory.ErrTooLarge) || !errors.As(err, &marker) {
+		t.Fatalf("102-byte message with a 100-byte limit: %v", err)
+	}
+	if q.Len() != 0 {
+		t.Error("the refused message was queued")
+	}
+	if err := tr.Publisher().Publish("t", message.NewMessage("ok", make([]byte, 100))); err != nil {
+		t.Errorf("a message at the limit: %v", err)
+	}
+}

@@ -2,6 +2,7 @@ package memory
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"sync"
 
@@ -10,13 +11,22 @@ import (
 
 // Publisher returns a watermill publisher on t. Publish queues each message for
 // every group subscribed to the topic (see [Transport.Send]); it waits with the
-// message's context.
+// message's context. A message larger than the maximum size
+// ([WithMaxMessageSize]) is refused with an error wrapping [ErrTooLarge], as a
+// NATS server would refuse it.
 func (t *Transport) Publisher() message.Publisher { return publisher{t} }
 
 type publisher struct{ t *Transport }
 
 func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	for _, m := range msgs {
+		size := len(m.Payload)
+		for k, v := range m.Metadata {
+			size += len(k) + len(v)
+		}
+		if size > p.t.b.cfg.maxSize {
+			return fmt.Errorf("%w: message %q is %d bytes, the limit is %d", ErrTooLarge, m.UUID, size, p.t.b.cfg.maxSize)
+		}
 		d := &Delivery{ID: m.UUID, Payload: m.Payload, Metadata: maps.Clone(m.Metadata)}
 		if err := p.t.Send(m.Context(), topic, d); err != nil {
 			return err
