@@ -559,6 +559,3 @@ func newWatermillMessage(payload []byte, headers map[string]string) *message.Mes
 	return msg
 }
 
-// runBugs reports whether FAULTS_BUGS is set: the tests of known library bugs,
-// skipped otherwise to keep the build green, then run and fail.
-func runBugs() bool { return os.Getenv("FAULTS_BUGS") != "" }
