@@ -558,4 +558,3 @@ func newWatermillMessage(payload []byte, headers map[string]string) *message.Mes
 	}
 	return msg
 }
-
