@@ -605,3 +605,46 @@ func TestPublishOptionsReachTheHandler(t *testing.T) {
 		t.Errorf("metadata %+v", m)
 	}
 }
+
+type Shared struct{ N int }
+
+type SharedV2 struct {
+	N     int
+	Extra string
+}
+
+func (SharedV2) EventName() string { return "herald_test.Shared" }
+
+func TestPointerAndSameNameTypesAreDeliveredLikeOverTheWire(t *testing.T) {
+	b := bustest.New(t)
+	r := bustest.Record[Shared](t, b, "shared")
+	if err := bus.Publish(ctxT(t), b, &Shared{N: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.Publish(ctxT(t), b, SharedV2{N: 2, Extra: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	got := r.Wait(t, 2, wait)
+	if got[0].N != 1 || got[1].N != 2 {
+		t.Errorf("got %+v", got)
+	}
+	if recs, _ := b.Poison().List(ctxT(t), ""); len(recs) != 0 {
+		t.Errorf("poisoned: %+v", recs)
+	}
+}
+
+type Node struct {
+	Name string
+	Kids []Node
+}
+
+func TestRecursiveEventType(t *testing.T) {
+	b := bustest.New(t)
+	r := bustest.Record[Node](t, b, "tree")
+	if err := bus.Publish(ctxT(t), b, Node{Name: "root", Kids: []Node{{Name: "leaf"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Wait(t, 1, wait); got[0].Kids[0].Name != "leaf" {
+		t.Errorf("got %+v", got)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	wmmiddleware "github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/heraldbus/herald/adapters/memory"
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
@@ -252,5 +253,26 @@ func TestOrderingByKeyAtConcurrencyN(t *testing.T) {
 	}
 	if peak.Load() < 2 {
 		t.Errorf("peak parallelism %d: different keys should run in parallel", peak.Load())
+	}
+}
+
+// A deadline from user middleware (watermill's Timeout, outside the default
+// chain) is a failure like any other: retried, then poisoned. Only the bus's
+// own shutdown is exempt from poisoning.
+func TestUserDeadlineIsAFailureNotAShutdown(t *testing.T) {
+	b := bustest.New(t, fast)
+	var calls atomic.Int32
+	if _, err := bus.Subscribe(b, "user-deadline", func(ctx context.Context, e OrderPlaced) error {
+		calls.Add(1)
+		<-ctx.Done()
+		return ctx.Err()
+	}, bus.WithHandlerMiddleware(wmmiddleware.Timeout(30*time.Millisecond)),
+		bus.WithRetryPolicy(bus.RetryPolicy{MaxAttempts: 2, InitialInterval: time.Millisecond})); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, b, 1)
+	rec := awaitPoison(t, b, "user-deadline", 1)[0]
+	if calls.Load() > 2 || rec.Handler != "user-deadline" {
+		t.Errorf("calls %d, record %+v", calls.Load(), rec)
 	}
 }

@@ -74,11 +74,17 @@ func PlanJSON(t reflect.Type) (SizePlan, error) {
 // compile returns a sizer for t, nil when values must be encoded to be checked,
 // or an error when t can never be encoded.
 func compile(t reflect.Type, visiting map[reflect.Type]bool) (sizer, error) {
+	if visiting[t] {
+		return nil, nil // recursive type: values may nest without bound, only encoding can tell
+	}
 	if t == timeType {
 		return func(v reflect.Value) (int, bool) {
 			tv, _ := reflect.TypeAssert[time.Time](v) // no allocation, unlike v.Interface()
 			y := tv.Year()
-			return 40, y >= 0 && y <= 9999 // time.Time.MarshalJSON fails outside [0, 9999]
+			_, off := tv.Zone()
+			// time.Time.MarshalJSON fails outside years [0, 9999] and zone
+			// offsets of a day or more.
+			return 40, y >= 0 && y <= 9999 && off > -24*3600 && off < 24*3600
 		}, nil
 	}
 	if t.Implements(jsonMarshalerType) || t.Implements(textMarshalerType) ||
@@ -104,9 +110,6 @@ func compile(t reflect.Type, visiting map[reflect.Type]bool) (sizer, error) {
 	case reflect.Interface, reflect.Map:
 		return nil, nil
 	case reflect.Pointer:
-		if visiting[t] {
-			return nil, nil // recursive: a cycle is possible, only encoding can tell
-		}
 		visiting[t] = true
 		defer delete(visiting, t)
 		elem, err := compile(t.Elem(), visiting)
@@ -123,6 +126,8 @@ func compile(t reflect.Type, visiting map[reflect.Type]bool) (sizer, error) {
 		if t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Uint8 && !reflect.PointerTo(t.Elem()).Implements(textMarshalerType) {
 			return func(v reflect.Value) (int, bool) { return 6 + 4*(v.Len()+2)/3, true }, nil // base64
 		}
+		visiting[t] = true
+		defer delete(visiting, t)
 		elem, err := compile(t.Elem(), visiting)
 		if err != nil || elem == nil {
 			return nil, err
@@ -143,6 +148,8 @@ func compile(t reflect.Type, visiting map[reflect.Type]bool) (sizer, error) {
 			index int
 			size  sizer
 		}
+		visiting[t] = true
+		defer delete(visiting, t)
 		var fields []field
 		fixed := 2
 		for i := range t.NumField() {

@@ -16,8 +16,9 @@ type Func[E any] func(ctx context.Context, event E) error
 // New wraps fn as a watermill handler for the event named name.
 //
 // The returned handler takes the typed value of an in-process delivery as it is
-// (no decode) unless alwaysDecode is set; otherwise it decodes msg.Payload with
-// codec. It returns a [*DecodeError] for a message without Herald metadata, a
+// (no decode; a *E is dereferenced) unless alwaysDecode is set; otherwise, or
+// when the value is of another Go type with the same event name, it decodes
+// the payload with codec, encoding the value first if needed. It returns a [*DecodeError] for a message without Herald metadata, a
 // message carrying another event name, or a payload codec cannot decode; a panic
 // in fn becomes a [*PanicError] with the stack. It never produces messages.
 func New[E any](name string, fn Func[E], codec Codec, alwaysDecode bool) message.HandlerFunc {
@@ -42,11 +43,16 @@ func New[E any](name string, fn Func[E], codec Codec, alwaysDecode bool) message
 			}
 		}
 		if d != nil && d.value != nil && !alwaysDecode {
-			e, ok := d.value.(E)
-			if !ok {
-				return nil, &DecodeError{Event: name, Reason: fmt.Sprintf("in-process value is %T", d.value)}
+			switch v := d.value.(type) {
+			case E:
+				return nil, fn(msg.Context(), v)
+			case *E: // published as a pointer: same event name, same value
+				if v != nil {
+					return nil, fn(msg.Context(), *v)
+				}
 			}
-			return nil, fn(msg.Context(), e)
+			// Another Go type with the same event name: go through the codec,
+			// exactly as over a remote transport.
 		}
 		e, err := decode[E](msg, name, codec)
 		if err != nil {

@@ -280,3 +280,36 @@ func TestDecodeErrorQuotesPayloadSafely(t *testing.T) {
 		}
 	}
 }
+
+type Tree struct {
+	Name string
+	Kids []Tree
+}
+
+type Ring struct {
+	Items [2]*Ring
+	M     map[string]Ring
+}
+
+func TestPlanJSONRecursiveTypes(t *testing.T) {
+	for _, typ := range []reflect.Type{reflect.TypeFor[Tree](), reflect.TypeFor[Ring](), reflect.TypeFor[[]Tree]()} {
+		p, err := handlers.PlanJSON(typ) // must not overflow the stack
+		if err != nil {
+			t.Fatalf("%v: %v", typ, err)
+		}
+		if _, ok := p.Bound(reflect.Zero(typ).Interface()); ok {
+			t.Errorf("%v: a recursive type's bound cannot be proven without encoding", typ)
+		}
+	}
+}
+
+func TestPlanJSONTimeZoneOffset(t *testing.T) {
+	p, _ := handlers.PlanJSON(reflect.TypeFor[time.Time]())
+	odd := time.Date(2026, 1, 1, 0, 0, 0, 0, time.FixedZone("far", 25*3600))
+	if _, err := json.Marshal(odd); err == nil {
+		t.Skip("this Go's encoding/json accepts the offset")
+	}
+	if _, ok := p.Bound(odd); ok {
+		t.Error("a zone offset json refuses was proven encodable")
+	}
+}

@@ -177,6 +177,18 @@ func deliveryOf(msg *message.Message) *delivery {
 	return d
 }
 
+// Stopping reports whether the handler msg was delivered to is stopping: the
+// bus or the subscription is shutting down and cancelled its workers. A
+// deadline or cancel that middleware put on the message's own context does not
+// count. Middleware uses it to tell an interrupted delivery (nack it, it comes
+// back) from a failed one.
+func Stopping(msg *message.Message) bool {
+	if d := deliveryOf(msg); d != nil {
+		return d.parent.Err() != nil
+	}
+	return msg.Context().Err() != nil
+}
+
 // Payload returns msg's encoded payload. An in-process delivery carries the
 // typed value and no payload; Payload encodes it once with the bus's codec and
 // stores it in msg.Payload.

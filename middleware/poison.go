@@ -49,9 +49,10 @@ type PoisonStore interface {
 var ErrPoisonStore = errors.New("herald: cannot store poison record")
 
 // Poison stores a record of every delivery the handler fails, in store, and then
-// acknowledges it (returns nil) so that the main flow goes on. A failure whose
-// message context has ended (the bus or subscription is stopping) is returned
-// as it is and nothing is stored: shutdown never poisons an event; so is a
+// acknowledges it (returns nil) so that the main flow goes on. A failure while
+// the handler is stopping ([handlers.Stopping]: the bus or subscription is
+// shutting down) is returned as it is and nothing is stored: shutdown never
+// poisons an event (a deadline set by middleware, by contrast, is a failure); so is a
 // deferred one ([ErrDeferred]: an open circuit breaker). If the store
 // fails, Poison returns an error wrapping [ErrPoisonStore] and the handler's error,
 // and the event is nacked.
@@ -67,11 +68,11 @@ func Poison(store PoisonStore, logger *zap.Logger) message.HandlerMiddleware {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			ctx := msg.Context()
 			out, err := h(msg)
-			if err == nil || ctx.Err() != nil || IsDeferred(err) {
+			if err == nil || handlers.Stopping(msg) || IsDeferred(err) {
 				return out, err
 			}
 			rec := NewPoisonRecord(msg, err)
-			if perr := store.PutPoison(ctx, rec); perr != nil {
+			if perr := store.PutPoison(context.WithoutCancel(ctx), rec); perr != nil {
 				logger.Error("cannot store poison record; event will be redelivered",
 					recordFields(&rec, zap.Error(perr), zap.NamedError("handler_error", err))...)
 				return nil, fmt.Errorf("%w: %w (handler error: %w)", ErrPoisonStore, perr, err)
