@@ -648,3 +648,66 @@ func TestRecursiveEventType(t *testing.T) {
 		t.Errorf("got %+v", got)
 	}
 }
+
+// failingTransport's subscribers fail for one handler name.
+type failingTransport struct {
+	*memory.Transport
+	bad string
+}
+
+func (f failingTransport) Subscriber(name string) (message.Subscriber, error) {
+	if name == f.bad {
+		return nil, errors.New("boom")
+	}
+	return f.Transport.Subscriber(name)
+}
+
+func TestFailedStartIsTerminal(t *testing.T) {
+	// Not a local transport (Subscriber is overridden on a wrapper that hides
+	// Join), so the bus goes through the watermill path.
+	b, err := bus.New(bus.WithTransport(struct{ bus.Transport }{failingTransport{memory.New(), "c"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var subs []*bus.Subscription
+	for _, n := range []string{"a", "b", "c"} {
+		s, err := bus.Subscribe(b, n, noop[OrderPlaced])
+		if err != nil {
+			t.Fatal(err)
+		}
+		subs = append(subs, s)
+	}
+	if err := b.Start(ctxT(t)); err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("Start: %v", err)
+	}
+	if err := b.Start(ctxT(t)); err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Errorf("second Start after a failure: %v, want the first error again", err)
+	}
+	if err := b.Close(ctxT(t)); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	for _, s := range subs {
+		select {
+		case <-s.Done():
+		case <-time.After(wait):
+			t.Fatalf("subscription %s not done after Close", s.Name())
+		}
+	}
+}
+
+func TestStopBeforeStartClosesDone(t *testing.T) {
+	b, _ := bus.New()
+	s, err := bus.Subscribe(b, "never-started", noop[OrderPlaced])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Stop(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.Done():
+	case <-time.After(wait):
+		t.Fatal("Done not closed for a subscription stopped before Start")
+	}
+	_ = b.Close(ctxT(t))
+}

@@ -31,11 +31,12 @@ type Bus struct {
 	publisher message.Publisher
 	jsonCodec bool
 
-	state   atomic.Int32
-	mu      sync.Mutex // guards subs and state transitions
-	subs    map[string]*Subscription
-	closed  chan struct{}
-	closeMu sync.Mutex // serialises Close
+	state    atomic.Int32
+	startErr error      // why Start failed; Start then fails again
+	mu       sync.Mutex // guards subs and state transitions
+	subs     map[string]*Subscription
+	closed   chan struct{}
+	closeMu  sync.Mutex // serialises Close
 }
 
 // New returns a bus configured by opts. With no options it has a memory
@@ -83,7 +84,7 @@ func New(opts ...Option) (*Bus, error) {
 // after Start returns reaches them. Handlers subscribed later start at once.
 // Start on a started bus does nothing; on a closed bus it returns [ErrClosed].
 // If a handler cannot start, Start stops the ones it started and returns the
-// error; the bus can then only be closed.
+// error; the bus can then only be closed (a later Start returns that error).
 func (b *Bus) Start(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -92,6 +93,9 @@ func (b *Bus) Start(ctx context.Context) error {
 		return nil
 	case stateClosing, stateClosed:
 		return ErrClosed
+	}
+	if b.startErr != nil {
+		return fmt.Errorf("herald: an earlier Start failed; close the bus: %w", b.startErr)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -107,7 +111,8 @@ func (b *Bus) Start(ctx context.Context) error {
 			for _, o := range started {
 				o.abort()
 			}
-			return fmt.Errorf("herald: start handler %q: %w", s.name, err)
+			b.startErr = fmt.Errorf("herald: start handler %q: %w", s.name, err)
+			return b.startErr
 		}
 		started = append(started, s)
 	}

@@ -75,6 +75,7 @@ type Subscription struct {
 	cancel   context.CancelFunc // cancels in-flight handlers
 	wg       sync.WaitGroup
 	done     chan struct{} // closed when every worker has returned and the transport side is released
+	doneOnce sync.Once
 	release  []func()
 }
 
@@ -178,7 +179,7 @@ func (s *Subscription) start(ctx context.Context) error {
 		for _, r := range s.release {
 			r()
 		}
-		close(s.done)
+		s.doneOnce.Do(func() { close(s.done) })
 	}()
 	return nil
 }
@@ -370,6 +371,7 @@ func (s *Subscription) Stop(ctx context.Context) error {
 
 	if !started {
 		s.cancel()
+		s.doneOnce.Do(func() { close(s.done) })
 		return nil
 	}
 	select {
