@@ -153,7 +153,7 @@ func TestMemoryDedupBoundAndTTL(t *testing.T) {
 	if s.Len() != 2 {
 		t.Errorf("len %d beyond the bound 2", s.Len())
 	}
-	if done, claimed, _ := s.Begin(ctx, "a", time.Hour); done || !claimed {
+	if done, tok, _ := s.Begin(ctx, "a", time.Hour); done || tok == "" {
 		t.Errorf("oldest key kept beyond the bound")
 	}
 	ttl := middleware.NewMemoryDedup(10)
@@ -163,11 +163,18 @@ func TestMemoryDedupBoundAndTTL(t *testing.T) {
 	if done, _, _ := ttl.Begin(ctx, "long", time.Hour); !done {
 		t.Error("live key lost")
 	}
-	if _, claimed, _ := ttl.Begin(ctx, "short", time.Hour); claimed {
+	if _, tok, _ := ttl.Begin(ctx, "short", time.Hour); tok != "" {
 		t.Error("a live claim was claimed twice")
 	}
-	_ = ttl.Abandon(ctx, "short")
-	if _, claimed, _ := ttl.Begin(ctx, "short", time.Hour); !claimed {
+	_ = ttl.Abandon(ctx, "short", "not-the-token")
+	if _, tok, _ := ttl.Begin(ctx, "short", time.Hour); tok != "" {
+		t.Error("Abandon with another token dropped the claim")
+	}
+	// The claim from the Eventually loop above holds a token we no longer
+	// know: take a fresh key to check Abandon with the right token.
+	_, tok, _ := ttl.Begin(ctx, "fresh", time.Hour)
+	_ = ttl.Abandon(ctx, "fresh", tok)
+	if _, again, _ := ttl.Begin(ctx, "fresh", time.Hour); again == "" {
 		t.Error("abandoned claim not claimable")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"errors"
+	"strconv"
 	"sync"
 	"time"
 
@@ -18,13 +19,15 @@ import (
 // store shared by replicas (Redis) makes deduplication work across processes.
 type DedupStore interface {
 	// Begin reports whether key completed (done) and, if not, tries to claim
-	// it for lease: claimed is false when another holder's claim is live.
-	Begin(ctx context.Context, key string, lease time.Duration) (done, claimed bool, err error)
-	// Finish marks key completed for ttl, replacing the claim.
+	// it for lease, returning a token that identifies the claim; token is ""
+	// when another holder's claim is live.
+	Begin(ctx context.Context, key string, lease time.Duration) (done bool, token string, err error)
+	// Finish marks key completed for ttl, replacing any claim.
 	Finish(ctx context.Context, key string, ttl time.Duration) error
-	// Abandon drops the claim on key after a failure, so that a redelivery
-	// can claim it.
-	Abandon(ctx context.Context, key string) error
+	// Abandon drops the claim on key if it is still the one token names, so
+	// that a redelivery can claim the key; it never drops a done mark or
+	// another holder's claim.
+	Abandon(ctx context.Context, key, token string) error
 }
 
 // DedupLease bounds how long a claim blocks the other replicas if its holder
@@ -42,6 +45,9 @@ var ErrDuplicateInFlight = errors.New("herald: event is being handled by another
 // delivery of an event another replica is handling is deferred (nacked,
 // redelivered later). After success the key is marked done for ttl; after a
 // failure the claim is dropped.
+//
+// A claim lasts min(ttl, [DedupLease]) and is not renewed: an attempt that runs
+// longer may see a redelivery of its event run beside it.
 //
 // Guarantee: a duplicate, never a loss. If the process dies between the
 // handler's success and the mark, or the mark fails (logged at Warn, the
@@ -64,7 +70,8 @@ func Dedup(store DedupStore, ttl time.Duration, logger *zap.Logger) message.Hand
 			}
 			key := meta.Handler + "/" + meta.ID
 			ctx := msg.Context()
-			done, claimed, err := store.Begin(ctx, key, lease)
+			done, token, err := store.Begin(ctx, key, lease)
+			claimed := token != ""
 			switch {
 			case err != nil:
 				logger.Warn("dedup store unreadable; handling the event anyway",
@@ -78,7 +85,7 @@ func Dedup(store DedupStore, ttl time.Duration, logger *zap.Logger) message.Hand
 			out, err := h(msg)
 			if err != nil {
 				if claimed {
-					_ = store.Abandon(context.WithoutCancel(ctx), key)
+					_ = store.Abandon(context.WithoutCancel(ctx), key, token)
 				}
 				return out, err
 			}
@@ -100,11 +107,13 @@ type MemoryDedup struct {
 	keys  map[string]*list.Element
 	order *list.List // front: oldest
 	now   func() time.Time
+	seq   uint64
 }
 
 type dedupEntry struct {
 	key     string
-	done    bool // false: a claim
+	done    bool   // false: a claim
+	token   string // the claim's holder
 	expires time.Time
 }
 
@@ -118,20 +127,22 @@ func NewMemoryDedup(max int) *MemoryDedup {
 }
 
 // Begin implements DedupStore.
-func (m *MemoryDedup) Begin(_ context.Context, key string, lease time.Duration) (done, claimed bool, err error) {
+func (m *MemoryDedup) Begin(_ context.Context, key string, lease time.Duration) (done bool, token string, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
 	if el, ok := m.keys[key]; ok {
 		e := el.Value.(*dedupEntry)
 		if now.Before(e.expires) {
-			return e.done, false, nil
+			return e.done, "", nil
 		}
 		m.order.Remove(el)
 		delete(m.keys, key)
 	}
-	m.put(key, false, now.Add(lease))
-	return false, true, nil
+	m.seq++
+	token = strconv.FormatUint(m.seq, 10)
+	m.put(key, false, token, now.Add(lease))
+	return false, token, nil
 }
 
 // Finish implements DedupStore.
@@ -142,23 +153,25 @@ func (m *MemoryDedup) Finish(_ context.Context, key string, ttl time.Duration) e
 		m.order.Remove(el)
 		delete(m.keys, key)
 	}
-	m.put(key, true, m.now().Add(ttl))
+	m.put(key, true, "", m.now().Add(ttl))
 	return nil
 }
 
 // Abandon implements DedupStore.
-func (m *MemoryDedup) Abandon(_ context.Context, key string) error {
+func (m *MemoryDedup) Abandon(_ context.Context, key, token string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if el, ok := m.keys[key]; ok && !el.Value.(*dedupEntry).done {
-		m.order.Remove(el)
-		delete(m.keys, key)
+	if el, ok := m.keys[key]; ok {
+		if e := el.Value.(*dedupEntry); !e.done && e.token == token {
+			m.order.Remove(el)
+			delete(m.keys, key)
+		}
 	}
 	return nil
 }
 
-func (m *MemoryDedup) put(key string, done bool, exp time.Time) {
-	m.keys[key] = m.order.PushBack(&dedupEntry{key: key, done: done, expires: exp})
+func (m *MemoryDedup) put(key string, done bool, token string, exp time.Time) {
+	m.keys[key] = m.order.PushBack(&dedupEntry{key: key, done: done, token: token, expires: exp})
 	for m.order.Len() > m.max {
 		oldest := m.order.Front()
 		m.order.Remove(oldest)

@@ -5,6 +5,8 @@ package redisdedup
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -25,23 +27,26 @@ func New(c redis.UniversalClient, prefix string) *Store {
 	return &Store{c: c, prefix: prefix}
 }
 
-const (
-	claimValue = "claim"
-	doneValue  = "done"
-)
+const doneValue = "done"
 
-// Begin claims key with SET NX for lease; if the key exists, it reports
-// whether it is done or claimed by another.
-func (s *Store) Begin(ctx context.Context, key string, lease time.Duration) (done, claimed bool, err error) {
-	ok, err := s.c.SetNX(ctx, s.prefix+key, claimValue, max(lease, time.Millisecond)).Result()
-	if err != nil || ok {
-		return false, ok, err
+// Begin claims key with SET NX and a random token for lease; if the key exists,
+// it reports whether it is done (token "") or claimed by another (token "").
+func (s *Store) Begin(ctx context.Context, key string, lease time.Duration) (done bool, token string, err error) {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	token = "claim:" + hex.EncodeToString(b[:])
+	ok, err := s.c.SetNX(ctx, s.prefix+key, token, max(lease, time.Millisecond)).Result()
+	if err != nil {
+		return false, "", err
+	}
+	if ok {
+		return false, token, nil
 	}
 	v, err := s.c.Get(ctx, s.prefix+key).Result()
-	if err == redis.Nil { // expired in between: try once more next delivery
-		return false, false, nil
+	if err == redis.Nil { // expired in between: the next delivery claims it
+		return false, "", nil
 	}
-	return v == doneValue, false, err
+	return v == doneValue, "", err
 }
 
 // Finish marks key done for ttl (at least one millisecond).
@@ -49,10 +54,10 @@ func (s *Store) Finish(ctx context.Context, key string, ttl time.Duration) error
 	return s.c.Set(ctx, s.prefix+key, doneValue, max(ttl, time.Millisecond)).Err()
 }
 
-// abandonScript deletes the key only while it holds a claim, never a done mark.
+// abandonScript deletes the key only while it holds this claim's token.
 var abandonScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`)
 
-// Abandon drops a claim on key.
-func (s *Store) Abandon(ctx context.Context, key string) error {
-	return abandonScript.Run(ctx, s.c, []string{s.prefix + key}, claimValue).Err()
+// Abandon drops the claim token on key, if it is still there.
+func (s *Store) Abandon(ctx context.Context, key, token string) error {
+	return abandonScript.Run(ctx, s.c, []string{s.prefix + key}, token).Err()
 }

@@ -44,22 +44,35 @@ func TestStoreMarksWithTTL(t *testing.T) {
 	prefix := fmt.Sprintf("herald-test:%s:", handlers.NewID())
 	s := redisdedup.New(c, prefix)
 	ctx := context.Background()
-	if done, claimed, err := s.Begin(ctx, "k", time.Minute); err != nil || done || !claimed {
-		t.Fatalf("fresh key: done %v claimed %v %v", done, claimed, err)
+	done, tokA, err := s.Begin(ctx, "k", 30*time.Millisecond)
+	if err != nil || done || tokA == "" {
+		t.Fatalf("fresh key: done %v token %q %v", done, tokA, err)
 	}
-	if done, claimed, _ := s.Begin(ctx, "k", time.Minute); done || claimed {
-		t.Fatal("a second claim on a claimed key succeeded")
+	if done, tok, _ := s.Begin(ctx, "k", time.Minute); done || tok != "" {
+		t.Fatal("a second claim on a live claim succeeded")
 	}
-	if err := s.Abandon(ctx, "k"); err != nil {
+	// A's lease runs out; B claims; A's late Abandon must not drop B's claim.
+	var tokB string
+	bustest.Eventually(t, 5*time.Second, func() bool {
+		_, tokB, _ = s.Begin(ctx, "k", time.Minute)
+		return tokB != ""
+	}, "claim after the lease")
+	if err := s.Abandon(ctx, "k", tokA); err != nil {
 		t.Fatal(err)
 	}
-	if _, claimed, _ := s.Begin(ctx, "k", time.Minute); !claimed {
-		t.Fatal("claim after Abandon refused")
+	if _, tok, _ := s.Begin(ctx, "k", time.Minute); tok != "" {
+		t.Fatal("a stale Abandon dropped another holder's claim")
+	}
+	if err := s.Abandon(ctx, "k", tokB); err != nil {
+		t.Fatal(err)
+	}
+	if _, tok, _ := s.Begin(ctx, "k", time.Minute); tok == "" {
+		t.Fatal("claim after the holder's Abandon refused")
 	}
 	if err := s.Finish(ctx, "k", 50*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Abandon(ctx, "k"); err != nil {
+	if err := s.Abandon(ctx, "k", tokB); err != nil {
 		t.Fatal(err)
 	}
 	if done, _, _ := s.Begin(ctx, "k", time.Minute); !done {
