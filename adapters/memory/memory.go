@@ -3,9 +3,10 @@
 //
 // Every handler name (group) subscribed to a topic gets every event published
 // to it; the subscribers of one name share that name's events. A queue holds at
-// most the buffer size (default 1024) of events that are waiting or in flight;
-// when a queue is full, Publish blocks until there is room, the publish's ctx
-// ends, or the transport closes. A nacked event goes back to its queue after a
+// most the buffer size (default 1024) of waiting events; when it is full,
+// Publish blocks until there is room, the publish's ctx ends, or the transport
+// closes. Nacked events waiting for redelivery count against the buffer too
+// (see [Queue.Nack]), so a group never holds more than about twice its buffer. A nacked event goes back to its queue after a
 // delay that doubles with each nack (100ms, 200ms, ... capped at 5s), never in a
 // tight loop.
 //
@@ -190,11 +191,13 @@ type groupKey struct{ group, topic string }
 type route struct{ groups []*group }
 
 type group struct {
-	key   groupKey
-	ch    chan Item
-	gone  chan struct{} // closed when the last member leaves
-	refs  int
-	delay time.Duration
+	key     groupKey
+	ch      chan Item
+	gone    chan struct{} // closed when the last member leaves
+	refs    int
+	delay   time.Duration
+	pending atomic.Int64  // nacked items waiting for their redelivery
+	wake    chan struct{} // a redelivery became due (capacity 1)
 }
 
 type broker struct {
@@ -293,7 +296,8 @@ func (t *Transport) Join(groupName, topic string) (*Queue, error) {
 	k := groupKey{groupName, topic}
 	g := b.groups[k]
 	if g == nil {
-		g = &group{key: k, ch: make(chan Item, b.cfg.buffer), gone: make(chan struct{}), delay: b.cfg.delay}
+		g = &group{key: k, ch: make(chan Item, b.cfg.buffer), gone: make(chan struct{}), delay: b.cfg.delay,
+			wake: make(chan struct{}, 1)}
 		b.groups[k] = g
 		old := b.routes[topic]
 		nr := &route{}
@@ -315,12 +319,43 @@ func (q *Queue) C() <-chan Item { return q.g.ch }
 func (q *Queue) Done() <-chan struct{} { return q.b.done }
 
 // Nack puts it back into the queue after the redelivery delay (which doubles
-// with it.Redeliveries). It does not block.
+// with it.Redeliveries). Nacked events count against the buffer: while a
+// buffer's worth of them wait for their redelivery, Nack waits too, so that a
+// consumer that nacks everything (an open circuit breaker) stops draining the
+// queue and publishers block, instead of the backlog growing without bound.
+// The events of a group, waiting, in flight or waiting for redelivery, are so
+// bounded by about twice the buffer size.
 func (q *Queue) Nack(it Item) {
-	delay := q.g.delay << min(it.Redeliveries, 16)
+	g := q.g
+	delay := g.delay << min(it.Redeliveries, 16)
 	delay = min(delay, maxRedeliveryDelay)
 	it.Redeliveries++
-	time.AfterFunc(delay, func() { q.Requeue(it) })
+	g.pending.Add(1)
+	time.AfterFunc(delay, func() {
+		g.pending.Add(-1)
+		select {
+		case g.wake <- struct{}{}:
+		default:
+		}
+		q.Requeue(it)
+	})
+	for g.pending.Load() >= int64(cap(g.ch)) {
+		t := time.NewTimer(10 * time.Millisecond) // several waiters share one wake-up
+		select {
+		case <-g.wake:
+		case <-t.C:
+		case <-g.gone:
+		case <-q.b.done:
+		}
+		t.Stop()
+		select {
+		case <-g.gone:
+			return
+		case <-q.b.done:
+			return
+		default:
+		}
+	}
 }
 
 // Requeue puts it back into the queue at once. It blocks only if the queue is

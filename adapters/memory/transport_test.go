@@ -226,3 +226,40 @@ func TestPublisherRefusesOversizeMessages(t *testing.T) {
 		t.Errorf("a message at the limit: %v", err)
 	}
 }
+
+// A consumer that nacks everything (an open circuit breaker) must not let the
+// backlog grow without bound: publishers block once nacked events fill the
+// buffer.
+func TestNackedEventsCountAgainstTheBuffer(t *testing.T) {
+	const buffer = 8
+	tr := memory.New(memory.WithBufferSize(buffer), memory.WithRedeliveryDelay(time.Hour))
+	defer tr.Close()
+	q, _ := tr.Join("g", "t")
+	stop := make(chan struct{})
+	consumed := make(chan struct{})
+	go func() {
+		defer close(consumed)
+		for {
+			select {
+			case it := <-q.C():
+				q.Nack(it)
+			case <-stop:
+				return
+			case <-q.Done():
+				return
+			}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	published := 0
+	for tr.Send(ctx, "t", &memory.Delivery{}) == nil {
+		published++
+	}
+	if published > 2*buffer+1 {
+		t.Errorf("published %d events into a buffer of %d while every one was nacked", published, buffer)
+	}
+	close(stop)
+	q.Leave() // releases a consumer waiting in Nack
+	<-consumed
+}
