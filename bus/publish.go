@@ -28,6 +28,12 @@ import (
 //
 // In process, handlers receive e itself, not a decoded copy: treat events as
 // immutable values (no shared maps or slices that anyone mutates).
+//
+// A handler that publishes waits like any publisher while a queue is full. On
+// the memory transport, handlers that publish to each other in a cycle can fill
+// each other's queues and then wait on each other until the bus closes: give
+// such publishes a ctx with a deadline (the handler's error then retries them)
+// or a larger buffer.
 func Publish[E any](ctx context.Context, b *Bus, e E, opts ...PublishOption) error {
 	et := typeOf[E]()
 	if et.err != nil {

@@ -9,8 +9,10 @@ import (
 // Correlation makes sure every delivery has a correlation ID (an event from a
 // foreign publisher without one starts a chain of its own: its correlation ID is
 // its ID) and that messages a watermill handler returns carry the correlation ID
-// of the event being handled and its ID as their causation ID. Typed handlers
-// publish with their ctx instead, which does the same.
+// of the event being handled and its ID as their causation ID (for chains a
+// watermill Router runs, which publishes them; the bus does not publish
+// returned messages). Typed handlers publish with their ctx instead, which does
+// the same.
 func Correlation(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
 		meta := handlers.MessageMetadata(msg)
