@@ -136,8 +136,10 @@ func linesByImpl(res *results, base, x, unit string, impls, filter []string, tit
 	if lines == 0 {
 		return nil, nil
 	}
-	if !logY {
-		p.Y.Max = top * 1.35 // room for the legend
+	if logY {
+		p.Y.Max = top * 8 // room for the legend
+	} else {
+		p.Y.Max = top * 1.35
 	}
 	return p, nil
 }

@@ -56,7 +56,8 @@ func writeRunInfo(p printer, info runInfo) {
 	if info.Rendered {
 		p("| load | not recorded (rendered from %s) |\n", info.RawFile)
 	} else {
-		p("| load (1 min) | %.2f before, %.2f after; the run took %v |\n", info.LoadBefore, info.LoadAfter, info.Duration)
+		p("| load (1 min) | %.2f before, %.2f after (the benchmarks themselves keep both cores busy); the run took %v |\n",
+			info.LoadBefore, info.LoadAfter, info.Duration)
 	}
 	p("| raw output | [benchmarks/%s](benchmarks/%s) (`benchstat` reads it) |\n\n", info.RawFile, info.RawFile)
 	p("The machine is shared (other engineers run tests on it) and has 2 cores: the publisher, the handlers and, for the\n")
@@ -215,7 +216,9 @@ func writeMemory(p printer, res *results) {
 		p("the burst's size (compare its two rows). cqrs over GoChannel never blocks the publisher: it parks goroutines per\n")
 		p("event and handler until the handler takes the event, so its growth follows the backlog; its bursts are a tenth\n")
 		p("(10k and 100k) to keep the shared machine safe. Skipped with `-short`; 1/20 of each burst with `-benchtime 1x`\n")
-		p("(CI).\n\n")
+		p("(CI). The heap before a burst holds what earlier benchmarks of the same process left, and the collector lets\n")
+		p("garbage grow in proportion to it before it runs, so the growth of a row is the collector's slack plus what the\n")
+		p("implementation holds: read the two sizes of one implementation against each other.\n\n")
 		p("| implementation | events | events/s | peak HeapInuse MiB | growth MiB | growth per 1k events |\n|---|---:|---:|---:|---:|---:|\n")
 		for _, impl := range []string{"herald", "cqrs", "chan"} {
 			for _, ev := range res.values("MemoryBurst", "events", "impl", impl) {
@@ -308,6 +311,8 @@ func fmtRatio(v float64) string {
 		return fmt.Sprintf("%.0f", v)
 	case v >= 10:
 		return fmt.Sprintf("%.1f", v)
+	case v >= 0.95 && v < 1.05:
+		return fmt.Sprintf("%.3f", v) // near 1: enough digits to see the side
 	default:
 		return fmt.Sprintf("%.2f", v)
 	}
