@@ -35,6 +35,7 @@ import (
 // runInfo is how the results were produced.
 type runInfo struct {
 	Report     string // the cmd/report command line
+	Commit     string // the library's git commit (with "+dirty" for local changes)
 	Command    string
 	Count      int
 	Benchtime  string
@@ -109,7 +110,8 @@ func run(count int, benchtime, bench, timeout, in, raw, out, charts string, maxL
 		info.Start = time.Now()
 		fmt.Fprintf(os.Stderr, "report: %s (load %.2f)\n", info.Command, info.LoadBefore)
 		var buf bytes.Buffer
-		fmt.Fprintf(&buf, "# report: %s\n", info.Report)
+		info.Commit = gitCommit()
+		fmt.Fprintf(&buf, "# report: %s\n# herald-commit: %s\n", info.Report, info.Commit)
 		fmt.Fprintf(&buf, "# command: %s\n# count: %d\n# benchtime: %s\n# started: %s\n# load-before: %.2f\n",
 			info.Command, count, benchtime, info.Start.UTC().Format(time.RFC3339), info.LoadBefore)
 		cmd := exec.Command("go", args...)
@@ -166,6 +168,7 @@ func readHeader(b []byte, info *runInfo) {
 	if c := headerLine(b, "# report: "); c != "" {
 		info.Report = c
 	}
+	info.Commit = headerLine(b, "# herald-commit: ")
 	if v, err := strconv.Atoi(headerLine(b, "# count: ")); err == nil {
 		info.Count = v
 	}
@@ -184,6 +187,20 @@ func readHeader(b []byte, info *runInfo) {
 		info.LoadBefore, info.LoadAfter = lb, la
 		info.Rendered = false // the run's own record
 	}
+}
+
+// gitCommit returns the repository's HEAD commit, "+dirty" when the work tree
+// has changes (the benchmarks build the library from ../), or "unknown".
+func gitCommit() string {
+	out, err := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	c := strings.TrimSpace(string(out))
+	if st, err := exec.Command("git", "status", "--porcelain", "--", "..").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
+		c += "+dirty"
+	}
+	return c
 }
 
 // headerLine returns the rest of the first line of b starting with prefix.

@@ -44,6 +44,11 @@ func writeRunInfo(p printer, info runInfo) {
 	p("| machine | %s, %d cores, %s RAM |\n", m.CPU, m.Cores, m.RAM)
 	p("| OS | %s |\n", m.OS)
 	p("| Go | %s |\n", m.Go)
+	if info.Commit != "" {
+		p("| Herald | commit %s (the benchmarks build the library from the work tree) |\n", info.Commit)
+	} else {
+		p("| Herald | commit not recorded: the work tree of the date above |\n")
+	}
 	p("| NATS, embedded | nats-server %s (in the benchmark process, natstest) |\n", m.NATSEmbed)
 	if m.NATSURL != "" {
 		p("| NATS, machine | nats-server %s at %s (its own process) |\n", m.NATSServer, m.NATSURL)
