@@ -711,3 +711,25 @@ func TestStopBeforeStartClosesDone(t *testing.T) {
 	}
 	_ = b.Close(ctxT(t))
 }
+
+func TestSubscribeRacingClose(t *testing.T) {
+	for i := range 50 {
+		b, _ := bus.New()
+		if err := b.Start(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for j := range 4 {
+			wg.Go(func() {
+				_, err := bus.Subscribe(b, fmt.Sprint("h", i, "-", j), noop[OrderPlaced])
+				if err != nil && !errors.Is(err, bus.ErrClosed) {
+					t.Errorf("Subscribe during Close: %v", err)
+				}
+			})
+		}
+		if err := b.Close(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+	}
+}

@@ -90,19 +90,32 @@ func (b *Bus) subscribe(name, event string, terminal message.HandlerFunc, sc sub
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.state.Load() >= stateClosing {
+		b.mu.Unlock()
 		return nil, ErrClosed
 	}
 	if _, dup := b.subs[name]; dup {
+		b.mu.Unlock()
 		return nil, fmt.Errorf("%w: %q", ErrDuplicateHandler, name)
 	}
-	if b.state.Load() == stateStarted {
+	b.subs[name] = s
+	running := b.state.Load() == stateStarted
+	b.mu.Unlock()
+	// Joining the transport may do I/O (NATS creates a consumer): not under
+	// b.mu, so that Publish, Close and other Subscribes are not held up. A
+	// Close in between stops s first; start then refuses.
+	if running {
 		if err := s.start(context.Background()); err != nil {
+			b.mu.Lock()
+			if b.subs[name] == s {
+				delete(b.subs, name)
+			}
+			b.mu.Unlock()
+			s.abort()
+			s.doneOnce.Do(func() { close(s.done) })
 			return nil, fmt.Errorf("herald: start handler %q: %w", name, err)
 		}
 	}
-	b.subs[name] = s
 	b.cfg.logger.Debug("handler subscribed", zap.String("handler", name), zap.String("event", event),
 		zap.Int("concurrency", sc.concurrency))
 	return s, nil
@@ -159,12 +172,15 @@ func (s *Subscription) Event() string { return s.event }
 // consumer.
 func (s *Subscription) Done() <-chan struct{} { return s.done }
 
-// start joins the transport and starts the workers. Called with b.mu held.
+// start joins the transport and starts the workers.
 func (s *Subscription) start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.started {
 		return nil
+	}
+	if s.stopping {
+		return ErrClosed
 	}
 	if s.b.local != nil {
 		if err := s.startLocal(); err != nil {
