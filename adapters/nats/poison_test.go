@@ -184,3 +184,35 @@ func TestPoisonStore(t *testing.T) {
 		}
 	})
 }
+
+// A service in another language publishes with plain NATS and the documented
+// headers: Herald handlers accept the event, with its metadata.
+func TestForeignPublisherWithHeraldHeaders(t *testing.T) {
+	eachBroker(t, func(t *testing.T, b broker) {
+		tr := b.transport(t)
+		bb := bustest.New(t, bus.WithTransport(tr))
+		rec := bustest.Record[OrderPlaced](t, bb, "foreign.reader")
+		nc, err := natsgo.Connect(b.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		js, _ := jetstream.New(nc)
+		msg := natsgo.NewMsg(tr.Subject(OrderPlaced{}.EventName()))
+		msg.Data = []byte(`{"id":"from-python","seq":7}`)
+		msg.Header.Set(handlers.KeyID, "py-1")
+		msg.Header.Set(handlers.KeyEvent, OrderPlaced{}.EventName())
+		msg.Header.Set(handlers.KeyCorrelationID, "checkout-9")
+		msg.Header.Set(handlers.KeyPublishedAt, "2026-11-23T10:00:00Z")
+		msg.Header.Set(handlers.KeyContentType, "application/json")
+		if _, err := js.PublishMsg(testCtx(t), msg); err != nil {
+			t.Fatal(err)
+		}
+		got := rec.Wait(t, 1, wait)
+		m := rec.Metadata()[0]
+		if got[0].ID != "from-python" || got[0].Seq != 7 || m.ID != "py-1" || m.CorrelationID != "checkout-9" ||
+			m.PublishedAt.Year() != 2026 || m.Handler != "foreign.reader" {
+			t.Errorf("event %+v, metadata %+v", got[0], m)
+		}
+	})
+}
