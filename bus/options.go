@@ -236,7 +236,9 @@ func WithDecode() SubscribeOption {
 // Events without a key are spread by ID. Order holds retries aside: an event
 // nacked for redelivery (an open circuit breaker, a failed poison store) goes
 // to the back of the queue. Over a transport whose subscriber waits for each
-// ack before the next message, events are then handled one at a time.
+// ack before the next message (watermill's usual contract, and the NATS
+// adapter's today), order holds but events are then handled one at a time;
+// the memory transport runs different keys in parallel.
 func WithOrderingByKey() SubscribeOption {
 	return subOption(func(c *subConfig) error {
 		c.keyOrdered = true
