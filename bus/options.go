@@ -235,10 +235,10 @@ func WithDecode() SubscribeOption {
 // handler's workers ([WithConcurrency]): a key always goes to the same worker.
 // Events without a key are spread by ID. Order holds retries aside: an event
 // nacked for redelivery (an open circuit breaker, a failed poison store) goes
-// to the back of the queue. Over a transport whose subscriber waits for each
-// ack before the next message (watermill's usual contract, and the NATS
-// adapter's today), order holds but events are then handled one at a time;
-// the memory transport runs different keys in parallel.
+// to the back of the queue. Keys run in parallel on the memory and NATS
+// transports; over another watermill subscriber that waits for each ack before
+// the next message (and ignores handlers.WithInFlight), order holds but events
+// are handled one at a time.
 func WithOrderingByKey() SubscribeOption {
 	return subOption(func(c *subConfig) error {
 		c.keyOrdered = true

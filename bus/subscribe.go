@@ -277,10 +277,14 @@ func (s *Subscription) startRemote(ctx context.Context) error {
 	}
 	s.release = append(s.release, func() { _ = sub.Close() })
 	if s.cfg.keyOrdered && s.cfg.concurrency > 1 {
-		events, err := sub.Subscribe(s.ctx, s.event)
+		// One channel per topic, so that the dispatcher sees stream order;
+		// asking the transport for as many messages in flight as the workers
+		// and their inboxes hold, so that keys run in parallel.
+		ctx := handlers.WithInFlight(s.ctx, s.cfg.concurrency*(keyedInbox+1))
+		events, err := sub.Subscribe(ctx, s.event)
 		if err == nil {
 			var replays <-chan *message.Message
-			replays, err = sub.Subscribe(s.ctx, replayTopic(s.name))
+			replays, err = sub.Subscribe(ctx, replayTopic(s.name))
 			if err == nil {
 				s.startKeyedRemote(events, replays)
 				return nil

@@ -25,6 +25,9 @@ func TestClusterLeaderLoss(t *testing.T) {
 	cfg := natsConfig(c.URL())
 	cfg.Replicas = 3
 	cfg.Retention = hnats.RetentionLimits
+	// Creating R3 consumers goes through the cluster's meta leader: on 2
+	// loaded cores under -race it can take longer than the 5s default.
+	cfg.RequestTimeout = 30 * time.Second
 	newTransport := func() *hnats.Transport {
 		cc := cfg
 		cc.Logger = logger(t)

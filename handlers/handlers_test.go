@@ -313,3 +313,15 @@ func TestPlanJSONTimeZoneOffset(t *testing.T) {
 		t.Error("a zone offset json refuses was proven encodable")
 	}
 }
+
+func TestInFlight(t *testing.T) {
+	if n := handlers.InFlight(context.Background()); n != 1 {
+		t.Errorf("default %d", n)
+	}
+	if n := handlers.InFlight(handlers.WithInFlight(context.Background(), 12)); n != 12 {
+		t.Errorf("set %d", n)
+	}
+	if n := handlers.InFlight(handlers.WithInFlight(context.Background(), -3)); n != 1 {
+		t.Errorf("negative %d", n)
+	}
+}

@@ -207,3 +207,21 @@ func Payload(msg *message.Message) ([]byte, error) {
 	msg.Payload = b
 	return b, nil
 }
+
+type inFlightKey struct{}
+
+// WithInFlight returns a ctx that asks a transport's Subscribe to hand out up
+// to n messages on its channel without waiting for each one's Ack or Nack:
+// for a receiver that settles messages out of order (the bus's ordering by
+// key). Transports that cannot, ignore it and keep watermill's one at a time.
+func WithInFlight(ctx context.Context, n int) context.Context {
+	return context.WithValue(ctx, inFlightKey{}, n)
+}
+
+// InFlight returns the n given to [WithInFlight] in ctx, or 1.
+func InFlight(ctx context.Context) int {
+	if n, ok := ctx.Value(inFlightKey{}).(int); ok && n > 1 {
+		return n
+	}
+	return 1
+}

@@ -615,7 +615,13 @@ func (s *suite) orderingByKey(t *testing.T, be Backend) {
 	b := s.bus(t, be)
 	var mu sync.Mutex
 	perKey := map[string][]int{}
+	var running, peak atomic.Int32
 	r := &bustest.Recorder[Event]{Fail: func(ctx context.Context, e Event) error {
+		n := running.Add(1)
+		defer running.Add(-1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		time.Sleep(2 * time.Millisecond) // work, so that keys overlap
 		m, _ := handlers.FromContext(ctx)
 		mu.Lock()
 		perKey[m.OrderingKey] = append(perKey[m.OrderingKey], e.Seq)
@@ -642,6 +648,9 @@ func (s *suite) orderingByKey(t *testing.T, be Backend) {
 				t.Fatalf("key %s out of order: %v", k, seq)
 			}
 		}
+	}
+	if peak.Load() < 2 {
+		t.Errorf("peak parallelism %d: different keys should run in parallel", peak.Load())
 	}
 }
 

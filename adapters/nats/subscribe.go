@@ -12,6 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/heraldbus/herald/handlers"
 )
 
 // Subscriber returns a watermill subscriber that consumes as the handler
@@ -23,7 +25,9 @@ import (
 //     events published while no process of the name runs wait for it. A new
 //     name starts with the events published after its consumer is created.
 //   - Each channel gives one message at a time and the next only after the
-//     previous one is acked or nacked (watermill's contract). Ack acks the
+//     previous one is acked or nacked (watermill's contract), unless ctx
+//     carries handlers.WithInFlight(n): then up to n at a time, in stream
+//     order, each settled whenever its receiver acks or nacks it. Ack acks the
 //     event on the server; Nack redelivers it after NakDelay, doubling with
 //     each delivery up to MaxNakDelay, or at once if the message's context
 //     (the Subscribe ctx) has ended, i.e. on shutdown.
@@ -85,6 +89,12 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		s.consumers[topic] = cons
 	}
 	p := &pump{s: s, cons: cons, topic: topic, ctx: ctx, out: make(chan *message.Message)}
+	if n := handlers.InFlight(ctx); n > 1 {
+		p.limit = n
+		p.inflight = make(map[*message.Message]*nats.Msg, n)
+		p.settled = make(chan settlement, n)
+		p.done = make(chan struct{})
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -140,10 +150,17 @@ type pump struct {
 	ctx   context.Context
 	out   chan *message.Message
 
-	queue  []*nats.Msg // pulled, not handed out, oldest first
-	cur    *nats.Msg   // handed out, waiting for Ack or Nack
-	curWM  *message.Message
-	nextWM *message.Message // queue[0] as a watermill message, once built
+	queue []*nats.Msg // pulled, not handed out, oldest first
+	cur   *nats.Msg   // handed out, waiting for Ack or Nack (one at a time)
+	curWM *message.Message
+
+	// With handlers.WithInFlight(n > 1): up to limit messages handed out at
+	// once, each watched by a goroutine that reports its Ack or Nack.
+	limit    int
+	inflight map[*message.Message]*nats.Msg
+	settled  chan settlement
+	done     chan struct{}    // closed when run returns: the watchers stop
+	nextWM   *message.Message // queue[0] as a watermill message, once built
 
 	inbox       string
 	subject     string // of the pull requests
@@ -160,8 +177,42 @@ type pump struct {
 	ensure      bool // recreate the consumer before the next pull
 }
 
+// settlement is a handed-out message's outcome, from its watcher.
+type settlement struct {
+	wm    *message.Message
+	acked bool
+}
+
+// watch reports wm's Ack or Nack to the pump.
+func (p *pump) watch(wm *message.Message) {
+	var st settlement
+	select {
+	case <-wm.Acked():
+		st = settlement{wm: wm, acked: true}
+	case <-wm.Nacked():
+		st = settlement{wm: wm}
+	case <-p.done:
+		return
+	}
+	select {
+	case p.settled <- st:
+	case <-p.done:
+	}
+}
+
+// free reports whether another message may be handed out.
+func (p *pump) free() bool {
+	if p.inflight != nil {
+		return len(p.inflight) < p.limit
+	}
+	return p.cur == nil
+}
+
 func (p *pump) run() {
 	defer close(p.out)
+	if p.done != nil {
+		defer close(p.done)
+	}
 	t := p.s.t
 	progress := time.NewTicker(t.cfg.AckWait / 3)
 	defer progress.Stop()
@@ -180,7 +231,7 @@ func (p *pump) run() {
 			}
 		}
 		var out chan<- *message.Message
-		if p.cur == nil && len(p.queue) > 0 {
+		if p.free() && len(p.queue) > 0 {
 			if p.nextWM == nil {
 				p.nextWM = p.message(p.queue[0])
 			}
@@ -196,9 +247,25 @@ func (p *pump) run() {
 		}
 		select {
 		case out <- p.nextWM:
-			p.cur, p.curWM, p.nextWM = p.queue[0], p.nextWM, nil
+			if p.inflight != nil {
+				wm := p.nextWM
+				p.inflight[wm] = p.queue[0]
+				p.s.wg.Go(func() { p.watch(wm) })
+			} else {
+				p.cur, p.curWM = p.queue[0], p.nextWM
+			}
+			p.nextWM = nil
 			p.queue[0] = nil
 			p.queue = p.queue[1:]
+		case st := <-p.settled:
+			if m, ok := p.inflight[st.wm]; ok {
+				delete(p.inflight, st.wm)
+				if st.acked {
+					p.reply(m, ackAck)
+				} else {
+					p.nak(m, st.wm)
+				}
+			}
 		case <-acked:
 			p.reply(p.cur, ackAck)
 			p.cur, p.curWM = nil, nil
@@ -221,6 +288,9 @@ func (p *pump) run() {
 			if p.cur != nil {
 				p.reply(p.cur, ackProgress)
 			}
+			for _, m := range p.inflight {
+				p.reply(m, ackProgress)
+			}
 		case <-p.ctx.Done():
 			p.shutdown()
 			return
@@ -233,9 +303,9 @@ func (p *pump) run() {
 
 func (p *pump) held() int {
 	if p.cur != nil {
-		return 1
+		return 1 + len(p.inflight)
 	}
-	return 0
+	return len(p.inflight)
 }
 
 // Ack bodies (JetStream's ack protocol).
@@ -316,4 +386,13 @@ func (p *pump) shutdown() {
 			p.reply(p.cur, ackNak)
 		}
 	}
+	for wm, m := range p.inflight {
+		select {
+		case <-wm.Acked():
+			p.reply(m, ackAck)
+		default:
+			p.reply(m, ackNak)
+		}
+	}
+	clear(p.inflight)
 }
