@@ -103,21 +103,9 @@ func (s *Subscription) startKeyedRemote(events, replays <-chan *message.Message)
 				close(in)
 			}
 		}()
-		for events != nil || replays != nil {
-			var msg *message.Message
-			var ok bool
-			select {
-			case msg, ok = <-events:
-				if !ok {
-					events = nil
-					continue
-				}
-			case msg, ok = <-replays:
-				if !ok {
-					replays = nil
-					continue
-				}
-			case <-s.stop:
+		for {
+			msg, ok := s.nextRemote(&events, &replays)
+			if !ok {
 				return
 			}
 			key := msg.Metadata.Get(handlers.KeyOrderingKey)

@@ -309,35 +309,44 @@ func (s *Subscription) startRemote(ctx context.Context) error {
 		}
 		s.wg.Go(func() { s.runRemote(events, replays) })
 	}
-	_ = ctx
 	return nil
 }
 
 func (s *Subscription) runRemote(events, replays <-chan *message.Message) {
-	for events != nil || replays != nil {
+	for {
 		select {
 		case <-s.stop:
 			return
 		default:
 		}
-		var msg *message.Message
-		var ok bool
-		select {
-		case msg, ok = <-events:
-			if !ok {
-				events = nil
-				continue
-			}
-		case msg, ok = <-replays:
-			if !ok {
-				replays = nil
-				continue
-			}
-		case <-s.stop:
+		msg, ok := s.nextRemote(&events, &replays)
+		if !ok {
 			return
 		}
 		s.handleRemote(msg)
 	}
+}
+
+// nextRemote returns the next message of events or replays, forgetting a
+// channel once it is closed; false when both are closed or s is stopping.
+func (s *Subscription) nextRemote(events, replays *<-chan *message.Message) (*message.Message, bool) {
+	for *events != nil || *replays != nil {
+		select {
+		case msg, ok := <-*events:
+			if ok {
+				return msg, true
+			}
+			*events = nil
+		case msg, ok := <-*replays:
+			if ok {
+				return msg, true
+			}
+			*replays = nil
+		case <-s.stop:
+			return nil, false
+		}
+	}
+	return nil, false
 }
 
 func (s *Subscription) handleRemote(msg *message.Message) {
