@@ -733,3 +733,23 @@ func TestSubscribeRacingClose(t *testing.T) {
 		wg.Wait()
 	}
 }
+
+// Over a transport that reports its delivery count, the handler's attempt is
+// that count (a redelivery after a crash is not attempt 1).
+func TestDeliveryCountIsTheAttempt(t *testing.T) {
+	tr := memory.New()
+	b := bustest.New(t, bus.WithTransport(struct{ bus.Transport }{tr})) // hides the fast path
+	r := bustest.Record[OrderPlaced](t, b, "counted")
+	for _, count := range []string{"4", "junk"} {
+		msg := message.NewMessage(handlers.NewID(), []byte(`{"id":"x"}`))
+		handlers.SetMetadata(msg.Metadata, handlers.Metadata{ID: msg.UUID, Name: "herald_test.OrderPlaced"})
+		msg.Metadata.Set(handlers.KeyDeliveryCount, count)
+		if err := tr.Publisher().Publish("herald_test.OrderPlaced", msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.Wait(t, 2, wait)
+	if m := r.Metadata(); m[0].Attempt != 4 || m[1].Attempt != 1 {
+		t.Errorf("attempts %d and %d, want 4 (reported) and 1 (unreadable count)", m[0].Attempt, m[1].Attempt)
+	}
+}

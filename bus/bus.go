@@ -107,7 +107,7 @@ func (b *Bus) Start(ctx context.Context) error {
 	}
 	var started []*Subscription
 	for _, s := range b.subs {
-		if err := s.start(ctx); err != nil {
+		if err := s.start(); err != nil {
 			for _, o := range started {
 				o.abort()
 			}

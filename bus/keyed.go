@@ -14,8 +14,10 @@ import (
 // behind a busy key's worker).
 const keyedInbox = 8
 
+// keyIndex is FNV-1a written out: hash/fnv would allocate a hasher and a
+// []byte copy of the key per event.
 func keyIndex(key string, n int) int {
-	h := uint32(2166136261) // FNV-1a
+	h := uint32(2166136261)
 	for i := 0; i < len(key); i++ {
 		h ^= uint32(key[i])
 		h *= 16777619

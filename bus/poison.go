@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -57,9 +58,9 @@ func (p *PoisonQueue) Replay(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	md := make(message.Metadata, len(rec.Metadata)+2)
-	for k, v := range rec.Metadata {
-		md[k] = v
+	md := maps.Clone(rec.Metadata)
+	if md == nil {
+		md = message.Metadata{}
 	}
 	handlers.SetMetadata(md, rec.Event)
 	if b.local != nil {

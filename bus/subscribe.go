@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"strconv"
 	"sync"
 	"time"
 
@@ -105,7 +106,7 @@ func (b *Bus) subscribe(name, event string, terminal message.HandlerFunc, sc sub
 	// b.mu, so that Publish, Close and other Subscribes are not held up. A
 	// Close in between stops s first; start then refuses.
 	if running {
-		if err := s.start(context.Background()); err != nil {
+		if err := s.start(); err != nil {
 			b.mu.Lock()
 			if b.subs[name] == s {
 				delete(b.subs, name)
@@ -173,7 +174,7 @@ func (s *Subscription) Event() string { return s.event }
 func (s *Subscription) Done() <-chan struct{} { return s.done }
 
 // start joins the transport and starts the workers.
-func (s *Subscription) start(ctx context.Context) error {
+func (s *Subscription) start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.started {
@@ -186,7 +187,7 @@ func (s *Subscription) start(ctx context.Context) error {
 		if err := s.startLocal(); err != nil {
 			return err
 		}
-	} else if err := s.startRemote(ctx); err != nil {
+	} else if err := s.startRemote(); err != nil {
 		return err
 	}
 	s.started = true
@@ -270,7 +271,7 @@ func (s *Subscription) nacked(msg *message.Message, err error) {
 	s.b.cfg.logger.Warn("event nacked, it will be redelivered", fields...)
 }
 
-func (s *Subscription) startRemote(ctx context.Context) error {
+func (s *Subscription) startRemote() error {
 	sub, err := s.b.cfg.transport.Subscriber(s.name)
 	if err != nil {
 		return err
@@ -364,18 +365,8 @@ func (s *Subscription) handleRemote(msg *message.Message) {
 // deliveryCount reads the transport's delivery count, if it reports one in
 // the message metadata (the NATS adapter does).
 func deliveryCount(msg *message.Message) (int, bool) {
-	v := msg.Metadata.Get("Herald-Delivery-Count")
-	if v == "" {
-		return 0, false
-	}
-	n := 0
-	for _, c := range v {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n, n > 0
+	n, err := strconv.Atoi(msg.Metadata.Get(handlers.KeyDeliveryCount))
+	return n, err == nil && n > 0
 }
 
 // Stop stops this handler alone: it takes no more events, in-flight events may

@@ -20,6 +20,11 @@ const (
 	KeyPublishedAt   = "Herald-Published-At"   // RFC 3339 with nanoseconds, UTC
 	KeyOrderingKey   = "Herald-Ordering-Key"   // optional ordering key
 	KeyContentType   = "Content-Type"          // codec content type, e.g. "application/json"
+
+	// KeyDeliveryCount is set by a transport, not a publisher: how many times
+	// the message was delivered to this handler (1 the first time). The bus
+	// uses it as the attempt number.
+	KeyDeliveryCount = "Herald-Delivery-Count"
 )
 
 // Metadata describes one delivery of an event to one handler.

@@ -1,6 +1,7 @@
 package memory
 
 import (
+	"cmp"
 	"context"
 	"slices"
 
@@ -45,7 +46,7 @@ func (t *Transport) ListPoison(ctx context.Context, handler string) ([]middlewar
 		}
 	}
 	t.b.pmu.Unlock()
-	slices.SortFunc(entries, func(a, b *poisonEntry) int { return int(a.seq) - int(b.seq) })
+	slices.SortFunc(entries, func(a, b *poisonEntry) int { return cmp.Compare(a.seq, b.seq) })
 	out := make([]middleware.PoisonRecord, len(entries))
 	for i, e := range entries {
 		out[i] = e.rec

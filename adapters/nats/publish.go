@@ -9,12 +9,14 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heraldbus/herald/handlers"
 )
 
 // DeliveryCountKey is the metadata key of a received message that holds how
 // many times JetStream has delivered it to this handler (1 for the first
 // delivery). The bus reads it as the attempt number.
-const DeliveryCountKey = "Herald-Delivery-Count"
+const DeliveryCountKey = handlers.KeyDeliveryCount
 
 // publisher is the message.Publisher of a Transport.
 type publisher struct{ t *Transport }
