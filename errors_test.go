@@ -13,6 +13,9 @@ import (
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/event"
+	"github.com/heraldbus/herald/middleware"
+	"github.com/heraldbus/herald/transport"
 )
 
 type WithChan struct {
@@ -200,8 +203,8 @@ func TestInvalidOptions(t *testing.T) {
 		"nil codec":      bus.WithCodec(nil),
 		"nil middleware": bus.WithMiddleware(nil),
 		"size":           bus.WithMaxEventSize(0),
-		"retry":          bus.WithRetry(bus.RetryPolicy{MaxAttempts: -1}),
-		"multiplier":     bus.WithRetry(bus.RetryPolicy{Multiplier: 0.5}),
+		"retry":          bus.WithDefaultRetry(middleware.RetryPolicy{MaxAttempts: -1}),
+		"multiplier":     bus.WithDefaultRetry(middleware.RetryPolicy{Multiplier: 0.5}),
 		"shutdown":       bus.WithShutdownTimeout(-time.Second),
 		"nil option":     nil,
 	}
@@ -213,7 +216,7 @@ func TestInvalidOptions(t *testing.T) {
 	b := bustest.New(t)
 	for name, o := range map[string]bus.SubscribeOption{
 		"concurrency": bus.WithConcurrency(0),
-		"retry":       bus.WithRetryPolicy(bus.RetryPolicy{Jitter: 2}),
+		"retry":       bus.WithRetry(middleware.RetryPolicy{Jitter: 2}),
 		"middleware":  bus.WithHandlerMiddleware(nil),
 	} {
 		if _, err := bus.Subscribe(b, "h", noop[OrderPlaced], o); !errors.Is(err, bus.ErrInvalidOption) {
@@ -230,8 +233,8 @@ func TestDecodeErrorIsPoisonedAtOnceAndTestable(t *testing.T) {
 	b := bustest.New(t, bus.WithTransport(tr), fast)
 	r := bustest.Record[OrderPlaced](t, b, "strict")
 	msg := message.NewMessage("raw-1", []byte(`{"id": 12`))
-	msg.Metadata.Set(handlers.KeyID, "raw-1")
-	msg.Metadata.Set(handlers.KeyEvent, "herald_test.OrderPlaced")
+	msg.Metadata.Set(transport.KeyID, "raw-1")
+	msg.Metadata.Set(transport.KeyEvent, "herald_test.OrderPlaced")
 	if err := tr.Publisher().Publish("herald_test.OrderPlaced", msg); err != nil {
 		t.Fatal(err)
 	}
@@ -243,13 +246,13 @@ func TestDecodeErrorIsPoisonedAtOnceAndTestable(t *testing.T) {
 		t.Error("handler called with an undecodable event")
 	}
 	// The error value itself, as a handler-level check sees it.
-	h := handlers.New("herald_test.OrderPlaced", noop[OrderPlaced], handlers.JSON{}, true)
+	h := event.New("herald_test.OrderPlaced", noop[OrderPlaced], handlers.JSON{}, true)
 	bad := message.NewMessage("x", []byte("nope"))
-	handlers.SetMetadata(bad.Metadata, handlers.Metadata{ID: "x", Name: "herald_test.OrderPlaced"})
-	handlers.Bind(bad, "strict", 1)
+	event.SetMetadata(bad.Metadata, transport.Event{ID: "x", Name: "herald_test.OrderPlaced"})
+	event.Bind(bad, "strict", 1)
 	_, err := h(bad)
 	var de *bus.DecodeError
-	if !errors.As(err, &de) || de.Event != "herald_test.OrderPlaced" || !bus.IsPermanent(err) {
+	if !errors.As(err, &de) || de.Event != "herald_test.OrderPlaced" || !handlers.IsPermanent(err) {
 		t.Errorf("got %v, want a *DecodeError that is permanent", err)
 	}
 }
@@ -257,10 +260,10 @@ func TestDecodeErrorIsPoisonedAtOnceAndTestable(t *testing.T) {
 func TestPermanentWrapsAndUnwraps(t *testing.T) {
 	base := errors.New("base")
 	p := bus.Permanent(base)
-	if !errors.Is(p, base) || !bus.IsPermanent(p) || bus.IsPermanent(base) || bus.Permanent(nil) != nil {
+	if !errors.Is(p, base) || !handlers.IsPermanent(p) || handlers.IsPermanent(base) || bus.Permanent(nil) != nil {
 		t.Error("Permanent does not wrap as documented")
 	}
-	if !bus.IsPermanent(errors.Join(errors.New("x"), p)) {
+	if !handlers.IsPermanent(errors.Join(errors.New("x"), p)) {
 		t.Error("IsPermanent does not see through joins")
 	}
 }

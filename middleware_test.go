@@ -28,7 +28,7 @@ func TestTimeoutPerAttemptIsRetryable(t *testing.T) {
 		calls.Add(1)
 		<-ctx.Done() // every attempt overruns its own deadline
 		return ctx.Err()
-	}, bus.WithTimeout(20*time.Millisecond), bus.WithRetryPolicy(bus.RetryPolicy{MaxAttempts: 3, InitialInterval: time.Millisecond})); err != nil {
+	}, bus.WithAttemptTimeout(20*time.Millisecond), bus.WithRetry(middleware.RetryPolicy{MaxAttempts: 3, InitialInterval: time.Millisecond})); err != nil {
 		t.Fatal(err)
 	}
 	publishN(t, b, 1)
@@ -40,7 +40,7 @@ func TestTimeoutPerAttemptIsRetryable(t *testing.T) {
 
 func TestTimeoutLetsFastHandlersThrough(t *testing.T) {
 	b := bustest.New(t)
-	r := bustest.Record[OrderPlaced](t, b, "quick", bus.WithTimeout(time.Second))
+	r := bustest.Record[OrderPlaced](t, b, "quick", bus.WithAttemptTimeout(time.Second))
 	publishN(t, b, 3)
 	r.Wait(t, 3, wait)
 }
@@ -80,7 +80,7 @@ func TestCircuitBreakerOpensDefersAndRecovers(t *testing.T) {
 		return nil
 	}}
 	if _, err := bus.Subscribe(b, "guarded", r.Handle,
-		bus.WithRetryPolicy(bus.RetryPolicy{MaxAttempts: 1}),
+		bus.WithRetry(middleware.RetryPolicy{MaxAttempts: 1}),
 		bus.WithCircuitBreaker(middleware.BreakerConfig{ConsecutiveFailures: 3, OpenFor: 100 * time.Millisecond})); err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +274,7 @@ func TestUserDeadlineIsAFailureNotAShutdown(t *testing.T) {
 		<-ctx.Done()
 		return ctx.Err()
 	}, bus.WithHandlerMiddleware(wmmiddleware.Timeout(30*time.Millisecond)),
-		bus.WithRetryPolicy(bus.RetryPolicy{MaxAttempts: 2, InitialInterval: time.Millisecond})); err != nil {
+		bus.WithRetry(middleware.RetryPolicy{MaxAttempts: 2, InitialInterval: time.Millisecond})); err != nil {
 		t.Fatal(err)
 	}
 	publishN(t, b, 1)

@@ -1,10 +1,13 @@
 package bus
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"reflect"
+	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -13,6 +16,9 @@ import (
 
 	"github.com/heraldbus/herald/adapters/memory"
 	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/event"
+	"github.com/heraldbus/herald/internal/membroker"
+	"github.com/heraldbus/herald/transport"
 )
 
 const (
@@ -27,7 +33,7 @@ const (
 // events, and [Bus.Close] it. All methods are safe for concurrent use.
 type Bus struct {
 	cfg       config
-	local     localTransport // non-nil when the transport is in-process
+	local     *membroker.Handle // non-nil when the transport is in-process
 	publisher message.Publisher
 	jsonCodec bool
 
@@ -37,13 +43,14 @@ type Bus struct {
 	subs     map[string]*Subscription
 	closed   chan struct{}
 	closeMu  sync.Mutex // serialises Close
+	workers  sync.Map   // goroutine ID → *Subscription, for the bus's workers
 }
 
 // New returns a bus configured by opts. With no options it has a memory
 // transport, a no-op zap logger, the JSON codec, a 1 MiB event size limit and
-// the default middleware chain (recover, correlation, poison, retry: see
-// package middleware) with [middleware.DefaultRetryPolicy]. Invalid options give
-// an error wrapping [ErrInvalidOption].
+// the default middleware chain (recover, correlation, poison, retry, logging:
+// see package middleware) with [middleware.DefaultRetryPolicy]. Invalid
+// options give an error wrapping [ErrInvalidOption].
 func New(opts ...Option) (*Bus, error) {
 	cfg := config{maxEventSize: DefaultMaxEventSize, shutdownTimeout: DefaultShutdownTimeout}
 	for _, o := range opts {
@@ -64,17 +71,15 @@ func New(opts ...Option) (*Bus, error) {
 		cfg.codec = handlers.JSON{}
 	}
 	if cfg.poison == nil {
-		if ps, ok := cfg.transport.(PoisonStore); ok {
+		if ps, ok := cfg.transport.(transport.PoisonStore); ok {
 			cfg.poison = ps
 		} else {
-			cfg.poison = memory.New()
+			cfg.poison = membroker.NewPoisonMap()
 		}
 	}
 	b := &Bus{cfg: cfg, subs: map[string]*Subscription{}, closed: make(chan struct{})}
 	_, b.jsonCodec = cfg.codec.(handlers.JSON)
-	if lt, ok := cfg.transport.(localTransport); ok {
-		b.local = lt
-	}
+	b.local = membroker.HandleOf(cfg.transport)
 	b.publisher = cfg.transport.Publisher()
 	return b, nil
 }
@@ -100,7 +105,7 @@ func (b *Bus) Start(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if s, ok := b.cfg.transport.(Starter); ok {
+	if s, ok := b.cfg.transport.(transport.Starter); ok {
 		if err := s.Start(ctx); err != nil {
 			return fmt.Errorf("herald: start transport: %w", err)
 		}
@@ -109,7 +114,7 @@ func (b *Bus) Start(ctx context.Context) error {
 	for _, s := range b.subs {
 		if err := s.start(); err != nil {
 			for _, o := range started {
-				o.abort()
+				o.halt()
 			}
 			b.startErr = fmt.Errorf("herald: start handler %q: %w", s.name, err)
 			return b.startErr
@@ -123,14 +128,40 @@ func (b *Bus) Start(ctx context.Context) error {
 
 // Close stops the bus: Publish returns [ErrClosed] from now on (except from a
 // handler that is finishing, so that it can publish its consequences), every
-// handler stops taking events, in-flight handlers may finish until ctx ends,
-// and then their ctx is cancelled. An event interrupted by shutdown is nacked,
-// never poisoned. Close then closes the transport. It returns ctx's error if
-// handlers were still running 100ms after ctx ended and their ctx was
-// cancelled (they are left to return on their
-// own). Close is safe to call more than once and concurrently; later calls
-// wait for the first and return nil.
+// handler stops taking new events, and in-flight handlers may finish until ctx
+// ends; then their ctx is cancelled. An event interrupted by shutdown is
+// nacked, never poisoned.
+//
+// On the memory transport, where the bus is the events' only home, each
+// handler first works through the events already queued for it, until ctx
+// ends (or, when ctx has no deadline, until the shutdown timeout,
+// [WithShutdownTimeout]); if events are left, Close returns an error wrapping
+// [ErrUnhandled] that says how many, of which handlers, and logs it. On NATS
+// they wait in the stream.
+//
+// Close then closes the transport. It returns ctx's error if handlers were
+// still running 100ms after ctx ended and their ctx was cancelled (they are
+// left to return on their own). Close is safe to call more than once and
+// concurrently; later calls wait for the first and return nil. Called from
+// one of the bus's handlers, Close cannot wait for that handler: it starts
+// the shutdown and returns nil at once; watch [Bus.Done].
 func (b *Bus) Close(ctx context.Context) error {
+	if b.inWorker() {
+		ctx, cancel := b.shutdownCtx(context.WithoutCancel(ctx))
+		go func() {
+			defer cancel()
+			if err := b.close(ctx); err != nil {
+				b.cfg.logger.Error("close from a handler", zap.Error(err))
+			}
+		}()
+		return nil
+	}
+	ctx, cancel := b.shutdownCtx(ctx)
+	defer cancel()
+	return b.close(ctx)
+}
+
+func (b *Bus) close(ctx context.Context) error {
 	b.closeMu.Lock()
 	defer b.closeMu.Unlock()
 	b.mu.Lock()
@@ -161,9 +192,38 @@ func (b *Bus) Close(ctx context.Context) error {
 	return err
 }
 
+// shutdownCtx bounds a ctx without deadline by the shutdown timeout.
+func (b *Bus) shutdownCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, b.cfg.shutdownTimeout)
+}
+
+// inWorker reports whether the calling goroutine is one of the bus's workers.
+func (b *Bus) inWorker() bool {
+	_, ok := b.workers.Load(goid())
+	return ok
+}
+
+// goid returns the calling goroutine's ID, read from its stack header
+// ("goroutine 123 [running]:"). Workers read it once when they start; Stop
+// and Close once per call.
+func goid() uint64 {
+	var buf [64]byte
+	n := runtime.Stack(buf[:], false)
+	f := bytes.Fields(buf[:n])
+	if len(f) < 2 {
+		return 0
+	}
+	id, _ := strconv.ParseUint(string(f[1]), 10, 64)
+	return id
+}
+
 // Run starts the bus, waits for ctx to end, and closes the bus with a fresh
 // deadline of the shutdown timeout ([WithShutdownTimeout]). It returns nil after
-// a clean shutdown. Use it from main.
+// a clean shutdown, and Close's error otherwise (such as [ErrUnhandled]). Use
+// it from main.
 func (b *Bus) Run(ctx context.Context) error {
 	if err := b.Start(ctx); err != nil {
 		return err
@@ -184,7 +244,7 @@ func (b *Bus) Logger() *zap.Logger { return b.cfg.logger }
 type eventType struct {
 	name    string
 	err     error // the name is invalid
-	plan    handlers.SizePlan
+	plan    event.SizePlan
 	planErr error // JSON can never encode the type
 }
 
@@ -196,9 +256,9 @@ func typeOf[E any]() *eventType {
 		return v.(*eventType)
 	}
 	et := &eventType{}
-	et.name, et.err = handlers.NameOf[E]()
+	et.name, et.err = event.NameOf[E]()
 	if et.err == nil {
-		et.plan, et.planErr = handlers.PlanJSON(t)
+		et.plan, et.planErr = event.PlanJSON(t)
 	}
 	v, _ := eventTypes.LoadOrStore(t, et)
 	return v.(*eventType)

@@ -10,6 +10,8 @@ import (
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/middleware"
+	"github.com/heraldbus/herald/transport"
 )
 
 type OrderPlaced struct {
@@ -89,7 +91,7 @@ func ExamplePoisonQueue_Replay() {
 	defer b.Close(ctx)
 	_ = bus.Publish(ctx, b, OrderPlaced{ID: "o-9"})
 
-	var recs []bus.PoisonRecord
+	var recs []transport.PoisonRecord
 	for len(recs) == 0 {
 		recs, _ = b.Poison().List(ctx, "email")
 		time.Sleep(time.Millisecond)
@@ -103,7 +105,7 @@ func ExamplePoisonQueue_Replay() {
 	// replayed: o-9
 }
 
-func ExampleWithRetryPolicy() {
+func ExampleWithRetry() {
 	ctx := context.Background()
 	b, _ := bus.New()
 	attempts := 0
@@ -116,7 +118,7 @@ func ExampleWithRetryPolicy() {
 		m, _ := handlers.FromContext(ctx)
 		done <- m.Attempt
 		return nil
-	}, bus.WithRetryPolicy(bus.RetryPolicy{MaxAttempts: 3, InitialInterval: time.Millisecond}))
+	}, bus.WithRetry(middleware.RetryPolicy{MaxAttempts: 3, InitialInterval: time.Millisecond}))
 	_ = b.Start(ctx)
 	defer b.Close(ctx)
 	_ = bus.Publish(ctx, b, OrderPlaced{ID: "o-2"})

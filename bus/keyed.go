@@ -3,8 +3,8 @@ package bus
 import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/heraldbus/herald/adapters/memory"
-	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/membroker"
+	"github.com/heraldbus/herald/transport"
 )
 
 // Ordering by key: one dispatcher goroutine reads the handler's queue and hands
@@ -25,36 +25,38 @@ func keyIndex(key string, n int) int {
 	return int(h % uint32(n))
 }
 
-func localKey(it memory.Item) string {
+func localKey(it membroker.Item) string {
 	if le, ok := it.Value.(*localEvent); ok {
 		if le.meta.OrderingKey != "" {
 			return le.meta.OrderingKey
 		}
 		return le.meta.ID
 	}
-	if k := it.Metadata[handlers.KeyOrderingKey]; k != "" {
+	if k := it.Metadata[transport.KeyOrderingKey]; k != "" {
 		return k
 	}
 	return it.ID
 }
 
-func (s *Subscription) startKeyedLocal(events *memory.Queue) {
+func (s *Subscription) startKeyedLocal(q *membroker.Queue) {
 	n := s.cfg.concurrency
-	inboxes := make([]chan memory.Item, n)
+	inboxes := make([]chan membroker.Item, n)
 	for i := range inboxes {
-		inboxes[i] = make(chan memory.Item, keyedInbox)
+		inboxes[i] = make(chan membroker.Item, keyedInbox)
 		inbox := inboxes[i]
-		s.wg.Go(func() {
+		var loop func()
+		loop = func() {
 			for it := range inbox {
 				select {
-				case <-s.stop:
-					events.Nack(it) // not started: give it back (Nack never blocks)
+				case <-s.abort:
+					q.Requeue(it) // not started: give it back
 					continue
 				default:
 				}
-				s.handleLocal(events, it)
+				s.handleLocal(q, it, loop)
 			}
-		})
+		}
+		s.goWorker(loop)
 	}
 	s.wg.Go(func() {
 		defer func() {
@@ -63,18 +65,14 @@ func (s *Subscription) startKeyedLocal(events *memory.Queue) {
 			}
 		}()
 		for {
-			var it memory.Item
-			select {
-			case it = <-events.C():
-			case <-s.stop:
-				return
-			case <-events.Done():
+			it, ok := s.nextLocal(q)
+			if !ok {
 				return
 			}
 			select {
 			case inboxes[keyIndex(localKey(it), n)] <- it:
-			case <-s.stop:
-				events.Nack(it)
+			case <-s.abort:
+				q.Requeue(it)
 				return
 			}
 		}
@@ -87,7 +85,8 @@ func (s *Subscription) startKeyedRemote(events, replays <-chan *message.Message)
 	for i := range inboxes {
 		inboxes[i] = make(chan *message.Message, keyedInbox)
 		inbox := inboxes[i]
-		s.wg.Go(func() {
+		var loop func()
+		loop = func() {
 			for msg := range inbox {
 				select {
 				case <-s.stop:
@@ -95,9 +94,10 @@ func (s *Subscription) startKeyedRemote(events, replays <-chan *message.Message)
 					continue
 				default:
 				}
-				s.handleRemote(msg)
+				s.handleRemote(msg, loop)
 			}
-		})
+		}
+		s.goWorker(loop)
 	}
 	s.wg.Go(func() {
 		defer func() {
@@ -110,7 +110,7 @@ func (s *Subscription) startKeyedRemote(events, replays <-chan *message.Message)
 			if !ok {
 				return
 			}
-			key := msg.Metadata.Get(handlers.KeyOrderingKey)
+			key := msg.Metadata.Get(transport.KeyOrderingKey)
 			if key == "" {
 				key = msg.UUID
 			}

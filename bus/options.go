@@ -2,8 +2,12 @@ package bus
 
 import (
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.uber.org/zap"
@@ -11,6 +15,7 @@ import (
 
 	"github.com/heraldbus/herald/handlers"
 	"github.com/heraldbus/herald/middleware"
+	"github.com/heraldbus/herald/transport"
 )
 
 // Defaults of a bus built with no options.
@@ -20,14 +25,12 @@ const (
 	DefaultMaxEventSize = 1 << 20
 	// DefaultShutdownTimeout bounds the Close that Run does when its ctx ends.
 	DefaultShutdownTimeout = 30 * time.Second
+	// MaxEventSize is the largest size [WithMaxEventSize] accepts: 64 MiB, the
+	// largest max_payload a NATS server allows.
+	MaxEventSize = 64 << 20
+	// MaxConcurrency is the largest [WithConcurrency] accepts.
+	MaxConcurrency = 1 << 16
 )
-
-// RetryPolicy says how often and how long a failing handler is retried; the
-// zero value is the default (5 attempts, 100ms doubling to 10s, ±50% jitter).
-type RetryPolicy = middleware.RetryPolicy
-
-// PoisonStore keeps poison records; see [middleware.PoisonStore].
-type PoisonStore = middleware.PoisonStore
 
 // Option configures a [Bus]. Options are applied in order by [New], which
 // returns the first error, wrapping [ErrInvalidOption].
@@ -38,13 +41,13 @@ type busOption func(*config) error
 func (f busOption) applyBus(c *config) error { return f(c) }
 
 type config struct {
-	transport       Transport
+	transport       transport.Transport
 	logger          *zap.Logger
 	codec           handlers.Codec
 	middleware      []message.HandlerMiddleware
-	retry           RetryPolicy
+	retry           middleware.RetryPolicy
 	maxEventSize    int
-	poison          PoisonStore
+	poison          transport.PoisonStore
 	shutdownTimeout time.Duration
 	encodeAlways    bool
 }
@@ -53,9 +56,12 @@ func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOption}, args...)...)
 }
 
+// invalidErr wraps err, the reason an option is invalid, keeping its chain.
+func invalidErr(err error) error { return fmt.Errorf("%w: %w", ErrInvalidOption, err) }
+
 // WithTransport sets the transport; the default is a new memory transport. The
 // bus owns it: Close closes it.
-func WithTransport(t Transport) Option {
+func WithTransport(t transport.Transport) Option {
 	return busOption(func(c *config) error {
 		if t == nil {
 			return invalid("nil transport")
@@ -101,24 +107,25 @@ func WithMiddleware(mw ...message.HandlerMiddleware) Option {
 	})
 }
 
-// WithRetry sets the retry policy of every handler that does not set its own.
-func WithRetry(p RetryPolicy) Option {
+// WithDefaultRetry sets the retry policy of every handler that does not set
+// its own with [WithRetry]; the default is [middleware.DefaultRetryPolicy].
+func WithDefaultRetry(p middleware.RetryPolicy) Option {
 	return busOption(func(c *config) error {
 		if err := p.Validate(); err != nil {
-			return invalid("%v", err)
+			return invalidErr(err)
 		}
 		c.retry = p
 		return nil
 	})
 }
 
-// WithMaxEventSize sets the largest encoded event Publish accepts; larger
-// events get [ErrEventTooLarge]. The default is [DefaultMaxEventSize]. Keep it
-// at or below the NATS server's max_payload.
+// WithMaxEventSize sets the largest encoded event Publish accepts, 1 byte to
+// [MaxEventSize]; larger events get [ErrEventTooLarge]. The default is
+// [DefaultMaxEventSize]. Keep it at or below the NATS server's max_payload.
 func WithMaxEventSize(n int) Option {
 	return busOption(func(c *config) error {
-		if n <= 0 {
-			return invalid("max event size %d <= 0", n)
+		if n <= 0 || n > MaxEventSize {
+			return invalid("max event size %d not in [1, %d]", n, MaxEventSize)
 		}
 		c.maxEventSize = n
 		return nil
@@ -126,8 +133,9 @@ func WithMaxEventSize(n int) Option {
 }
 
 // WithPoisonStore sets where poison records go. The default is the transport
-// itself when it implements [PoisonStore] (memory and NATS do).
-func WithPoisonStore(s PoisonStore) Option {
+// itself when it implements [transport.PoisonStore] (memory and NATS do), and
+// otherwise a store in process memory.
+func WithPoisonStore(s transport.PoisonStore) Option {
 	return busOption(func(c *config) error {
 		if s == nil {
 			return invalid("nil poison store")
@@ -171,7 +179,7 @@ func (f subOption) applySub(c *subConfig) error { return f(c) }
 type subConfig struct {
 	concurrency int
 	middleware  []message.HandlerMiddleware
-	retry       *RetryPolicy
+	retry       *middleware.RetryPolicy
 	decode      bool
 	keyOrdered  bool
 	timeout     time.Duration
@@ -184,11 +192,11 @@ type subConfig struct {
 }
 
 // WithConcurrency sets how many events the handler processes at once (n
-// workers); the default is 1, which keeps publish order.
+// workers, 1 to [MaxConcurrency]); the default is 1, which keeps publish order.
 func WithConcurrency(n int) SubscribeOption {
 	return subOption(func(c *subConfig) error {
-		if n < 1 {
-			return invalid("concurrency %d < 1", n)
+		if n < 1 || n > MaxConcurrency {
+			return invalid("concurrency %d not in [1, %d]", n, MaxConcurrency)
 		}
 		c.concurrency = n
 		return nil
@@ -209,12 +217,13 @@ func WithHandlerMiddleware(mw ...message.HandlerMiddleware) SubscribeOption {
 	})
 }
 
-// WithRetryPolicy sets this handler's retry policy. MaxAttempts 1 disables
-// retries: a failure goes to the poison queue at once.
-func WithRetryPolicy(p RetryPolicy) SubscribeOption {
+// WithRetry sets this handler's retry policy, instead of the bus's default
+// ([WithDefaultRetry]). MaxAttempts 1 disables retries: a failure goes to the
+// poison queue at once.
+func WithRetry(p middleware.RetryPolicy) SubscribeOption {
 	return subOption(func(c *subConfig) error {
 		if err := p.Validate(); err != nil {
-			return invalid("%v", err)
+			return invalidErr(err)
 		}
 		c.retry = &p
 		return nil
@@ -235,10 +244,9 @@ func WithDecode() SubscribeOption {
 // handler's workers ([WithConcurrency]): a key always goes to the same worker.
 // Events without a key are spread by ID. Order holds retries aside: an event
 // nacked for redelivery (an open circuit breaker, a failed poison store) goes
-// to the back of the queue. Keys run in parallel on the memory and NATS
-// transports; over another watermill subscriber that waits for each ack before
-// the next message (and ignores handlers.WithInFlight), order holds but events
-// are handled one at a time.
+// to the back of the queue. Keys run in parallel on transports whose
+// subscribers implement [transport.WindowSubscriber] (memory and NATS); over
+// another one, order holds but events are handled one at a time.
 func WithOrderingByKey() SubscribeOption {
 	return subOption(func(c *subConfig) error {
 		c.keyOrdered = true
@@ -246,10 +254,10 @@ func WithOrderingByKey() SubscribeOption {
 	})
 }
 
-// WithTimeout cancels the handler's ctx d after each attempt starts; an attempt
-// that fails after its deadline is a retryable failure wrapping
+// WithAttemptTimeout cancels the handler's ctx d after each attempt starts; an
+// attempt that fails after its deadline is a retryable failure wrapping
 // [middleware.ErrTimeout]. See [middleware.Timeout].
-func WithTimeout(d time.Duration) SubscribeOption {
+func WithAttemptTimeout(d time.Duration) SubscribeOption {
 	return subOption(func(c *subConfig) error {
 		if d <= 0 {
 			return invalid("timeout %v <= 0", d)
@@ -264,7 +272,7 @@ func WithTimeout(d time.Duration) SubscribeOption {
 // [middleware.RateLimit].
 func WithRateLimit(perSecond float64, burst int) SubscribeOption {
 	return subOption(func(c *subConfig) error {
-		if perSecond <= 0 || burst < 1 {
+		if !(perSecond > 0) || math.IsInf(perSecond, 1) || burst < 1 || burst > math.MaxInt32 {
 			return invalid("rate %v/s with burst %d", perSecond, burst)
 		}
 		c.rate, c.burst = rate.Limit(perSecond), burst
@@ -277,6 +285,9 @@ func WithRateLimit(perSecond float64, burst int) SubscribeOption {
 // cfg.Name defaults to the handler's name. See [middleware.CircuitBreaker].
 func WithCircuitBreaker(cfg middleware.BreakerConfig) SubscribeOption {
 	return subOption(func(c *subConfig) error {
+		if err := cfg.Validate(); err != nil {
+			return invalidErr(err)
+		}
 		c.breaker = &cfg
 		return nil
 	})
@@ -308,48 +319,122 @@ func WithSlowThreshold(d time.Duration) SubscribeOption {
 	})
 }
 
-// PublishOption configures one Publish.
-type PublishOption interface{ applyPub(*pubConfig) }
+// PublishOption configures one Publish. Publish returns the first error,
+// wrapping [ErrInvalidOption]; options are validated the same way on every
+// transport, so what memory accepts NATS carries.
+type PublishOption interface{ applyPub(*pubConfig) error }
 
-type pubOption func(*pubConfig)
+type pubOption func(*pubConfig) error
 
-func (f pubOption) applyPub(c *pubConfig) { f(c) }
+func (f pubOption) applyPub(c *pubConfig) error { return f(c) }
 
 type pubConfig struct {
 	id, correlationID, orderingKey string
 	metadata                       message.Metadata
 }
 
-// WithMessageID sets the event ID instead of a generated one. Publishing the
-// same ID again within the transport's dedup window (NATS) stores it once;
-// see the NATS adapter's Retention for the one case where it does not (a
-// server restart with interest retention forgets acknowledged IDs). The memory
-// transport has no dedup window: use [WithDedup] on the handlers for that.
+// maxValue bounds IDs, keys and metadata values (a NATS header line is far
+// larger, but nothing legitimate comes near this).
+const maxValue = 4096
+
+// validValue checks a value that travels as a header value: no CR, LF or
+// other control characters, valid UTF-8, at most maxValue bytes.
+func validValue(what, v string) error {
+	if len(v) > maxValue {
+		return invalid("%s is %d bytes, the limit is %d", what, len(v), maxValue)
+	}
+	if !utf8.ValidString(v) {
+		return invalid("%s is not valid UTF-8", what)
+	}
+	for _, r := range v {
+		if unicode.IsControl(r) {
+			return invalid("%s %s contains a control character", what, strconv.QuoteToASCII(v))
+		}
+	}
+	return nil
+}
+
+// WithMessageID sets the event ID instead of a generated one: non-empty, no
+// control characters, at most 4096 bytes. Publishing the same ID again within
+// the transport's dedup window (NATS) stores it once; see the NATS adapter's
+// Retention for the one case where it does not (a server restart with interest
+// retention forgets acknowledged IDs). The memory transport has no dedup
+// window: use [WithDedup] on the handlers for that.
 func WithMessageID(id string) PublishOption {
-	return pubOption(func(c *pubConfig) { c.id = id })
+	return pubOption(func(c *pubConfig) error {
+		if id == "" {
+			return invalid("empty message ID")
+		}
+		if err := validValue("message ID", id); err != nil {
+			return err
+		}
+		c.id = id
+		return nil
+	})
 }
 
 // WithCorrelationID sets the correlation ID of a root event (one not published
-// from a handler's ctx, whose correlation ID wins).
+// from a handler's ctx, whose correlation ID wins). Same rules as
+// [WithMessageID].
 func WithCorrelationID(id string) PublishOption {
-	return pubOption(func(c *pubConfig) { c.correlationID = id })
+	return pubOption(func(c *pubConfig) error {
+		if id == "" {
+			return invalid("empty correlation ID")
+		}
+		if err := validValue("correlation ID", id); err != nil {
+			return err
+		}
+		c.correlationID = id
+		return nil
+	})
 }
 
-// WithOrderingKey sets the event's ordering key (KeyOrderingKey metadata).
+// WithOrderingKey sets the event's ordering key (see [WithOrderingByKey]).
+// Same rules as [WithMessageID]; "" means no key.
 func WithOrderingKey(key string) PublishOption {
-	return pubOption(func(c *pubConfig) { c.orderingKey = key })
+	return pubOption(func(c *pubConfig) error {
+		if err := validValue("ordering key", key); err != nil {
+			return err
+		}
+		c.orderingKey = key
+		return nil
+	})
 }
 
 // WithMetadata adds an entry to the event's message metadata (a NATS header).
-// Keys starting with "Herald-" are reserved and ignored.
+// The key must be a header field name (letters, digits and !#$%&'*+-.^_`|~,
+// no ':' or space) and must not start with "Herald-" or "Nats-" (reserved, in
+// any case); the value follows the rules of [WithMessageID] and may be empty.
 func WithMetadata(key, value string) PublishOption {
-	return pubOption(func(c *pubConfig) {
-		if strings.HasPrefix(key, "Herald-") {
-			return
+	return pubOption(func(c *pubConfig) error {
+		if key == "" || len(key) > 256 {
+			return invalid("metadata key %q: empty or longer than 256 bytes", key)
+		}
+		for i := 0; i < len(key); i++ {
+			if !headerToken(key[i]) {
+				return invalid("metadata key %s: not a header field name", strconv.QuoteToASCII(key))
+			}
+		}
+		low := strings.ToLower(key)
+		if strings.HasPrefix(low, "herald-") || strings.HasPrefix(low, "nats-") || low == "content-type" {
+			return invalid("metadata key %q is reserved", key)
+		}
+		if err := validValue("metadata value of "+key, value); err != nil {
+			return err
 		}
 		if c.metadata == nil {
 			c.metadata = message.Metadata{}
 		}
 		c.metadata[key] = value
+		return nil
 	})
+}
+
+// headerToken reports whether c may appear in a header field name (RFC 9110 token).
+func headerToken(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }

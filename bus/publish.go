@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/heraldbus/herald/adapters/memory"
 	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/event"
+	"github.com/heraldbus/herald/internal/membroker"
+	"github.com/heraldbus/herald/transport"
 )
 
 // Publish publishes e to every handler subscribed to its type.
@@ -45,7 +48,7 @@ func Publish[E any](ctx context.Context, b *Bus, e E, opts ...PublishOption) err
 // localEvent is an event on the in-process path: one allocation for the
 // transport's delivery and Herald's metadata, shared by every handler.
 type localEvent struct {
-	d     memory.Delivery
+	d     membroker.Delivery
 	meta  handlers.Metadata
 	value any
 	extra message.Metadata
@@ -76,37 +79,68 @@ func (b *Bus) publish(ctx context.Context, et *eventType, v any, opts []PublishO
 	if b.jsonCodec && et.planErr != nil {
 		return et.planErr
 	}
-	pc := pubOptions(opts)
+	if isNilPointer(v) {
+		return fmt.Errorf("%w: %s: nil pointer", ErrInvalidEvent, et.name)
+	}
+	pc, err := pubOptions(opts)
+	if err != nil {
+		return err
+	}
 	meta, payload, err := b.prepare(ctx, et, v, pc)
 	if err != nil {
 		return err
 	}
 	if b.local != nil {
-		return b.mapErr(b.local.Send(ctx, et.name, b.localEvent(meta, v, payload, pc)))
+		return b.sendLocal(ctx, et.name, b.localEvent(meta, v, payload, pc))
 	}
-	return b.mapErr(b.publisher.Publish(et.name, b.message(ctx, meta, payload, pc)))
+	return b.publisher.Publish(et.name, b.message(ctx, meta, payload, pc))
 }
 
-func pubOptions(opts []PublishOption) *pubConfig {
-	if len(opts) == 0 {
+// sendLocal queues d for every handler of topic. A handler that left while
+// the publish waited for room in its queue never got the event: when the bus
+// is closing (Close dropped that queue) that is an error, as the event was
+// not accepted; when the handler was stopped alone, it is no longer a
+// subscriber, and the others got the event.
+func (b *Bus) sendLocal(ctx context.Context, topic string, d *membroker.Delivery) error {
+	err := b.local.Send(ctx, topic, d)
+	if errors.Is(err, membroker.ErrGone) {
+		if b.state.Load() >= stateClosing {
+			return fmt.Errorf("%w: %w", ErrClosed, err)
+		}
 		return nil
+	}
+	return err
+}
+
+// isNilPointer reports whether v is a nil pointer (Publish[*E](nil)).
+func isNilPointer(v any) bool {
+	rv := reflect.ValueOf(v)
+	return rv.Kind() == reflect.Pointer && rv.IsNil()
+}
+
+func pubOptions(opts []PublishOption) (*pubConfig, error) {
+	if len(opts) == 0 {
+		return nil, nil
 	}
 	pc := &pubConfig{}
 	for _, o := range opts {
-		if o != nil {
-			o.applyPub(pc)
+		if o == nil {
+			return nil, invalid("nil publish option")
+		}
+		if err := o.applyPub(pc); err != nil {
+			return nil, err
 		}
 	}
-	return pc
+	return pc, nil
 }
 
 // prepare builds an event's metadata and, when it must be encoded, its payload.
 func (b *Bus) prepare(ctx context.Context, et *eventType, v any, pc *pubConfig) (handlers.Metadata, []byte, error) {
-	meta := handlers.Metadata{Name: et.name, PublishedAt: time.Now()}
+	meta := handlers.Metadata{Event: transport.Event{Name: et.name, PublishedAt: time.Now()}}
 	if pc != nil && pc.id != "" {
 		meta.ID = pc.id
 	} else {
-		meta.ID = handlers.NewID()
+		meta.ID = event.NewID()
 	}
 	if parent, ok := handlers.FromContext(ctx); ok {
 		meta.CorrelationID = parent.CorrelationID
@@ -135,7 +169,7 @@ func (b *Bus) prepare(ctx context.Context, et *eventType, v any, pc *pubConfig) 
 	}
 	payload, err := b.cfg.codec.Marshal(v)
 	if err != nil {
-		return meta, nil, fmt.Errorf("%w: %s: %v", ErrInvalidEvent, et.name, err)
+		return meta, nil, fmt.Errorf("%w: %s: %w", ErrInvalidEvent, et.name, err)
 	}
 	if len(payload) > b.cfg.maxEventSize {
 		return meta, nil, fmt.Errorf("%w: %s is %d bytes encoded, the limit is %d", ErrEventTooLarge, et.name, len(payload), b.cfg.maxEventSize)
@@ -143,7 +177,7 @@ func (b *Bus) prepare(ctx context.Context, et *eventType, v any, pc *pubConfig) 
 	return meta, payload, nil
 }
 
-func (b *Bus) localEvent(meta handlers.Metadata, v any, payload []byte, pc *pubConfig) *memory.Delivery {
+func (b *Bus) localEvent(meta handlers.Metadata, v any, payload []byte, pc *pubConfig) *membroker.Delivery {
 	le := &localEvent{meta: meta}
 	le.d.ID = meta.ID
 	le.d.Payload = payload
@@ -162,17 +196,12 @@ func (b *Bus) message(ctx context.Context, meta handlers.Metadata, payload []byt
 	if pc != nil {
 		maps.Copy(msg.Metadata, pc.metadata)
 	}
-	handlers.SetMetadata(msg.Metadata, meta)
-	msg.Metadata[handlers.KeyContentType] = b.cfg.codec.ContentType()
+	event.SetMetadata(msg.Metadata, meta.Event)
+	if !b.jsonCodec {
+		msg.Metadata[transport.KeyContentType] = b.cfg.codec.ContentType()
+	}
 	msg.SetContext(ctx)
 	return msg
-}
-
-// BatchPublisher is implemented by transports that publish many messages at
-// once, pipelining their acknowledgements (NATS). PublishBatch returns nil only
-// when the transport holds every message.
-type BatchPublisher interface {
-	PublishBatch(ctx context.Context, topic string, msgs []*message.Message) error
 }
 
 // PublishBatch publishes events, in order, as [Publish] would publish each, but
@@ -193,52 +222,42 @@ func PublishBatch[E any](ctx context.Context, b *Bus, events []E, opts ...Publis
 	if b.jsonCodec && et.planErr != nil {
 		return et.planErr
 	}
-	pc := pubOptions(opts)
+	pc, err := pubOptions(opts)
+	if err != nil {
+		return err
+	}
 	if pc != nil && pc.id != "" {
 		return invalid("WithMessageID in a batch: every event needs its own ID")
 	}
 	if b.local != nil {
 		for i := range events {
 			v := any(events[i])
+			if isNilPointer(v) {
+				return fmt.Errorf("%w: %s: event %d: nil pointer", ErrInvalidEvent, et.name, i)
+			}
 			meta, payload, err := b.prepare(ctx, et, v, pc)
 			if err != nil {
 				return fmt.Errorf("event %d: %w", i, err)
 			}
-			if err := b.local.Send(ctx, et.name, b.localEvent(meta, v, payload, pc)); err != nil {
-				return b.mapErr(err)
+			if err := b.sendLocal(ctx, et.name, b.localEvent(meta, v, payload, pc)); err != nil {
+				return err
 			}
 		}
 		return nil
 	}
 	msgs := make([]*message.Message, len(events))
 	for i := range events {
+		if isNilPointer(events[i]) {
+			return fmt.Errorf("%w: %s: event %d: nil pointer", ErrInvalidEvent, et.name, i)
+		}
 		meta, payload, err := b.prepare(ctx, et, events[i], pc)
 		if err != nil {
 			return fmt.Errorf("event %d: %w", i, err)
 		}
 		msgs[i] = b.message(ctx, meta, payload, pc)
 	}
-	if bp, ok := b.cfg.transport.(BatchPublisher); ok {
-		return b.mapErr(bp.PublishBatch(ctx, et.name, msgs))
+	if bp, ok := b.cfg.transport.(transport.BatchPublisher); ok {
+		return bp.PublishBatch(ctx, et.name, msgs)
 	}
-	return b.mapErr(b.publisher.Publish(et.name, msgs...))
-}
-
-// mapErr maps a transport's errors onto the bus's: an error with a
-// TransportClosed() bool method returning true wraps [ErrClosed]; one with an
-// EventTooLarge() bool method returning true wraps [ErrEventTooLarge]. The
-// transport's error stays in the chain.
-func (b *Bus) mapErr(err error) error {
-	if err == nil {
-		return nil
-	}
-	var closed interface{ TransportClosed() bool }
-	if errors.As(err, &closed) && closed.TransportClosed() {
-		return fmt.Errorf("%w: %w", ErrClosed, err)
-	}
-	var big interface{ EventTooLarge() bool }
-	if errors.As(err, &big) && big.EventTooLarge() {
-		return fmt.Errorf("%w: %w", ErrEventTooLarge, err)
-	}
-	return err
+	return b.publisher.Publish(et.name, msgs...)
 }

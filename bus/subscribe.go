@@ -2,18 +2,17 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"maps"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.uber.org/zap"
 
-	"github.com/heraldbus/herald/adapters/memory"
-	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/event"
 	"github.com/heraldbus/herald/middleware"
+	"github.com/heraldbus/herald/transport"
 )
 
 // Subscribe registers fn as the handler name for events of type E and returns
@@ -23,7 +22,8 @@ import (
 // shared by every replica subscribing with the same name; the key of its poison
 // records. It must be a valid NATS subject ([ErrInvalidName]) and unique on this
 // bus ([ErrDuplicateHandler]). E's name is validated here ([ErrInvalidName]),
-// and E must be encodable by the codec ([ErrInvalidEvent]).
+// and E must be able to cross a process boundary with the codec
+// ([ErrInvalidEvent]).
 //
 // On a started bus the handler consumes before Subscribe returns: every event of
 // type E published afterwards reaches it at least once. Before Start, it begins
@@ -31,12 +31,15 @@ import (
 //
 // fn runs through the middleware chain (bus-wide middleware, then the
 // handler's, then the default chain: see package middleware), on the handler's
-// workers ([WithConcurrency], default 1: events in publish order).
+// workers ([WithConcurrency], default 1: events in publish order). A panic in
+// fn or in any middleware is recovered and handled as an error; a
+// runtime.Goexit in fn (t.Fatal in a test) poisons the event and the worker
+// goes on.
 func Subscribe[E any](b *Bus, name string, fn func(context.Context, E) error, opts ...SubscribeOption) (*Subscription, error) {
 	if fn == nil {
 		return nil, invalid("nil handler func")
 	}
-	if err := handlers.ValidateName(name); err != nil {
+	if err := transport.ValidName(name); err != nil {
 		return nil, fmt.Errorf("handler %q: %w", name, err)
 	}
 	et := typeOf[E]()
@@ -56,7 +59,7 @@ func Subscribe[E any](b *Bus, name string, fn func(context.Context, E) error, op
 		}
 	}
 	decode := sc.decode || b.cfg.encodeAlways
-	terminal := handlers.New[E](et.name, fn, b.cfg.codec, decode)
+	terminal := event.New[E](et.name, fn, b.cfg.codec, decode)
 	return b.subscribe(name, et.name, terminal, sc)
 }
 
@@ -68,16 +71,19 @@ type Subscription struct {
 	cfg   subConfig
 	chain message.HandlerFunc
 
-	mu       sync.Mutex
-	started  bool
-	stopping bool
-	stop     chan struct{} // closed: take no more events
-	ctx      context.Context
-	cancel   context.CancelFunc // cancels in-flight handlers
-	wg       sync.WaitGroup
-	done     chan struct{} // closed when every worker has returned and the transport side is released
-	doneOnce sync.Once
-	release  []func()
+	mu        sync.Mutex
+	started   bool
+	stopping  bool
+	stop      chan struct{} // closed: take no more new events (memory: drain what is queued)
+	abort     chan struct{} // closed: stop draining too
+	abortOnce sync.Once
+	ctx       context.Context
+	cancel    context.CancelFunc // cancels in-flight handlers
+	wg        sync.WaitGroup
+	done      chan struct{} // closed when every worker has returned and the transport side is released
+	doneOnce  sync.Once
+	release   []func()
+	left      int // memory: events still queued when the workers ended
 }
 
 func (b *Bus) subscribe(name, event string, terminal message.HandlerFunc, sc subConfig) (*Subscription, error) {
@@ -87,7 +93,7 @@ func (b *Bus) subscribe(name, event string, terminal message.HandlerFunc, sc sub
 	}
 	chain := buildChain(b.cfg, name, policy, sc, terminal)
 	s := &Subscription{b: b, name: name, event: event, cfg: sc, chain: chain,
-		stop: make(chan struct{}), done: make(chan struct{})}
+		stop: make(chan struct{}), abort: make(chan struct{}), done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
 	b.mu.Lock()
@@ -112,7 +118,7 @@ func (b *Bus) subscribe(name, event string, terminal message.HandlerFunc, sc sub
 				delete(b.subs, name)
 			}
 			b.mu.Unlock()
-			s.abort()
+			s.halt()
 			s.doneOnce.Do(func() { close(s.done) })
 			return nil, fmt.Errorf("herald: start handler %q: %w", name, err)
 		}
@@ -124,13 +130,14 @@ func (b *Bus) subscribe(name, event string, terminal message.HandlerFunc, sc sub
 
 // buildChain wraps terminal in the handler's middleware, outermost first:
 //
-//	bus-wide (WithMiddleware) → handler's (WithHandlerMiddleware) → Recover →
-//	Correlation → Poison → [Dedup] → Retry → [RateLimit] → [CircuitBreaker] →
-//	Logging → [Timeout] → terminal
+//	(recover) → bus-wide (WithMiddleware) → handler's (WithHandlerMiddleware) →
+//	Recover → Correlation → Poison → [Dedup] → Retry → [RateLimit] →
+//	[CircuitBreaker] → Logging → [Timeout] → terminal
 //
 // Bracketed ones are on when their option is given. package middleware's doc
-// explains why each sits where it does.
-func buildChain(cfg config, name string, policy RetryPolicy, sc subConfig, terminal message.HandlerFunc) message.HandlerFunc {
+// explains why each sits where it does. The outermost recover turns a panic in
+// the user's own middleware into an error (the event is then nacked).
+func buildChain(cfg config, name string, policy middleware.RetryPolicy, sc subConfig, terminal message.HandlerFunc) message.HandlerFunc {
 	log := cfg.logger
 	chain := terminal
 	if sc.timeout > 0 {
@@ -154,13 +161,29 @@ func buildChain(cfg config, name string, policy RetryPolicy, sc subConfig, termi
 	chain = middleware.Poison(cfg.poison, log)(chain)
 	chain = middleware.Correlation(chain)
 	chain = middleware.Recover(chain)
+	if len(sc.middleware)+len(cfg.middleware) == 0 {
+		return chain
+	}
 	for i := len(sc.middleware) - 1; i >= 0; i-- {
 		chain = sc.middleware[i](chain)
 	}
 	for i := len(cfg.middleware) - 1; i >= 0; i-- {
 		chain = cfg.middleware[i](chain)
 	}
-	return chain
+	return recoverOutermost(chain)
+}
+
+// recoverOutermost turns a panic that escapes the user's middleware into an
+// error: the event is nacked and comes back.
+func recoverOutermost(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) (out []*message.Message, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("herald: middleware panicked: %v", r)
+			}
+		}()
+		return h(msg)
+	}
 }
 
 // Name returns the handler's name.
@@ -201,179 +224,65 @@ func (s *Subscription) start() error {
 	return nil
 }
 
-func (s *Subscription) startLocal() error {
-	events, err := s.b.local.Join(s.name, s.event)
-	if err != nil {
-		return s.b.mapErr(err)
-	}
-	s.release = append(s.release, events.Leave)
-	if s.cfg.keyOrdered && s.cfg.concurrency > 1 {
-		s.startKeyedLocal(events)
-		return nil
-	}
-	for range s.cfg.concurrency {
-		s.wg.Go(func() { s.runLocal(events) })
-	}
-	return nil
+// goWorker runs loop on a new worker goroutine, registered so that Stop and
+// Close called from a handler know they are.
+func (s *Subscription) goWorker(loop func()) {
+	s.wg.Go(func() {
+		id := goid()
+		s.b.workers.Store(id, s)
+		defer s.b.workers.Delete(id)
+		loop()
+	})
 }
 
-// runLocal is one worker. Replays arrive on the same queue (SendTo).
-func (s *Subscription) runLocal(events *memory.Queue) {
-	for {
-		// Stop wins over a waiting event.
-		select {
-		case <-s.stop:
-			return
-		default:
-		}
-		select {
-		case it := <-events.C():
-			s.handleLocal(events, it)
-		case <-s.stop:
-			return
-		case <-events.Done():
+// process runs the chain on msg and settles it with settle(failed). A
+// runtime.Goexit in the handler (which no recover stops) ends this goroutine:
+// process then poisons the event and starts a replacement worker running
+// again, so that the handler goes on.
+func (s *Subscription) process(msg *message.Message, settle func(failed bool), again func()) {
+	normal := false
+	defer func() {
+		if normal {
 			return
 		}
-	}
-}
-
-func (s *Subscription) handleLocal(q *memory.Queue, it memory.Item) {
-	var msg *message.Message
-	if le, ok := it.Value.(*localEvent); ok {
-		meta := le.meta
-		meta.Handler = s.name
-		meta.Attempt = 1 + it.Redeliveries
-		var md message.Metadata
-		if le.extra != nil {
-			md = maps.Clone(le.extra)
-		}
-		msg = handlers.NewMessage(s.ctx, meta, le.value, le.d.Payload, md, s.b.cfg.codec)
-	} else {
-		// Published through the watermill publisher, or a replay: decode.
-		msg = &message.Message{UUID: it.ID, Payload: it.Payload, Metadata: maps.Clone(it.Metadata)}
-		if msg.Metadata == nil {
-			msg.Metadata = message.Metadata{}
-		}
-		msg.SetContext(s.ctx)
-		handlers.Bind(msg, s.name, 1+it.Redeliveries)
-	}
-	if _, err := s.chain(msg); err != nil || !msg.Ack() {
+		err := errors.New("herald: handler called runtime.Goexit (t.Fatal, t.SkipNow?)")
+		rec := middleware.NewPoisonRecord(msg, err)
+		perr := s.b.cfg.poison.PutPoison(context.WithoutCancel(msg.Context()), rec)
+		s.b.cfg.logger.Error("handler called runtime.Goexit; event poisoned, worker replaced",
+			zap.String("handler", s.name), zap.String("event_id", msg.UUID), zap.NamedError("store_error", perr))
+		settle(perr != nil)
+		s.goWorker(again)
+	}()
+	_, err := s.chain(msg)
+	failed := err != nil || !msg.Ack()
+	normal = true
+	if failed {
 		s.nacked(msg, err)
-		q.Nack(it)
 	}
+	settle(failed)
 }
 
 func (s *Subscription) nacked(msg *message.Message, err error) {
 	if s.ctx.Err() != nil {
 		return // shutdown: expected
 	}
-	fields := []zap.Field{zap.String("handler", s.name), zap.String("event_id", msg.UUID), zap.Error(err)}
-	s.b.cfg.logger.Warn("event nacked, it will be redelivered", fields...)
-}
-
-func (s *Subscription) startRemote() error {
-	sub, err := s.b.cfg.transport.Subscriber(s.name)
-	if err != nil {
-		return err
-	}
-	s.release = append(s.release, func() { _ = sub.Close() })
-	if s.cfg.keyOrdered && s.cfg.concurrency > 1 {
-		// One channel per topic, so that the dispatcher sees stream order;
-		// asking the transport for as many messages in flight as the workers
-		// and their inboxes hold, so that keys run in parallel.
-		ctx := handlers.WithInFlight(s.ctx, s.cfg.concurrency*(keyedInbox+1))
-		events, err := sub.Subscribe(ctx, s.event)
-		if err == nil {
-			var replays <-chan *message.Message
-			replays, err = sub.Subscribe(ctx, replayTopic(s.name))
-			if err == nil {
-				s.startKeyedRemote(events, replays)
-				return nil
-			}
-		}
-		s.cancel()
-		_ = sub.Close()
-		return err
-	}
-	for range s.cfg.concurrency {
-		events, err := sub.Subscribe(s.ctx, s.event)
-		if err != nil {
-			s.cancel()
-			_ = sub.Close()
-			return err
-		}
-		replays, err := sub.Subscribe(s.ctx, replayTopic(s.name))
-		if err != nil {
-			s.cancel()
-			_ = sub.Close()
-			return err
-		}
-		s.wg.Go(func() { s.runRemote(events, replays) })
-	}
-	return nil
-}
-
-func (s *Subscription) runRemote(events, replays <-chan *message.Message) {
-	for {
-		select {
-		case <-s.stop:
-			return
-		default:
-		}
-		msg, ok := s.nextRemote(&events, &replays)
-		if !ok {
-			return
-		}
-		s.handleRemote(msg)
-	}
-}
-
-// nextRemote returns the next message of events or replays, forgetting a
-// channel once it is closed; false when both are closed or s is stopping.
-func (s *Subscription) nextRemote(events, replays *<-chan *message.Message) (*message.Message, bool) {
-	for *events != nil || *replays != nil {
-		select {
-		case msg, ok := <-*events:
-			if ok {
-				return msg, true
-			}
-			*events = nil
-		case msg, ok := <-*replays:
-			if ok {
-				return msg, true
-			}
-			*replays = nil
-		case <-s.stop:
-			return nil, false
-		}
-	}
-	return nil, false
-}
-
-func (s *Subscription) handleRemote(msg *message.Message) {
-	attempt := 1
-	if n, ok := deliveryCount(msg); ok {
-		attempt = n
-	}
-	handlers.Bind(msg, s.name, attempt)
-	if _, err := s.chain(msg); err != nil || !msg.Ack() {
-		s.nacked(msg, err)
-		msg.Nack()
-	}
-}
-
-// deliveryCount reads the transport's delivery count, if it reports one in
-// the message metadata (the NATS adapter does).
-func deliveryCount(msg *message.Message) (int, bool) {
-	n, err := strconv.Atoi(msg.Metadata.Get(handlers.KeyDeliveryCount))
-	return n, err == nil && n > 0
+	s.b.cfg.logger.Warn("event nacked, it will be redelivered",
+		zap.String("handler", s.name), zap.String("event_id", msg.UUID), zap.Error(err))
 }
 
 // Stop stops this handler alone: it takes no more events, in-flight events may
 // finish until ctx ends, then their ctx is cancelled (an interrupted event is
-// nacked, not poisoned). The handler's name is then free for a new Subscribe.
+// nacked, not poisoned). On the memory transport, where the queue is the
+// events' only home, the handler first works through the events already
+// queued for it until ctx ends (or, when ctx has no deadline, until the bus's
+// shutdown timeout); Stop then returns an error wrapping [ErrUnhandled] that
+// counts those it could not handle. The handler's name is then free for a new
+// Subscribe.
+//
 // Stop returns ctx's error if handlers were still running 100ms after ctx
-// ended and their ctx was cancelled. It is safe to call more than once.
+// ended and their ctx was cancelled. It is safe to call more than once. Called
+// from one of the bus's handlers, Stop cannot wait for that handler to return:
+// it starts the stop and returns nil at once; watch [Subscription.Done].
 func (s *Subscription) Stop(ctx context.Context) error {
 	s.mu.Lock()
 	if !s.stopping {
@@ -394,31 +303,64 @@ func (s *Subscription) Stop(ctx context.Context) error {
 		s.doneOnce.Do(func() { close(s.done) })
 		return nil
 	}
+	if s.b.inWorker() {
+		ctx, cancel := s.b.shutdownCtx(context.WithoutCancel(ctx))
+		go func() {
+			defer cancel()
+			if err := s.wait(ctx); err != nil {
+				s.b.cfg.logger.Error("stop from a handler", zap.String("handler", s.name), zap.Error(err))
+			}
+		}()
+		return nil
+	}
+	ctx, cancel := s.b.shutdownCtx(ctx)
+	defer cancel()
+	return s.wait(ctx)
+}
+
+// wait waits for the workers to end until ctx ends, then cancels them.
+func (s *Subscription) wait(ctx context.Context) error {
 	select {
 	case <-s.done:
 		s.cancel()
-		return nil
+		return s.unhandled(nil)
 	case <-ctx.Done():
 	}
+	s.abortOnce.Do(func() { close(s.abort) })
 	s.cancel() // in-flight handlers: give up; those that honour ctx return at once
 	t := time.NewTimer(stopGrace)
 	defer t.Stop()
 	select {
 	case <-s.done:
-		return nil
+		return s.unhandled(ctx.Err())
 	case <-t.C:
 		return fmt.Errorf("herald: handler %q still running after stop deadline: %w", s.name, ctx.Err())
 	}
 }
 
-// abort stops a subscription that Start could not finish.
-func (s *Subscription) abort() {
+// unhandled reports the events a memory queue still held when its workers
+// ended.
+func (s *Subscription) unhandled(cause error) error {
+	if s.left == 0 {
+		return nil
+	}
+	err := fmt.Errorf("%w: handler %q: %d events", ErrUnhandled, s.name, s.left)
+	if cause != nil {
+		err = fmt.Errorf("%w: %w", err, cause)
+	}
+	s.b.cfg.logger.Error("events not handled at stop", zap.String("handler", s.name), zap.Int("events", s.left))
+	return err
+}
+
+// halt stops a subscription that Start could not finish.
+func (s *Subscription) halt() {
 	s.mu.Lock()
 	if !s.stopping {
 		s.stopping = true
 		close(s.stop)
 	}
 	s.mu.Unlock()
+	s.abortOnce.Do(func() { close(s.abort) })
 	s.cancel()
 }
 

@@ -14,7 +14,8 @@ import (
 
 	hnats "github.com/heraldbus/herald/adapters/nats"
 	"github.com/heraldbus/herald/bus"
-	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/event"
+	"github.com/heraldbus/herald/transport"
 )
 
 // Fault 6: bad input on the wire, published past the bus (nats.go on the
@@ -33,7 +34,7 @@ func TestBadInputOnTheWire(t *testing.T) {
 			t.Fatal(err)
 		}
 		herald := func(extra ...string) map[string]string {
-			h := map[string]string{handlers.KeyID: handlers.NewID(), handlers.KeyEvent: eventName, handlers.KeyContentType: "application/json"}
+			h := map[string]string{transport.KeyID: event.NewID(), transport.KeyEvent: eventName, transport.KeyContentType: "application/json"}
 			for i := 0; i+1 < len(extra); i += 2 {
 				h[extra[i]] = extra[i+1]
 			}
@@ -49,9 +50,9 @@ func TestBadInputOnTheWire(t *testing.T) {
 			{"not-json-at-all", []byte("\x00\xff binary \x01"), herald(), "malformed payload"},
 			{"empty-body", nil, herald(), "malformed payload"},
 			{"foreign-no-headers", []byte(`{"seq":1}`), nil, "not published by Herald"},
-			{"foreign-id-only", []byte(`{"seq":1}`), map[string]string{handlers.KeyID: "x-1"}, "no " + handlers.KeyEvent},
-			{"unknown-event-name", []byte(`{"seq":1}`), herald(handlers.KeyEvent, "faults.Unknown"), `carries event "faults.Unknown"`},
-			{"malformed-published-at", []byte(`{"seq":1}`), herald(handlers.KeyPublishedAt, "yesterday"), "malformed " + handlers.KeyPublishedAt},
+			{"foreign-id-only", []byte(`{"seq":1}`), map[string]string{transport.KeyID: "x-1"}, "no " + transport.KeyEvent},
+			{"unknown-event-name", []byte(`{"seq":1}`), herald(transport.KeyEvent, "faults.Unknown"), `carries event "faults.Unknown"`},
+			{"malformed-published-at", []byte(`{"seq":1}`), herald(transport.KeyPublishedAt, "yesterday"), "malformed " + transport.KeyPublishedAt},
 		}
 		good := 0
 		publishGood := func() {
@@ -99,8 +100,8 @@ func TestBadInputOnTheWire(t *testing.T) {
 			msg.SetContext(ctxFor(t, wait))
 			tr := be.transport(t).(*hnats.Transport)
 			err = tr.Publisher().Publish(eventName, msg)
-			if !errors.Is(err, hnats.ErrTooLarge) {
-				t.Errorf("transport publish of 2 MB: %v, want nats.ErrTooLarge", err)
+			if !errors.Is(err, transport.ErrTooLarge) {
+				t.Errorf("transport publish of 2 MB: %v, want transport.ErrTooLarge", err)
 			}
 			t.Logf("2MB raw via the transport's publisher: %v", err)
 			_ = tr.Close()
@@ -154,7 +155,7 @@ func TestOversizeRawPublishMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw := fmt.Appendf(nil, `{"seq":1,"pad":"%s"}`, strings.Repeat("x", 2<<20))
-	headers := map[string]string{handlers.KeyID: handlers.NewID(), handlers.KeyEvent: eventName}
+	headers := map[string]string{transport.KeyID: event.NewID(), transport.KeyEvent: eventName}
 	err := be.rawPublish(t, eventName, raw, headers)
 	publishRange(t, b, 2, 1)
 	c.waitFor(t, wait, func() bool { return c.ok[2] > 0 }, "the next event handled")
@@ -181,7 +182,7 @@ func TestBadInputReasonPrintable(t *testing.T) {
 		[]byte(strings.Repeat("a", 63) + "é and more"), // the cut at 64 bytes splits é
 	}
 	for _, p := range payloads {
-		if err := be.rawPublish(t, eventName, p, map[string]string{handlers.KeyID: handlers.NewID(), handlers.KeyEvent: eventName}); err != nil {
+		if err := be.rawPublish(t, eventName, p, map[string]string{transport.KeyID: event.NewID(), transport.KeyEvent: eventName}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -38,7 +38,7 @@ func TestClusterLeaderLoss(t *testing.T) {
 		t.Cleanup(func() { _ = tr.Close() })
 		return tr
 	}
-	handlersBus := bustest.New(t, bus.WithTransport(newTransport()), bus.WithRetry(fastRetry), bus.WithLogger(logger(t)))
+	handlersBus := bustest.New(t, bus.WithTransport(newTransport()), bus.WithDefaultRetry(fastRetry), bus.WithLogger(logger(t)))
 	const n, nh = 2000, 2
 	fa := newFirstAfter(nh)
 	tallies := make([]*tally, nh)

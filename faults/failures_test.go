@@ -11,6 +11,7 @@ import (
 
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/middleware"
 )
 
 // Fault 4: 10% of 1k events fail twice, then succeed. None is poisoned;
@@ -33,8 +34,8 @@ func TestTransientFailures(t *testing.T) {
 			return nil
 		})
 		// 5 attempts allowed: the flaky events need 3.
-		policy := bus.RetryPolicy{MaxAttempts: 5, InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond}
-		if _, err := bus.Subscribe(b, "transient.h", fn, bus.WithConcurrency(4), bus.WithRetryPolicy(policy)); err != nil {
+		policy := middleware.RetryPolicy{MaxAttempts: 5, InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond}
+		if _, err := bus.Subscribe(b, "transient.h", fn, bus.WithConcurrency(4), bus.WithRetry(policy)); err != nil {
 			t.Fatal(err)
 		}
 		begin := time.Now()

@@ -22,6 +22,9 @@ import (
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/event"
+	"github.com/heraldbus/herald/middleware"
+	"github.com/heraldbus/herald/transport"
 )
 
 // Event is what every fault test publishes; Seq identifies it.
@@ -39,7 +42,7 @@ func (Event) EventName() string { return eventName }
 const wait = 60 * time.Second
 
 // fastRetry is the retry policy of the suite: 3 attempts, a few ms apart.
-var fastRetry = bus.RetryPolicy{MaxAttempts: 3, InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond}
+var fastRetry = middleware.RetryPolicy{MaxAttempts: 3, InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond}
 
 // ctxFor returns a context that ends after d or when t ends.
 func ctxFor(t testing.TB, d time.Duration) context.Context {
@@ -326,7 +329,7 @@ func (be *backend) isNATS() bool { return be.srv != nil }
 
 // transport returns a new transport on the broker (another process). A bus
 // that owns it closes it; it is closed when t ends otherwise.
-func (be *backend) transport(t testing.TB) bus.Transport {
+func (be *backend) transport(t testing.TB) transport.Transport {
 	t.Helper()
 	if !be.isNATS() {
 		tr := be.mem.Peer()
@@ -344,8 +347,8 @@ func (be *backend) transport(t testing.TB) bus.Transport {
 }
 
 // busOpts are the options of every bus of the suite, then opts.
-func (be *backend) busOpts(t testing.TB, tr bus.Transport, opts ...bus.Option) []bus.Option {
-	return append([]bus.Option{bus.WithTransport(tr), bus.WithRetry(fastRetry), bus.WithLogger(logger(t))}, opts...)
+func (be *backend) busOpts(t testing.TB, tr transport.Transport, opts ...bus.Option) []bus.Option {
+	return append([]bus.Option{bus.WithTransport(tr), bus.WithDefaultRetry(fastRetry), bus.WithLogger(logger(t))}, opts...)
 }
 
 // bus returns a started bus on a new transport, closed when t ends.
@@ -356,7 +359,7 @@ func (be *backend) bus(t testing.TB, opts ...bus.Option) *bus.Bus {
 
 // unstartedBus returns a bus on a new transport that the test starts and
 // closes itself.
-func (be *backend) unstartedBus(t testing.TB, opts ...bus.Option) (*bus.Bus, bus.Transport) {
+func (be *backend) unstartedBus(t testing.TB, opts ...bus.Option) (*bus.Bus, transport.Transport) {
 	t.Helper()
 	tr := be.transport(t)
 	b, err := bus.New(be.busOpts(t, tr, opts...)...)
@@ -498,7 +501,7 @@ func (be *backend) rawPublish(t testing.TB, topic string, payload []byte, header
 }
 
 // poisonList returns the poison records of handler ("" for all).
-func poisonList(t testing.TB, b *bus.Bus, handler string) []bus.PoisonRecord {
+func poisonList(t testing.TB, b *bus.Bus, handler string) []transport.PoisonRecord {
 	t.Helper()
 	recs, err := b.Poison().List(ctxFor(t, 10*time.Second), handler)
 	if err != nil {
@@ -508,9 +511,9 @@ func poisonList(t testing.TB, b *bus.Bus, handler string) []bus.PoisonRecord {
 }
 
 // waitPoison waits until handler has n poison records and returns them.
-func waitPoison(t testing.TB, b *bus.Bus, handler string, n int) []bus.PoisonRecord {
+func waitPoison(t testing.TB, b *bus.Bus, handler string, n int) []transport.PoisonRecord {
 	t.Helper()
-	var recs []bus.PoisonRecord
+	var recs []transport.PoisonRecord
 	bustest.Eventually(t, wait, func() bool {
 		recs = poisonList(t, b, handler)
 		return len(recs) >= n
@@ -552,7 +555,7 @@ func publishBatch(t testing.TB, b *bus.Bus, from, n int) {
 // newWatermillMessage returns a message with a new UUID, payload and headers
 // as metadata.
 func newWatermillMessage(payload []byte, headers map[string]string) *message.Message {
-	msg := message.NewMessage(handlers.NewID(), payload)
+	msg := message.NewMessage(event.NewID(), payload)
 	for k, v := range headers {
 		msg.Metadata.Set(k, v)
 	}

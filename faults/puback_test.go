@@ -11,7 +11,7 @@ import (
 	hnats "github.com/heraldbus/herald/adapters/nats"
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
-	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/transport"
 )
 
 // Fault 2: a PubAck is lost, so the publisher publishes the same event again
@@ -53,9 +53,9 @@ func TestLostPubAck(t *testing.T) {
 		id := fmt.Sprintf("pub-%05d", seq)
 		m := &natsgo.Msg{Subject: be.subject(eventName), Data: fmt.Appendf(nil, `{"seq":%d}`, seq), Header: natsgo.Header{}}
 		m.Header.Set(jetstream.MsgIDHeader, id)
-		m.Header.Set(handlers.KeyID, id)
-		m.Header.Set(handlers.KeyEvent, eventName)
-		m.Header.Set(handlers.KeyContentType, "application/json")
+		m.Header.Set(transport.KeyID, id)
+		m.Header.Set(transport.KeyEvent, eventName)
+		m.Header.Set(transport.KeyContentType, "application/json")
 		if err := nc.PublishMsg(m); err != nil {
 			t.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 	hnats "github.com/heraldbus/herald/adapters/nats"
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/middleware"
 )
 
 // Fault 8: a handler takes 3x AckWait (AckWait 1s) on each of 2 events, at
@@ -75,13 +76,13 @@ func TestSlowRetryBeyondAckWait(t *testing.T) {
 	b := be.bus(t)
 	const name = "slow.retry"
 	c := newTally()
-	policy := bus.RetryPolicy{MaxAttempts: 3, InitialInterval: 3 * ackWait / 2, MaxInterval: 3 * ackWait / 2, Multiplier: 1, Jitter: -1}
+	policy := middleware.RetryPolicy{MaxAttempts: 3, InitialInterval: 3 * ackWait / 2, MaxInterval: 3 * ackWait / 2, Multiplier: 1, Jitter: -1}
 	if _, err := bus.Subscribe(b, name, c.handler(func(ctx context.Context, e Event, call int) error {
 		if call < 3 {
 			return errors.New("not yet")
 		}
 		return nil
-	}), bus.WithRetryPolicy(policy)); err != nil {
+	}), bus.WithRetry(policy)); err != nil {
 		t.Fatal(err)
 	}
 	begin := time.Now()

@@ -1,17 +1,16 @@
-// Package handlers turns typed Go functions into watermill handlers and carries
-// the metadata of the event being handled.
+// Package handlers is what a handler's author uses inside a handler: the
+// [Metadata] of the event being handled ([FromContext]), [Permanent] to mark a
+// failure that retrying cannot fix, and [Namer] to choose an event's name.
 //
-// A handler is a func(context.Context, E) error. [New] wraps it behind the
-// non-generic [message.HandlerFunc], so every watermill middleware can wrap it.
-// Inside the handler, [FromContext] returns the [Metadata] of the delivery:
-// event ID, name, correlation and causation IDs, attempt, publish time and the
-// handler's name.
+// A handler is a func(context.Context, E) error given to bus.Subscribe.
+// Returning nil acknowledges the event; an error asks for a retry, and a
+// [Permanent] one sends the event to the poison queue at once. A panic becomes
+// a [*PanicError] and is treated as an error. Errors that reach the bus from
+// the transport side, such as a payload that cannot be decoded, are a
+// [*DecodeError] and are never retried.
 //
 // Event names come from an EventName() string method ([Namer]) or from the Go
-// type ("orders.OrderPlaced"); they are validated once per type as NATS subject
-// tokens ([NameOf], [ValidateName]).
-//
-// The wire format is a [Codec] (JSON by default) plus metadata entries whose
-// keys are the Key* constants; on NATS they travel as message headers, so any
-// service that sets them can publish events Herald handlers accept.
+// type: package name and type name, "orders.OrderPlaced". Moving a type to
+// another package changes its name and so its subject: give events that cross
+// services an EventName method, or keep them in one shared package.
 package handlers

@@ -5,14 +5,6 @@ import (
 	"fmt"
 )
 
-// ErrInvalidName is returned (wrapped) for an event or handler name that is not a
-// valid NATS subject: empty, with an empty token, whitespace, '*' or '>'.
-var ErrInvalidName = errors.New("herald: invalid name")
-
-// ErrInvalidEvent is returned (wrapped) for an event type or value the codec cannot
-// encode, such as a struct with a channel or func field, or a float NaN.
-var ErrInvalidEvent = errors.New("herald: event cannot be encoded")
-
 // DecodeError reports a message that cannot be turned into the handler's event:
 // a malformed payload, a message without Herald metadata, or an event of another
 // type on the handler's subject. It is never retried: the message goes to the

@@ -33,6 +33,14 @@ type BreakerConfig struct {
 	Probes uint32
 }
 
+// Validate returns an error for a negative OpenFor.
+func (c BreakerConfig) Validate() error {
+	if c.OpenFor < 0 {
+		return fmt.Errorf("herald: circuit breaker OpenFor %v < 0", c.OpenFor)
+	}
+	return nil
+}
+
 // CircuitBreaker stops calling the handler after cfg.ConsecutiveFailures
 // failures in a row. While it is open, deliveries fail at once with an error
 // wrapping [ErrCircuitOpen] and [ErrDeferred]: not retried in process, not

@@ -3,7 +3,8 @@ package middleware
 import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/event"
+	"github.com/heraldbus/herald/transport"
 )
 
 // Correlation makes sure every delivery has a correlation ID (an event from a
@@ -15,7 +16,7 @@ import (
 // the same.
 func Correlation(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
-		meta := handlers.MessageMetadata(msg)
+		meta := event.MessageMetadata(msg)
 		if meta != nil && meta.CorrelationID == "" {
 			meta.CorrelationID = meta.ID
 		}
@@ -25,11 +26,11 @@ func Correlation(h message.HandlerFunc) message.HandlerFunc {
 				if m.Metadata == nil {
 					m.Metadata = make(message.Metadata, 2)
 				}
-				if m.Metadata.Get(handlers.KeyCorrelationID) == "" {
-					m.Metadata.Set(handlers.KeyCorrelationID, meta.CorrelationID)
+				if m.Metadata.Get(transport.KeyCorrelationID) == "" {
+					m.Metadata.Set(transport.KeyCorrelationID, meta.CorrelationID)
 				}
-				if m.Metadata.Get(handlers.KeyCausationID) == "" {
-					m.Metadata.Set(handlers.KeyCausationID, meta.ID)
+				if m.Metadata.Get(transport.KeyCausationID) == "" {
+					m.Metadata.Set(transport.KeyCausationID, meta.ID)
 				}
 			}
 		}

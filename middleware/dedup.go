@@ -11,7 +11,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.uber.org/zap"
 
-	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/event"
 )
 
 // DedupStore remembers which (handler, event ID) keys completed, and which are
@@ -64,7 +64,7 @@ func Dedup(store DedupStore, ttl time.Duration, logger *zap.Logger) message.Hand
 	lease := min(ttl, DedupLease)
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
-			meta := handlers.MessageMetadata(msg)
+			meta := event.MessageMetadata(msg)
 			if meta == nil || meta.ID == "" {
 				return h(msg)
 			}

@@ -9,12 +9,14 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/event"
 	"github.com/heraldbus/herald/middleware"
+	"github.com/heraldbus/herald/transport"
 )
 
 // handler builds a watermill handler from a typed func, as the bus does.
 func handler(fn func(context.Context, struct{ A int }) error) message.HandlerFunc {
-	return handlers.New("t.Event", fn, handlers.JSON{}, false)
+	return event.New("t.Event", fn, handlers.JSON{}, false)
 }
 
 func ExampleRetry() {
@@ -100,6 +102,6 @@ func ExampleCorrelation() {
 		return []*message.Message{message.NewMessage("next", nil)}, nil
 	})
 	out, _ := h(delivery(context.Background()))
-	fmt.Println(out[0].Metadata.Get(handlers.KeyCausationID))
+	fmt.Println(out[0].Metadata.Get(transport.KeyCausationID))
 	// Output: ev-1
 }

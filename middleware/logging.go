@@ -7,7 +7,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/event"
 )
 
 // DefaultSlowThreshold is the handler duration above which Logging warns.
@@ -38,7 +38,7 @@ func Logging(logger *zap.Logger, slow time.Duration) message.HandlerMiddleware {
 				level, text = zapcore.WarnLevel, "slow handler"
 			}
 			if ce := logger.Check(level, text); ce != nil {
-				meta := handlers.MessageMetadata(msg)
+				meta := event.MessageMetadata(msg)
 				attempt := 0
 				if meta != nil {
 					attempt = meta.Attempt

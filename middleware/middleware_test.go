@@ -11,12 +11,14 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/event"
 	"github.com/heraldbus/herald/middleware"
+	"github.com/heraldbus/herald/transport"
 )
 
 func delivery(ctx context.Context) *message.Message {
-	meta := handlers.Metadata{ID: "ev-1", Name: "t.Event", Handler: "h", Attempt: 1}
-	return handlers.NewMessage(ctx, meta, struct{ A int }{A: 1}, nil, nil, handlers.JSON{})
+	meta := handlers.Metadata{Event: transport.Event{ID: "ev-1", Name: "t.Event"}, Handler: "h", Attempt: 1}
+	return event.NewMessage(ctx, meta, struct{ A int }{A: 1}, nil, nil, handlers.JSON{})
 }
 
 var fast = middleware.RetryPolicy{MaxAttempts: 4, InitialInterval: time.Millisecond, MaxInterval: 2 * time.Millisecond}
@@ -24,7 +26,7 @@ var fast = middleware.RetryPolicy{MaxAttempts: 4, InitialInterval: time.Millisec
 func TestRetryAttemptsAndAttemptMetadata(t *testing.T) {
 	var attempts []int
 	h := middleware.Retry(fast, nil)(func(msg *message.Message) ([]*message.Message, error) {
-		attempts = append(attempts, handlers.MessageMetadata(msg).Attempt)
+		attempts = append(attempts, event.MessageMetadata(msg).Attempt)
 		if len(attempts) < 3 {
 			return nil, errors.New("again")
 		}
@@ -112,13 +114,13 @@ func TestRetryPolicyValidate(t *testing.T) {
 
 type store struct {
 	mu   sync.Mutex
-	recs []middleware.PoisonRecord
+	recs []transport.PoisonRecord
 	fail error
 }
 
 func newStore() *store { return &store{} }
 
-func (s *store) PutPoison(ctx context.Context, r middleware.PoisonRecord) error {
+func (s *store) PutPoison(ctx context.Context, r transport.PoisonRecord) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.fail != nil {
@@ -127,11 +129,11 @@ func (s *store) PutPoison(ctx context.Context, r middleware.PoisonRecord) error 
 	s.recs = append(s.recs, r)
 	return nil
 }
-func (s *store) ListPoison(context.Context, string) ([]middleware.PoisonRecord, error) {
-	return s.recs, nil
+func (s *store) ListPoison(context.Context, transport.PoisonQuery) ([]transport.PoisonRecord, string, error) {
+	return s.recs, "", nil
 }
-func (s *store) GetPoison(context.Context, string) (middleware.PoisonRecord, bool, error) {
-	return middleware.PoisonRecord{}, false, nil
+func (s *store) GetPoison(context.Context, string) (transport.PoisonRecord, bool, error) {
+	return transport.PoisonRecord{}, false, nil
 }
 func (s *store) DeletePoison(context.Context, string) (bool, error) { return false, nil }
 
@@ -149,7 +151,7 @@ func TestPoisonRecordsAndAcks(t *testing.T) {
 	}
 	r := st.recs[0]
 	if r.Handler != "h" || r.Event.ID != "ev-1" || r.Attempts != 4 || !strings.Contains(r.Error, "broken") ||
-		string(r.Payload) != `{"A":1}` || r.Metadata[handlers.KeyEvent] != "t.Event" || r.FirstFailure.IsZero() {
+		string(r.Payload) != `{"A":1}` || r.Metadata[transport.KeyEvent] != "t.Event" || r.FirstFailure.IsZero() {
 		t.Errorf("record %+v", r)
 	}
 }
@@ -182,7 +184,7 @@ func TestPoisonNeverStoresOnShutdown(t *testing.T) {
 
 func TestPoisonKeepsPanicStack(t *testing.T) {
 	st := newStore()
-	inner := handlers.New("t.Event", func(context.Context, struct{ A int }) error { panic("kaboom") }, handlers.JSON{}, false)
+	inner := event.New("t.Event", func(context.Context, struct{ A int }) error { panic("kaboom") }, handlers.JSON{}, false)
 	h := middleware.Poison(st, nil)(inner)
 	if _, err := h(delivery(context.Background())); err != nil {
 		t.Fatal(err)
@@ -193,11 +195,11 @@ func TestPoisonKeepsPanicStack(t *testing.T) {
 }
 
 func TestCorrelation(t *testing.T) {
-	meta := handlers.Metadata{ID: "foreign-1", Name: "t.Event", Handler: "h"}
-	msg := handlers.NewMessage(context.Background(), meta, nil, nil, nil, nil)
+	meta := handlers.Metadata{Event: transport.Event{ID: "foreign-1", Name: "t.Event"}, Handler: "h"}
+	msg := event.NewMessage(context.Background(), meta, nil, nil, nil, nil)
 	out := message.NewMessage("o", nil)
 	h := middleware.Correlation(func(m *message.Message) ([]*message.Message, error) {
-		if c := handlers.MessageMetadata(m).CorrelationID; c != "foreign-1" {
+		if c := event.MessageMetadata(m).CorrelationID; c != "foreign-1" {
 			t.Errorf("a delivery without correlation ID starts its own chain; got %q", c)
 		}
 		return []*message.Message{out}, nil
@@ -205,7 +207,7 @@ func TestCorrelation(t *testing.T) {
 	if _, err := h(msg); err != nil {
 		t.Fatal(err)
 	}
-	if out.Metadata.Get(handlers.KeyCorrelationID) != "foreign-1" || out.Metadata.Get(handlers.KeyCausationID) != "foreign-1" {
+	if out.Metadata.Get(transport.KeyCorrelationID) != "foreign-1" || out.Metadata.Get(transport.KeyCausationID) != "foreign-1" {
 		t.Errorf("produced message metadata %v", out.Metadata)
 	}
 }

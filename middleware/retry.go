@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/event"
 )
 
 // ErrInvalidPolicy is returned (wrapped) by [RetryPolicy.Validate].
@@ -117,7 +118,7 @@ func Retry(p RetryPolicy, logger *zap.Logger) message.HandlerMiddleware {
 
 func retry(p RetryPolicy, logger *zap.Logger, h message.HandlerFunc, msg *message.Message, err error) ([]*message.Message, error) {
 	ctx := msg.Context()
-	meta := handlers.MessageMetadata(msg)
+	meta := event.MessageMetadata(msg)
 	base := 1
 	if meta != nil && meta.Attempt > 0 {
 		base = meta.Attempt

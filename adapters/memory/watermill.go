@@ -4,31 +4,39 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"strconv"
 	"sync"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/heraldbus/herald/internal/membroker"
+	"github.com/heraldbus/herald/transport"
 )
 
 // Publisher returns a watermill publisher on t. Publish queues each message for
-// every group subscribed to the topic (see [Transport.Send]); it waits with the
-// message's context. A message larger than the maximum size
-// ([WithMaxMessageSize]) is refused with an error wrapping [ErrTooLarge], as a
-// NATS server would refuse it.
+// every handler name subscribed to the topic, waiting with the message's
+// context while a queue is full. A message larger than the maximum size
+// ([WithMaxMessageSize]) is refused with an error wrapping
+// transport.ErrTooLarge, as a NATS server would refuse it.
 func (t *Transport) Publisher() message.Publisher { return publisher{t} }
 
 type publisher struct{ t *Transport }
 
 func (p publisher) Publish(topic string, msgs ...*message.Message) error {
+	if p.t.err != nil {
+		return p.t.err
+	}
+	limit := p.t.h.Config().MaxSize
 	for _, m := range msgs {
 		size := len(m.Payload)
 		for k, v := range m.Metadata {
 			size += len(k) + len(v)
 		}
-		if size > p.t.b.cfg.maxSize {
-			return fmt.Errorf("%w: message %q is %d bytes, the limit is %d", ErrTooLarge, m.UUID, size, p.t.b.cfg.maxSize)
+		if size > limit {
+			return fmt.Errorf("herald/memory: message %q is %d bytes, the limit is %d: %w", m.UUID, size, limit, transport.ErrTooLarge)
 		}
-		d := &Delivery{ID: m.UUID, Payload: m.Payload, Metadata: maps.Clone(m.Metadata)}
-		if err := p.t.Send(m.Context(), topic, d); err != nil {
+		d := &membroker.Delivery{ID: m.UUID, Payload: m.Payload, Metadata: maps.Clone(m.Metadata)}
+		if err := p.t.h.Send(m.Context(), topic, d); err != nil {
 			return err
 		}
 	}
@@ -38,16 +46,23 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 // Close does nothing: the transport owns the broker.
 func (p publisher) Close() error { return nil }
 
-// Subscriber returns a watermill subscriber that consumes as the group
-// groupName: every Subscribe call is one more member sharing the group's
-// events. It sends one message at a time per Subscribe and waits for its Ack or
-// Nack; a nacked message is redelivered after the redelivery delay.
-func (t *Transport) Subscriber(groupName string) (message.Subscriber, error) {
-	if t.isClosed() {
-		return nil, ErrClosed
+// Subscriber returns a watermill subscriber that consumes as the handler name
+// handler: every Subscribe call is one more member sharing the name's events.
+// It sends one message at a time per Subscribe and waits for its Ack or Nack
+// (see [transport.WindowSubscriber] for more at once); a nacked message comes
+// back after the redelivery delay. Messages carry
+// transport.KeyDeliveryCount.
+func (t *Transport) Subscriber(handler string) (message.Subscriber, error) {
+	if t.err != nil {
+		return nil, t.err
 	}
-	return &subscriber{t: t, group: groupName, closing: make(chan struct{})}, nil
+	if t.h.Closed() {
+		return nil, fmt.Errorf("herald/memory: %w", transport.ErrClosed)
+	}
+	return &subscriber{t: t, group: handler, closing: make(chan struct{})}, nil
 }
+
+var _ transport.WindowSubscriber = (*subscriber)(nil)
 
 type subscriber struct {
 	t       *Transport
@@ -59,66 +74,81 @@ type subscriber struct {
 }
 
 func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	return s.SubscribeWindow(ctx, topic, 1)
+}
+
+// SubscribeWindow hands out up to window messages before they are settled.
+func (s *subscriber) SubscribeWindow(ctx context.Context, topic string, window int) (<-chan *message.Message, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, ErrClosed
+		return nil, fmt.Errorf("herald/memory: %w", transport.ErrClosed)
 	}
-	q, err := s.t.Join(s.group, topic)
+	window = max(window, 1)
+	q, err := s.t.h.Join(s.group, topic)
 	if err != nil {
 		return nil, err
 	}
 	out := make(chan *message.Message)
-	s.wg.Add(1)
+	slots := make(chan struct{}, window)
+	var inflight sync.WaitGroup
+	exit := make(chan struct{})
+	done := make(chan struct{}) // closed when ctx ends, s closes or the loop exits
+	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
-		defer close(out)
+		defer close(done)
+		select {
+		case <-ctx.Done():
+		case <-s.closing:
+		case <-exit:
+		}
+	}()
+	go func() {
+		defer s.wg.Done()
 		defer q.Leave()
+		defer inflight.Wait()
+		defer close(out)
+		defer close(exit)
 		for {
-			var it Item
 			select {
-			case it = <-q.C():
-			case <-ctx.Done():
+			case slots <- struct{}{}:
+			case <-done:
 				return
-			case <-s.closing:
-				return
-			case <-q.Done():
+			}
+			it, ok := q.Next(done)
+			if !ok {
 				return
 			}
 			msg := message.NewMessage(it.ID, it.Payload)
 			maps.Copy(msg.Metadata, it.Metadata)
+			msg.Metadata[transport.KeyDeliveryCount] = strconv.Itoa(1 + it.Redeliveries)
 			msg.SetContext(ctx)
 			select {
 			case out <- msg:
-			case <-ctx.Done():
+			case <-done:
 				q.Requeue(it)
-				return
-			case <-s.closing:
-				q.Requeue(it)
-				return
-			case <-q.Done():
 				return
 			}
-			select {
-			case <-msg.Acked():
-			case <-msg.Nacked():
-				q.Nack(it)
-			case <-ctx.Done():
-				q.Requeue(it)
-				return
-			case <-s.closing:
-				q.Requeue(it)
-				return
-			case <-q.Done():
-				return
-			}
+			inflight.Add(1)
+			go func() {
+				defer inflight.Done()
+				defer func() { <-slots }()
+				select {
+				case <-msg.Acked():
+				case <-msg.Nacked():
+					q.Nack(it, 0)
+				case <-done:
+					q.Requeue(it)
+				}
+			}()
 		}
 	}()
 	return out, nil
 }
 
 // Close ends every subscription of s, closes their channels and waits for
-// their goroutines. Unacknowledged messages go back to their queues.
+// their goroutines. Unsettled messages go back to their queues.
 func (s *subscriber) Close() error {
 	s.mu.Lock()
 	if !s.closed {

@@ -18,7 +18,7 @@ import (
 	"github.com/heraldbus/herald/adapters/nats"
 	"github.com/heraldbus/herald/adapters/nats/natstest"
 	"github.com/heraldbus/herald/bus"
-	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/event"
 )
 
 // Throughput over an embedded nats-server (file storage), side by side in one
@@ -170,7 +170,7 @@ func benchRaw(b *testing.B, nHandlers int, headers bool) {
 	for range b.N {
 		m := &natsgo.Msg{Subject: "raw.event", Data: payload}
 		if headers {
-			id := handlers.NewID()
+			id := event.NewID()
 			m.Header = natsgo.Header{
 				"Nats-Msg-Id": {id}, "Herald-Id": {id}, "Herald-Event": {"bench.Event"}, "Herald-Correlation-Id": {id},
 				"Herald-Published-At": {time.Now().UTC().Format(time.RFC3339Nano)}, "Content-Type": {"application/json"},
@@ -208,7 +208,7 @@ func BenchmarkPublish(b *testing.B) {
 		for range publishers {
 			wg.Go(func() {
 				for n := next.Add(1); n <= int64(b.N); n = next.Add(1) {
-					if err := pub.Publish("bench.pub", message.NewMessage(handlers.NewID(), []byte(`{"n":1}`))); err != nil {
+					if err := pub.Publish("bench.pub", message.NewMessage(event.NewID(), []byte(`{"n":1}`))); err != nil {
 						b.Error(err)
 						return
 					}
@@ -252,7 +252,7 @@ func BenchmarkPublish(b *testing.B) {
 			const size = 256
 			msgs := make([]*message.Message, 0, size)
 			for i := range b.N {
-				msgs = append(msgs, message.NewMessage(handlers.NewID(), []byte(`{"n":1}`)))
+				msgs = append(msgs, message.NewMessage(event.NewID(), []byte(`{"n":1}`)))
 				if len(msgs) == size || i == b.N-1 {
 					if err := publish(msgs); err != nil {
 						b.Fatal(err)

@@ -19,6 +19,9 @@ import (
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/event"
+	"github.com/heraldbus/herald/middleware"
+	"github.com/heraldbus/herald/transport"
 )
 
 // Adapter tests through the public bus API, on every broker of brokers().
@@ -56,7 +59,7 @@ func eachBroker(t *testing.T, fn func(t *testing.T, b broker)) {
 func newBus(t *testing.T, b broker, edit ...func(*nats.Config)) *bus.Bus {
 	t.Helper()
 	return bustest.New(t, bus.WithTransport(b.transport(t, edit...)),
-		bus.WithRetry(bus.RetryPolicy{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond}))
+		bus.WithDefaultRetry(middleware.RetryPolicy{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond}))
 }
 
 func publishOrders(t *testing.T, b *bus.Bus, from, n int) {
@@ -328,8 +331,8 @@ func TestSubscriberCloseGivesBackPrefetched(t *testing.T) {
 			t.Fatal(err)
 		}
 		first := <-ch1 // held, neither acked nor nacked
-		if first.Metadata.Get(nats.DeliveryCountKey) != "1" {
-			t.Errorf("delivery count %q", first.Metadata.Get(nats.DeliveryCountKey))
+		if first.Metadata.Get(transport.KeyDeliveryCount) != "1" {
+			t.Errorf("delivery count %q", first.Metadata.Get(transport.KeyDeliveryCount))
 		}
 		if err := s1.Close(); err != nil {
 			t.Fatal(err)
@@ -409,7 +412,7 @@ func TestPublishErrors(t *testing.T) {
 	tr := b.transport(t, func(c *nats.Config) { c.MaxPayload = 1024 })
 	pub := tr.Publisher()
 	msg := func(payload string, md message.Metadata) *message.Message {
-		m := message.NewMessage(handlers.NewID(), []byte(payload))
+		m := message.NewMessage(event.NewID(), []byte(payload))
 		for k, v := range md {
 			m.Metadata[k] = v
 		}
@@ -419,8 +422,7 @@ func TestPublishErrors(t *testing.T) {
 		t.Fatalf("publish: %v", err)
 	}
 	err := pub.Publish("errs.big", msg(strings.Repeat("x", 2000), nil))
-	var tooLarge interface{ EventTooLarge() bool }
-	if !errors.Is(err, nats.ErrTooLarge) || !errors.As(err, &tooLarge) || !tooLarge.EventTooLarge() {
+	if !errors.Is(err, transport.ErrTooLarge) {
 		t.Errorf("2 kB with MaxPayload 1 kB: %v", err)
 	}
 	if err := pub.Publish("errs.hdr", msg("{}", message.Metadata{"X-Bad": "a\nb"})); err == nil {
@@ -440,14 +442,13 @@ func TestPublishErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = pub.Publish("errs.closed", msg("{}", nil))
-	var closed interface{ TransportClosed() bool }
-	if !errors.Is(err, nats.ErrClosed) || !errors.As(err, &closed) || !closed.TransportClosed() {
+	if !errors.Is(err, transport.ErrClosed) {
 		t.Errorf("publish after Close: %v", err)
 	}
-	if _, err := tr.Subscriber("h"); !errors.Is(err, nats.ErrClosed) {
+	if _, err := tr.Subscriber("h"); !errors.Is(err, transport.ErrClosed) {
 		t.Errorf("Subscriber after Close: %v", err)
 	}
-	if _, err := tr.ListPoison(context.Background(), ""); !errors.Is(err, nats.ErrClosed) {
+	if _, _, err := tr.ListPoison(context.Background(), transport.PoisonQuery{}); !errors.Is(err, transport.ErrClosed) {
 		t.Errorf("ListPoison after Close: %v", err)
 	}
 }
@@ -517,11 +518,11 @@ func TestInvalidConfig(t *testing.T) {
 		"negative prefetch":  {Prefetch: -1},
 		"nil nats option":    {NATSOptions: []natsgo.Option{nil}},
 	} {
-		if _, err := nats.New(c); !errors.Is(err, nats.ErrInvalidOption) {
+		if _, err := nats.New(c); !errors.Is(err, transport.ErrInvalidOption) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	if _, err := nats.New(nats.Config{}, nats.WithLogger(nil)); !errors.Is(err, nats.ErrInvalidOption) {
+	if _, err := nats.New(nats.Config{}, nats.WithLogger(nil)); !errors.Is(err, transport.ErrInvalidOption) {
 		t.Errorf("WithLogger(nil): %v", err)
 	}
 }

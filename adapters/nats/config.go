@@ -8,6 +8,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/heraldbus/herald/transport"
 )
 
 // Defaults of the zero [Config].
@@ -144,7 +146,7 @@ type Config struct {
 
 	// MaxPayload bounds the size of a published message (payload plus
 	// headers); default 0, the server's max_payload. Larger messages get an
-	// error wrapping [ErrTooLarge] before anything is sent.
+	// error wrapping [transport.ErrTooLarge] before anything is sent.
 	MaxPayload int
 	// MaxPendingPublishes bounds the publishes waiting for their PubAck;
 	// Publish waits (honouring its ctx) while that many are in flight;
@@ -158,30 +160,6 @@ type Config struct {
 	// creation, fetch errors; never a line per event. Default: no logs.
 	Logger *zap.Logger
 }
-
-// ErrInvalidOption is wrapped by the errors of [New] for an invalid Config
-// field or [Option].
-var ErrInvalidOption = errors.New("herald/nats: invalid option")
-
-// ErrClosed is returned (wrapped) by every method of a closed [Transport].
-// Besides errors.Is, it has a method TransportClosed() bool (true) by which
-// the bus recognises it without importing this package.
-var ErrClosed error = closedError{}
-
-// ErrTooLarge is wrapped by the error of a publish whose message exceeds
-// MaxPayload or the server's max_payload. Besides errors.Is, it has a method
-// EventTooLarge() bool (true) by which the bus recognises it.
-var ErrTooLarge error = tooLargeError{}
-
-type closedError struct{}
-
-func (closedError) Error() string         { return "herald/nats: transport closed" }
-func (closedError) TransportClosed() bool { return true }
-
-type tooLargeError struct{}
-
-func (tooLargeError) Error() string       { return "herald/nats: message too large" }
-func (tooLargeError) EventTooLarge() bool { return true }
 
 // ErrUnsupportedServer is wrapped by the error of [Transport.Start] when the
 // server is older than 2.9 or has JetStream disabled.
@@ -219,7 +197,7 @@ func WithNATSOptions(opts ...nats.Option) Option {
 }
 
 func invalid(format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOption}, args...)...)
+	return fmt.Errorf("herald/nats: %w: "+format, append([]any{transport.ErrInvalidOption}, args...)...)
 }
 
 // withDefaults validates c and fills its zero fields.

@@ -21,7 +21,7 @@
 // One stream (Config.StreamName, default "HERALD") captures
 // "<SubjectPrefix>.>" (default "herald.>"); an event named E is published on
 // "<SubjectPrefix>.E", with its ID as Nats-Msg-Id and its metadata as headers
-// (Herald-Id, Herald-Event, ...: see package handlers). Handler H consumes
+// (Herald-Id, Herald-Event, ...: see package transport). Handler H consumes
 // event E through the durable pull consumer named after (H, E), and replays of
 // its poison records through a second one on "<SubjectPrefix>._replay.H"
 // (nats-server 2.9 allows one filter subject per consumer). A handler name

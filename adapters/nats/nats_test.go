@@ -16,7 +16,7 @@ import (
 	"github.com/heraldbus/herald/adapters/adaptertest"
 	"github.com/heraldbus/herald/adapters/nats"
 	"github.com/heraldbus/herald/adapters/nats/natstest"
-	"github.com/heraldbus/herald/bus"
+	"github.com/heraldbus/herald/transport"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -96,7 +96,7 @@ func TestConformance(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			adaptertest.Run(t, func(t *testing.T) adaptertest.Backend {
 				b := newBroker(t)
-				return func(t *testing.T) bus.Transport { return b.transport(t) }
+				return func(t *testing.T) transport.Transport { return b.transport(t) }
 			}, adaptertest.Durable())
 		})
 	}

@@ -7,16 +7,17 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/heraldbus/herald/middleware"
+	"github.com/heraldbus/herald/transport"
 )
 
 // The transport keeps the bus's poison records (it is a
-// middleware.PoisonStore) in the stream StreamName+"_POISON", each on
+// transport.PoisonStore) in the stream StreamName+"_POISON", each on
 // "<SubjectPrefix>_poison.<handler token>.<record ID>" with the record ID as
 // Nats-Msg-Id. The handler token is the handler name made a single subject
 // token (see token). Records live until deleted, or PoisonMaxAge.
@@ -38,17 +39,20 @@ const (
 	maxPoisonParts  = 64
 )
 
-var _ middleware.PoisonStore = (*Transport)(nil)
+var _ transport.PoisonStore = (*Transport)(nil)
 
-// listBatch is how many records ListPoison fetches per request.
-const listBatch = 256
+// Page sizes of ListPoison.
+const (
+	defaultPoisonPage = 100
+	maxPoisonPage     = 1000
+)
 
 // PutPoison stores rec and returns nil once the stream has acknowledged it
 // (every part of it). rec.ID must be a single subject token (the bus's IDs
 // are). A record too large for the server's max_payload is stored in parts;
-// beyond 64 parts PutPoison fails with an error wrapping [ErrTooLarge], and
+// beyond 64 parts PutPoison fails with an error wrapping [transport.ErrTooLarge], and
 // the bus nacks the event.
-func (t *Transport) PutPoison(ctx context.Context, rec middleware.PoisonRecord) error {
+func (t *Transport) PutPoison(ctx context.Context, rec transport.PoisonRecord) error {
 	if err := t.poisonReady(ctx); err != nil {
 		return err
 	}
@@ -67,7 +71,7 @@ func (t *Transport) PutPoison(ctx context.Context, rec middleware.PoisonRecord) 
 	}
 	parts := (len(body) + room - 1) / room
 	if parts > maxPoisonParts {
-		return fmt.Errorf("%w: poison record %s is %d bytes, more than %d times the server's max_payload", ErrTooLarge, rec.ID, len(body), maxPoisonParts)
+		return fmt.Errorf("%w: poison record %s is %d bytes, more than %d times the server's max_payload", transport.ErrTooLarge, rec.ID, len(body), maxPoisonParts)
 	}
 	ctx, cancel := t.requestCtx(ctx)
 	defer cancel()
@@ -102,7 +106,7 @@ func (t *Transport) poisonSubject(handler, id string) string {
 
 // poisonBody is the record's JSON without its payload, a line feed, and the
 // payload.
-func poisonBody(rec middleware.PoisonRecord) ([]byte, error) {
+func poisonBody(rec transport.PoisonRecord) ([]byte, error) {
 	payload := rec.Payload
 	rec.Payload = nil
 	js, err := json.Marshal(rec)
@@ -116,8 +120,8 @@ func poisonBody(rec middleware.PoisonRecord) ([]byte, error) {
 
 // readPoison decodes the record whose first message is (subject, h, data),
 // fetching its other parts if it has some.
-func (t *Transport) readPoison(ctx context.Context, subject string, h nats.Header, data []byte) (middleware.PoisonRecord, error) {
-	var rec middleware.PoisonRecord
+func (t *Transport) readPoison(ctx context.Context, subject string, h nats.Header, data []byte) (transport.PoisonRecord, error) {
+	var rec transport.PoisonRecord
 	if h.Get(poisonFormatKey) != poisonFormat {
 		err := json.Unmarshal(data, &rec)
 		return rec, err
@@ -146,83 +150,113 @@ func (t *Transport) readPoison(ctx context.Context, subject string, h nats.Heade
 	return rec, nil
 }
 
-// ListPoison returns the records of handler ("" for every handler), oldest
-// first. It reads them with a short-lived ephemeral consumer.
-func (t *Transport) ListPoison(ctx context.Context, handler string) ([]middleware.PoisonRecord, error) {
+// ListPoison returns a page of the records matching q, oldest first, and the
+// cursor of the next page ("" after the last). The cursor is a stream
+// sequence. Each page is one short-lived ephemeral consumer and one fetch,
+// bounded by RequestTimeout (when ctx has no deadline); q.Limit defaults to
+// 100 and is capped at 1000.
+func (t *Transport) ListPoison(ctx context.Context, q transport.PoisonQuery) ([]transport.PoisonRecord, string, error) {
 	if err := t.poisonReady(ctx); err != nil {
-		return nil, err
+		return nil, "", err
 	}
+	var after uint64
+	if q.After != "" {
+		n, err := strconv.ParseUint(q.After, 10, 64)
+		if err != nil {
+			return nil, "", fmt.Errorf("herald/nats: %w: poison cursor %q", transport.ErrInvalidOption, q.After)
+		}
+		after = n
+	}
+	limit := q.Limit
+	if limit <= 0 {
+		limit = defaultPoisonPage
+	}
+	limit = min(limit, maxPoisonPage)
 	filter := t.poisonPrefix() + ".*.*"
-	if handler != "" {
-		filter = t.poisonPrefix() + "." + token(handler, 40) + ".*"
+	if q.Handler != "" {
+		filter = t.poisonPrefix() + "." + token(q.Handler, 40) + ".*"
 	}
 	ctx, cancel := t.requestCtx(ctx)
 	defer cancel()
-	cons, err := t.poison.CreateConsumer(ctx, jetstream.ConsumerConfig{
+	cc := jetstream.ConsumerConfig{
 		FilterSubject:     filter,
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
 		AckPolicy:         jetstream.AckNonePolicy,
 		InactiveThreshold: time.Minute,
 		MemoryStorage:     true,
 		Replicas:          1,
-	})
+	}
+	if after > 0 {
+		cc.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cc.OptStartSeq = after + 1
+	}
+	cons, err := t.poison.CreateConsumer(ctx, cc)
 	if err != nil {
-		return nil, fmt.Errorf("herald/nats: list poison records: %w", err)
+		return nil, "", fmt.Errorf("herald/nats: list poison records: %w", err)
 	}
 	defer func() {
 		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), t.cfg.RequestTimeout)
 		defer dcancel()
 		_ = t.poison.DeleteConsumer(dctx, cons.CachedInfo().Name)
 	}()
-	var recs []middleware.PoisonRecord
-	pending := cons.CachedInfo().NumPending
-	for pending > 0 {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		b, err := cons.FetchNoWait(int(min(pending, listBatch)))
+	var recs []transport.PoisonRecord
+	if cons.CachedInfo().NumPending == 0 {
+		return nil, "", nil
+	}
+	b, err := cons.FetchNoWait(limit)
+	if err != nil {
+		return nil, "", fmt.Errorf("herald/nats: list poison records: %w", err)
+	}
+	var last, pending uint64
+	for m := range b.Messages() {
+		md, err := m.Metadata()
 		if err != nil {
-			return nil, fmt.Errorf("herald/nats: list poison records: %w", err)
+			return nil, "", fmt.Errorf("herald/nats: list poison records: %w", err)
 		}
-		var msgs []jetstream.Msg
-		for m := range b.Messages() {
-			msgs = append(msgs, m)
-			if md, err := m.Metadata(); err == nil {
-				pending = md.NumPending
-			}
+		last, pending = md.Sequence.Stream, md.NumPending
+		rec, err := t.readPoison(ctx, m.Subject(), m.Headers(), m.Data())
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue // deleted meanwhile
 		}
-		if err := b.Error(); err != nil {
-			return nil, fmt.Errorf("herald/nats: list poison records: %w", err)
+		if err != nil {
+			return nil, "", fmt.Errorf("herald/nats: poison record on %s: %w", m.Subject(), err)
 		}
-		if len(msgs) == 0 {
-			break // deleted meanwhile
-		}
-		for _, m := range msgs {
-			rec, err := t.readPoison(ctx, m.Subject(), m.Headers(), m.Data())
-			if errors.Is(err, jetstream.ErrMsgNotFound) {
-				continue // deleted meanwhile
-			}
-			if err != nil {
-				return nil, fmt.Errorf("herald/nats: poison record on %s: %w", m.Subject(), err)
-			}
-			if handler == "" || rec.Handler == handler {
-				recs = append(recs, rec)
-			}
+		if (q.Handler == "" || rec.Handler == q.Handler) && (q.Event == "" || rec.Event.Name == q.Event) {
+			recs = append(recs, rec)
 		}
 	}
-	return recs, nil
+	if err := b.Error(); err != nil {
+		return nil, "", fmt.Errorf("herald/nats: list poison records: %w", err)
+	}
+	if pending == 0 || last == 0 {
+		return recs, "", nil
+	}
+	return recs, strconv.FormatUint(last, 10), nil
+}
+
+// isNotFound reports whether err says a message is not there (deleted by
+// another caller meanwhile): jetstream.ErrMsgNotFound, or the server's
+// "message delete failed: no message found" API error (10057) that DeleteMsg
+// returns.
+func isNotFound(err error) bool {
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeMessageNotFound ||
+		apiErr.ErrorCode == 10057 && strings.Contains(apiErr.Description, "no message found"))
 }
 
 // GetPoison returns the record with id; found is false if there is none.
-func (t *Transport) GetPoison(ctx context.Context, id string) (middleware.PoisonRecord, bool, error) {
+func (t *Transport) GetPoison(ctx context.Context, id string) (transport.PoisonRecord, bool, error) {
 	ctx, cancel := t.requestCtx(ctx)
 	defer cancel()
 	m, err := t.poisonMsg(ctx, id)
 	if err != nil || m == nil {
-		return middleware.PoisonRecord{}, false, err
+		return transport.PoisonRecord{}, false, err
 	}
 	rec, err := t.readPoison(ctx, m.Subject, m.Header, m.Data)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
+	if isNotFound(err) {
 		return rec, false, nil // deleted meanwhile
 	}
 	if err != nil {
@@ -241,7 +275,7 @@ func (t *Transport) DeletePoison(ctx context.Context, id string) (bool, error) {
 		return false, err
 	}
 	if err := t.poison.DeleteMsg(ctx, m.Sequence); err != nil {
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
+		if isNotFound(err) {
 			return false, nil
 		}
 		return false, fmt.Errorf("herald/nats: delete poison record %s: %w", id, err)
@@ -252,7 +286,7 @@ func (t *Transport) DeletePoison(ctx context.Context, id string) (bool, error) {
 		if err == nil {
 			err = t.poison.DeleteMsg(ctx, p.Sequence)
 		}
-		if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		if err != nil && !isNotFound(err) {
 			return true, fmt.Errorf("herald/nats: deleted poison record %s but not its part %d: %w", id, i, err)
 		}
 	}
@@ -268,7 +302,7 @@ func (t *Transport) poisonMsg(ctx context.Context, id string) (*jetstream.RawStr
 		return nil, nil // no record can have this ID
 	}
 	m, err := t.poison.GetLastMsgForSubject(ctx, t.poisonPrefix()+".*."+id)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
+	if isNotFound(err) {
 		return nil, nil
 	}
 	if err != nil {
@@ -279,7 +313,7 @@ func (t *Transport) poisonMsg(ctx context.Context, id string) (*jetstream.RawStr
 
 func (t *Transport) poisonReady(ctx context.Context) error {
 	if t.isClosed() {
-		return ErrClosed
+		return transport.ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
 		return err

@@ -11,11 +11,10 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/heraldbus/herald/adapters/nats"
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
-	"github.com/heraldbus/herald/handlers"
-	"github.com/heraldbus/herald/middleware"
+	"github.com/heraldbus/herald/internal/event"
+	"github.com/heraldbus/herald/transport"
 )
 
 // A message published on the subject by a foreign publisher (nats.go, no
@@ -41,7 +40,7 @@ func TestRawNATSMessagePoisoned(t *testing.T) {
 		if _, err := js.Publish(testCtx(t), subject, []byte(`{"id":"raw","seq":1}`)); err != nil {
 			t.Fatal(err)
 		}
-		var recs []bus.PoisonRecord
+		var recs []transport.PoisonRecord
 		bustest.Eventually(t, wait, func() bool {
 			recs, err = bb.Poison().List(context.Background(), "billing.charge-card")
 			return err == nil && len(recs) == 1
@@ -76,12 +75,12 @@ func TestLargeEventPoisoned(t *testing.T) {
 			switch {
 			case err == nil:
 				size = pad
-			case !errors.Is(err, bus.ErrEventTooLarge) && !errors.Is(err, nats.ErrTooLarge):
+			case !errors.Is(err, bus.ErrEventTooLarge) && !errors.Is(err, transport.ErrTooLarge):
 				t.Fatalf("publish of a %d-byte event: %v", pad, err)
 			}
 		}
 		t.Logf("the largest event accepted has a %d-byte ID", size)
-		var recs []bus.PoisonRecord
+		var recs []transport.PoisonRecord
 		bustest.Eventually(t, wait, func() bool {
 			var err error
 			recs, err = bb.Poison().List(context.Background(), "big.h")
@@ -113,11 +112,11 @@ func TestPoisonStore(t *testing.T) {
 		now := time.Now().UTC().Truncate(time.Millisecond)
 		var ids []string
 		put := func(handler string) string {
-			rec := middleware.PoisonRecord{
-				ID: handlers.NewID(), Handler: handler, Payload: []byte(`{"a":1}`),
+			rec := transport.PoisonRecord{
+				ID: event.NewID(), Handler: handler, Payload: []byte(`{"a":1}`),
 				Error: "boom\nsecond line", Stack: "goroutine 1:\nmain.main()\n\tmain.go:1",
 				Attempts: 3, FirstFailure: now, LastFailure: now,
-				Event: handlers.Metadata{ID: "e-" + handler, Name: "herald_test.OrderPlaced"},
+				Event: transport.Event{ID: "e-" + handler, Name: "herald_test.OrderPlaced"},
 			}
 			if err := tr.PutPoison(ctx, rec); err != nil {
 				t.Fatal(err)
@@ -129,14 +128,14 @@ func TestPoisonStore(t *testing.T) {
 			put(h)
 		}
 		// A record larger than max_payload is stored in parts.
-		huge := middleware.PoisonRecord{ID: handlers.NewID(), Handler: "huge", Payload: []byte(strings.Repeat("p", 2500_000)), Stack: "s\nt"}
+		huge := transport.PoisonRecord{ID: event.NewID(), Handler: "huge", Payload: []byte(strings.Repeat("p", 2500_000)), Stack: "s\nt"}
 		if err := tr.PutPoison(ctx, huge); err != nil {
 			t.Fatal(err)
 		}
 		if got, found, err := tr.GetPoison(ctx, huge.ID); err != nil || !found || string(got.Payload) != string(huge.Payload) || got.Stack != "s\nt" {
 			t.Errorf("GetPoison of a 2.5 MB record: %d-byte payload, %v, %v", len(got.Payload), found, err)
 		}
-		if recs, err := tr.ListPoison(ctx, "huge"); err != nil || len(recs) != 1 || len(recs[0].Payload) != 2500_000 {
+		if recs, _, err := tr.ListPoison(ctx, transport.PoisonQuery{Handler: "huge"}); err != nil || len(recs) != 1 || len(recs[0].Payload) != 2500_000 {
 			t.Errorf("ListPoison(huge): %d records, %v", len(recs), err)
 		}
 		if ok, err := tr.DeletePoison(ctx, huge.ID); !ok || err != nil {
@@ -147,7 +146,7 @@ func TestPoisonStore(t *testing.T) {
 		} else if n := info.CachedInfo().State.Msgs; n != 5 {
 			t.Errorf("%d messages in the poison stream after deleting the record in parts, want the 5 others", n)
 		}
-		all, err := tr.ListPoison(ctx, "")
+		all, _, err := tr.ListPoison(ctx, transport.PoisonQuery{})
 		if err != nil || len(all) != 5 {
 			t.Fatalf("ListPoison all: %d, %v", len(all), err)
 		}
@@ -157,7 +156,7 @@ func TestPoisonStore(t *testing.T) {
 			}
 		}
 		for h, want := range map[string]int{"billing.charge-card": 2, "a.b": 2, "a_b": 1, "none": 0} {
-			recs, err := tr.ListPoison(ctx, h)
+			recs, _, err := tr.ListPoison(ctx, transport.PoisonQuery{Handler: h})
 			if err != nil || len(recs) != want {
 				t.Errorf("ListPoison(%q) = %d records, %v; want %d", h, len(recs), err, want)
 			}
@@ -179,7 +178,7 @@ func TestPoisonStore(t *testing.T) {
 		if _, found, err := tr.GetPoison(ctx, "no.such>id"); found || err != nil {
 			t.Errorf("GetPoison of an impossible ID: %v, %v", found, err)
 		}
-		if err := tr.PutPoison(ctx, middleware.PoisonRecord{ID: "a.b"}); err == nil {
+		if err := tr.PutPoison(ctx, transport.PoisonRecord{ID: "a.b"}); err == nil {
 			t.Error("PutPoison accepted an ID with a dot")
 		}
 	})
@@ -200,11 +199,11 @@ func TestForeignPublisherWithHeraldHeaders(t *testing.T) {
 		js, _ := jetstream.New(nc)
 		msg := natsgo.NewMsg(tr.Subject(OrderPlaced{}.EventName()))
 		msg.Data = []byte(`{"id":"from-python","seq":7}`)
-		msg.Header.Set(handlers.KeyID, "py-1")
-		msg.Header.Set(handlers.KeyEvent, OrderPlaced{}.EventName())
-		msg.Header.Set(handlers.KeyCorrelationID, "checkout-9")
-		msg.Header.Set(handlers.KeyPublishedAt, "2026-11-23T10:00:00Z")
-		msg.Header.Set(handlers.KeyContentType, "application/json")
+		msg.Header.Set(transport.KeyID, "py-1")
+		msg.Header.Set(transport.KeyEvent, OrderPlaced{}.EventName())
+		msg.Header.Set(transport.KeyCorrelationID, "checkout-9")
+		msg.Header.Set(transport.KeyPublishedAt, "2026-11-23T10:00:00Z")
+		msg.Header.Set(transport.KeyContentType, "application/json")
 		if _, err := js.PublishMsg(testCtx(t), msg); err != nil {
 			t.Fatal(err)
 		}

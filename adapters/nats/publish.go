@@ -10,19 +10,19 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/transport"
 )
-
-// DeliveryCountKey is the metadata key of a received message that holds how
-// many times JetStream has delivered it to this handler (1 for the first
-// delivery). The bus reads it as the attempt number.
-const DeliveryCountKey = handlers.KeyDeliveryCount
 
 // publisher is the message.Publisher of a Transport.
 type publisher struct{ t *Transport }
 
 // Publish: see Transport.Publisher.
 func (p publisher) Publish(topic string, msgs ...*message.Message) error {
+	if len(msgs) > 0 && strings.HasPrefix(topic, replayPrefix) {
+		if err := p.t.checkReplayConsumer(msgs[0].Context(), topic); err != nil {
+			return err
+		}
+	}
 	switch len(msgs) {
 	case 0:
 		return nil
@@ -81,10 +81,33 @@ func (t *Transport) PublishBatch(ctx context.Context, topic string, msgs []*mess
 	return errors.Join(errs...)
 }
 
+const replayPrefix = "_replay."
+
+// checkReplayConsumer returns an error wrapping transport.ErrNoHandler unless
+// the handler a replay topic belongs to has a consumer for it: without one,
+// the stream (interest retention) would drop the replay, or keep it where no
+// consumer created later would read it.
+func (t *Transport) checkReplayConsumer(ctx context.Context, topic string) error {
+	if err := t.prepare(ctx); err != nil {
+		return err
+	}
+	handler := strings.TrimPrefix(topic, replayPrefix)
+	rctx, cancel := t.requestCtx(ctx)
+	defer cancel()
+	_, err := t.events.Consumer(rctx, consumerName(handler, topic))
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("herald/nats: %w: %q has no consumer (subscribe it, then replay)", transport.ErrNoHandler, handler)
+	}
+	if err != nil {
+		return fmt.Errorf("herald/nats: replay to %q: %w", handler, err)
+	}
+	return nil
+}
+
 // publishAsync sends m, once a publish slot is free, and returns its future.
 func (t *Transport) publishAsync(ctx context.Context, topic string, m *message.Message) (jetstream.PubAckFuture, error) {
 	if t.isClosed() {
-		return nil, ErrClosed
+		return nil, transport.ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -104,14 +127,14 @@ func (t *Transport) publishAsync(ctx context.Context, topic string, m *message.M
 		case <-ctx.Done():
 			return nil, fmt.Errorf("herald/nats: publish %s: waiting for a publish slot: %w", m.UUID, ctx.Err())
 		case <-t.closed:
-			return nil, ErrClosed
+			return nil, transport.ErrClosed
 		}
 	}
 	f, err := t.js.PublishMsgAsync(nm)
 	if err != nil {
 		<-t.pubSlots // not in flight: no callback will release the slot
 		if errors.Is(err, nats.ErrMaxPayload) {
-			err = fmt.Errorf("%w: %w", ErrTooLarge, err)
+			err = fmt.Errorf("%w: %w", transport.ErrTooLarge, err)
 		}
 		return nil, fmt.Errorf("herald/nats: publish %s on %s: %w", m.UUID, nm.Subject, err)
 	}
@@ -128,13 +151,13 @@ func (t *Transport) waitAck(ctx context.Context, m *message.Message, f jetstream
 			err = fmt.Errorf("%w (no stream captures %s.>: was the transport started, or was stream %q deleted?)",
 				err, t.cfg.SubjectPrefix, t.cfg.StreamName)
 		} else if errors.Is(err, jetstream.ErrJetStreamPublisherClosed) {
-			err = fmt.Errorf("%w: %w", ErrClosed, err)
+			err = fmt.Errorf("%w: %w", transport.ErrClosed, err)
 		}
 		return fmt.Errorf("herald/nats: publish %s: %w", m.UUID, err)
 	case <-ctx.Done():
 		return fmt.Errorf("herald/nats: publish %s: waiting for the PubAck: %w", m.UUID, ctx.Err())
 	case <-t.closed:
-		return fmt.Errorf("herald/nats: publish %s: %w", m.UUID, ErrClosed)
+		return fmt.Errorf("herald/nats: publish %s: %w", m.UUID, transport.ErrClosed)
 	}
 }
 
@@ -164,7 +187,7 @@ func (t *Transport) natsMsg(topic string, m *message.Message) (*nats.Msg, error)
 		limit = srv
 	}
 	if limit > 0 && int64(size) > limit {
-		return nil, fmt.Errorf("%w: message %s is %d bytes with its headers, the limit is %d", ErrTooLarge, m.UUID, size, limit)
+		return nil, fmt.Errorf("%w: message %s is %d bytes with its headers, the limit is %d", transport.ErrTooLarge, m.UUID, size, limit)
 	}
 	return &nats.Msg{Subject: t.Subject(topic), Header: h, Data: m.Payload}, nil
 }
@@ -172,7 +195,7 @@ func (t *Transport) natsMsg(topic string, m *message.Message) (*nats.Msg, error)
 // reservedKey reports whether a metadata key is the transport's, not sent as
 // a header: NATS's own headers and the delivery count set on receipt.
 func reservedKey(k string) bool {
-	return len(k) >= 5 && strings.EqualFold(k[:5], "Nats-") || k == DeliveryCountKey
+	return len(k) >= 5 && strings.EqualFold(k[:5], "Nats-") || k == transport.KeyDeliveryCount
 }
 
 // validHeader reports whether k: v can travel as a NATS header.

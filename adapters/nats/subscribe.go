@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
-	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/transport"
 )
 
 // Subscriber returns a watermill subscriber that consumes as the handler
@@ -25,14 +25,14 @@ import (
 //     events published while no process of the name runs wait for it. A new
 //     name starts with the events published after its consumer is created.
 //   - Each channel gives one message at a time and the next only after the
-//     previous one is acked or nacked (watermill's contract), unless ctx
-//     carries handlers.WithInFlight(n): then up to n at a time, in stream
+//     previous one is acked or nacked (watermill's contract), unless it
+//     was opened with SubscribeWindow(ctx, topic, n): then up to n at a time, in stream
 //     order, each settled whenever its receiver acks or nacks it. Ack acks the
 //     event on the server; Nack redelivers it after NakDelay, doubling with
 //     each delivery up to MaxNakDelay, or at once if the message's context
 //     (the Subscribe ctx) has ended, i.e. on shutdown.
 //   - A received message has UUID = its Nats-Msg-Id (or Herald-Id) header,
-//     every header as metadata except Nats-* ones, and [DeliveryCountKey] =
+//     every header as metadata except Nats-* ones, and [transport.KeyDeliveryCount] =
 //     the number of deliveries to this handler. Its context is Subscribe's ctx.
 //   - While the transport holds an event (prefetched or being handled), it
 //     sends progress acks every AckWait/3, so the server never redelivers it
@@ -42,7 +42,7 @@ import (
 // consuming, nacks the events fetched and not yet handled (they come back at
 // once, to any process), and waits for its goroutines. It never closes or
 // drains the connection (watermill-nats's does). Subscriber fails with
-// [ErrClosed] on a closed transport.
+// [transport.ErrClosed] on a closed transport.
 func (t *Transport) Subscriber(handlerName string) (message.Subscriber, error) {
 	if err := validSubject(handlerName); err != nil {
 		return nil, fmt.Errorf("herald/nats: handler name: %v", err)
@@ -50,7 +50,7 @@ func (t *Transport) Subscriber(handlerName string) (message.Subscriber, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.isClosed() {
-		return nil, ErrClosed
+		return nil, transport.ErrClosed
 	}
 	s := &subscriber{t: t, handler: handlerName, closing: make(chan struct{}), consumers: map[string]jetstream.Consumer{}}
 	t.subs[s] = struct{}{}
@@ -69,6 +69,14 @@ type subscriber struct {
 }
 
 func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	return s.SubscribeWindow(ctx, topic, 1)
+}
+
+var _ transport.WindowSubscriber = (*subscriber)(nil)
+
+// SubscribeWindow is Subscribe with up to window messages handed out before
+// they are settled (transport.WindowSubscriber), in stream order.
+func (s *subscriber) SubscribeWindow(ctx context.Context, topic string, window int) (<-chan *message.Message, error) {
 	if err := validSubject(topic); err != nil {
 		return nil, fmt.Errorf("herald/nats: topic: %v", err)
 	}
@@ -78,7 +86,7 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, ErrClosed
+		return nil, transport.ErrClosed
 	}
 	cons, ok := s.consumers[topic]
 	if !ok {
@@ -89,7 +97,7 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		s.consumers[topic] = cons
 	}
 	p := &pump{s: s, cons: cons, topic: topic, ctx: ctx, out: make(chan *message.Message)}
-	if n := handlers.InFlight(ctx); n > 1 {
+	if n := window; n > 1 {
 		p.limit = n
 		p.inflight = make(map[*message.Message]*nats.Msg, n)
 		p.settled = make(chan settlement, n)
@@ -154,7 +162,7 @@ type pump struct {
 	cur   *nats.Msg   // handed out, waiting for Ack or Nack (one at a time)
 	curWM *message.Message
 
-	// With handlers.WithInFlight(n > 1): up to limit messages handed out at
+	// With SubscribeWindow(n > 1): up to limit messages handed out at
 	// once, each watched by a goroutine that reports its Ack or Nack.
 	limit    int
 	inflight map[*message.Message]*nats.Msg
@@ -337,7 +345,7 @@ func (p *pump) nak(m *nats.Msg, wm *message.Message) {
 
 func (p *pump) nakDelay(wm *message.Message) time.Duration {
 	c := p.s.t.cfg
-	n, _ := strconv.Atoi(wm.Metadata.Get(DeliveryCountKey))
+	n, _ := strconv.Atoi(wm.Metadata.Get(transport.KeyDeliveryCount))
 	d := c.NakDelay
 	for i := 1; i < n && d < c.MaxNakDelay; i++ {
 		d *= 2
@@ -364,7 +372,7 @@ func (p *pump) message(m *nats.Msg) *message.Message {
 			wm.Metadata[k] = v[0]
 		}
 	}
-	wm.Metadata[DeliveryCountKey] = strconv.FormatUint(delivered, 10)
+	wm.Metadata[transport.KeyDeliveryCount] = strconv.FormatUint(delivered, 10)
 	wm.SetContext(p.ctx)
 	return wm
 }

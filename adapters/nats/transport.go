@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/heraldbus/herald/transport"
 )
 
 // Transport is a Herald transport over NATS JetStream: give it to the bus with
@@ -64,7 +66,7 @@ type Transport struct {
 // set it connects to cfg.URL first, and fails if no server answers within
 // cfg.ConnectTimeout. Streams are created or checked by [Transport.Start] (the
 // bus calls it at bus Start), or on first use. Invalid settings give an error
-// wrapping [ErrInvalidOption].
+// wrapping [transport.ErrInvalidOption].
 func New(cfg Config, opts ...Option) (*Transport, error) {
 	for _, o := range opts {
 		if o == nil {
@@ -191,7 +193,7 @@ func (t *Transport) prepare(ctx context.Context) error {
 		return nil
 	}
 	if t.isClosed() {
-		return ErrClosed
+		return transport.ErrClosed
 	}
 	t.readyMu.Lock()
 	defer t.readyMu.Unlock()
@@ -309,7 +311,7 @@ func atLeast(v string, major, minor int) bool {
 //     reserved for the transport and skipped; a key or value that cannot be a
 //     header (a line break in a value) is an error.
 //   - A message larger than MaxPayload (or the server's max_payload) gives an
-//     error wrapping [ErrTooLarge]; on a closed transport, [ErrClosed].
+//     error wrapping [transport.ErrTooLarge]; on a closed transport, [transport.ErrClosed].
 //   - On error, messages other than the one reported may have been stored.
 //
 // The transport creates its streams first if [Transport.Start] has not. The
@@ -318,7 +320,7 @@ func (t *Transport) Publisher() message.Publisher { return publisher{t} }
 
 // Close stops every subscriber (their undelivered prefetched events are
 // nacked, to be redelivered), fails the publishes still waiting for a PubAck
-// with [ErrClosed], flushes the acks, and closes the connection if the
+// with [transport.ErrClosed], flushes the acks, and closes the connection if the
 // transport dialled it (a Config.Conn stays open). It is safe to call more
 // than once; later calls return the first call's result.
 func (t *Transport) Close() error {

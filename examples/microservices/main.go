@@ -33,6 +33,7 @@ import (
 	"github.com/heraldbus/herald/examples/microservices/events"
 	"github.com/heraldbus/herald/examples/microservices/shipping"
 	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/event"
 )
 
 func main() {
@@ -151,7 +152,7 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 
 	// Order IDs unique to this run (a shared server may hold older ones): a
 	// few random characters of an ID.
-	run := handlers.NewID()[7:12]
+	run := event.NewID()[7:12]
 	ids := make([]string, *orders)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("o-%s-%d", run, i+1)

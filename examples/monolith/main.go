@@ -26,6 +26,8 @@ import (
 
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/middleware"
+	"github.com/heraldbus/herald/transport"
 )
 
 // OrderPlaced is published when a customer places an order.
@@ -109,7 +111,7 @@ func (s *shop) receipt(ctx context.Context, e PaymentCaptured) error {
 func run(ctx context.Context, log *zap.Logger) error {
 	b, err := bus.New(bus.WithLogger(log),
 		// Short backoff so the demo is quick; the default starts at 100ms.
-		bus.WithRetry(bus.RetryPolicy{InitialInterval: 20 * time.Millisecond}))
+		bus.WithDefaultRetry(middleware.RetryPolicy{InitialInterval: 20 * time.Millisecond}))
 	if err != nil {
 		return err
 	}
@@ -142,7 +144,7 @@ func run(ctx context.Context, log *zap.Logger) error {
 	if err := s.await(ctx, 7); err != nil {
 		return err
 	}
-	var recs []bus.PoisonRecord
+	var recs []transport.PoisonRecord
 	for len(recs) == 0 {
 		if recs, err = b.Poison().List(ctx, "email.confirm"); err != nil {
 			return err

@@ -14,7 +14,7 @@ import (
 	"github.com/heraldbus/herald/adapters/memory"
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
-	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/event"
 	"github.com/heraldbus/herald/middleware/redisdedup"
 )
 
@@ -41,7 +41,7 @@ func client(t *testing.T) *redis.Client {
 
 func TestStoreMarksWithTTL(t *testing.T) {
 	c := client(t)
-	prefix := fmt.Sprintf("herald-test:%s:", handlers.NewID())
+	prefix := fmt.Sprintf("herald-test:%s:", event.NewID())
 	s := redisdedup.New(c, prefix)
 	ctx := context.Background()
 	done, tokA, err := s.Begin(ctx, "k", 30*time.Millisecond)
@@ -91,7 +91,7 @@ type Charge struct{ N int }
 // either replica is handled once.
 func TestReplicasShareDedup(t *testing.T) {
 	c := client(t)
-	store := redisdedup.New(c, fmt.Sprintf("herald-test:%s:", handlers.NewID()))
+	store := redisdedup.New(c, fmt.Sprintf("herald-test:%s:", event.NewID()))
 	root := memory.New(memory.WithRedeliveryDelay(5 * time.Millisecond))
 	t.Cleanup(func() { _ = root.Close() })
 	var calls atomic.Int32

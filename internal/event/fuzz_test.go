@@ -1,4 +1,4 @@
-package handlers_test
+package event_test
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/event"
+	"github.com/heraldbus/herald/transport"
 )
 
 // Fuzz targets for decoding what arrives from a transport: message metadata
@@ -37,15 +39,15 @@ func FuzzParseMetadata(f *testing.F) {
 	f.Add("id", "e", "c", "", "", "2024-02-30T00:00:00Z")
 	f.Add("id", "e", "", "", "", "2024-01-02T03:04:05+23:59")
 	f.Add("id\r\nX: y", "e\x00", "\xff\xfe", "", "k", "0000-01-01T00:00:00Z")
-	f.Fuzz(func(t *testing.T, id, event, corr, cause, key, at string) {
+	f.Fuzz(func(t *testing.T, id, name, corr, cause, key, at string) {
 		md := message.Metadata{}
-		setIf(md, handlers.KeyID, id)
-		setIf(md, handlers.KeyEvent, event)
-		setIf(md, handlers.KeyCorrelationID, corr)
-		setIf(md, handlers.KeyCausationID, cause)
-		setIf(md, handlers.KeyOrderingKey, key)
-		setIf(md, handlers.KeyPublishedAt, at)
-		m, err := handlers.ParseMetadata(md)
+		setIf(md, transport.KeyID, id)
+		setIf(md, transport.KeyEvent, name)
+		setIf(md, transport.KeyCorrelationID, corr)
+		setIf(md, transport.KeyCausationID, cause)
+		setIf(md, transport.KeyOrderingKey, key)
+		setIf(md, transport.KeyPublishedAt, at)
+		m, err := event.ParseMetadata(md)
 		if err != nil {
 			var de *handlers.DecodeError
 			if !errors.As(err, &de) || de.Reason == "" || err.Error() == "" {
@@ -56,13 +58,17 @@ func FuzzParseMetadata(f *testing.F) {
 			}
 			return
 		}
-		if m.ID != id || m.Name != event || m.ID == "" || m.Name == "" || m.CorrelationID != corr ||
+		wantCorr := corr
+		if wantCorr == "" {
+			wantCorr = id // a root event's correlation ID is its own
+		}
+		if m.ID != id || m.Name != name || m.ID == "" || m.Name == "" || m.CorrelationID != wantCorr ||
 			m.CausationID != cause || m.OrderingKey != key {
 			t.Fatalf("ParseMetadata(%v) = %+v", md, m)
 		}
 		back := message.Metadata{}
-		handlers.SetMetadata(back, m)
-		m2, err := handlers.ParseMetadata(back)
+		event.SetMetadata(back, m)
+		m2, err := event.ParseMetadata(back)
 		if err != nil {
 			t.Fatalf("metadata written by SetMetadata(%+v) does not parse: %v (%v)", m, err, back)
 		}
@@ -110,20 +116,20 @@ func FuzzHandlerDecode(f *testing.F) {
 	f.Add([]byte("\x00\xff"), "\xff", "fuzz.Event", "", true, -1)
 	f.Add([]byte(`[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]`), "id", "fuzz.Event", "", true, 1)
 	f.Add([]byte(`{"next":{"next":{"next":{"next":{"id":"deep"}}}}}`), "id", "fuzz.Event", "", true, 1)
-	f.Fuzz(func(t *testing.T, payload []byte, id, event, at string, bind bool, attempt int) {
+	f.Fuzz(func(t *testing.T, payload []byte, id, name, at string, bind bool, attempt int) {
 		var called bool
 		var got handlers.Metadata
-		h := handlers.New[FuzzEvent]("fuzz.Event", func(ctx context.Context, e FuzzEvent) error {
+		h := event.New[FuzzEvent]("fuzz.Event", func(ctx context.Context, e FuzzEvent) error {
 			called = true
 			got, _ = handlers.FromContext(ctx)
 			return nil
 		}, handlers.JSON{}, true)
 		msg := message.NewMessage("uuid-1", payload)
-		setIf(msg.Metadata, handlers.KeyID, id)
-		setIf(msg.Metadata, handlers.KeyEvent, event)
-		setIf(msg.Metadata, handlers.KeyPublishedAt, at)
+		setIf(msg.Metadata, transport.KeyID, id)
+		setIf(msg.Metadata, transport.KeyEvent, name)
+		setIf(msg.Metadata, transport.KeyPublishedAt, at)
 		if bind {
-			handlers.Bind(msg, "fuzz.h", attempt)
+			event.Bind(msg, "fuzz.h", attempt)
 		}
 		_, err := h(msg)
 		if err != nil {
@@ -142,8 +148,8 @@ func FuzzHandlerDecode(f *testing.F) {
 		if !json.Valid(payload) {
 			t.Fatalf("invalid JSON %q was decoded", payload)
 		}
-		if bind && (got.ID != id || got.Name != "fuzz.Event" || event != "fuzz.Event" || got.Handler != "fuzz.h" || got.Attempt != attempt) {
-			t.Fatalf("metadata in the handler's ctx: %+v (id %q, event %q, attempt %d)", got, id, event, attempt)
+		if bind && (got.ID != id || got.Name != "fuzz.Event" || name != "fuzz.Event" || got.Handler != "fuzz.h" || got.Attempt != attempt) {
+			t.Fatalf("metadata in the handler's ctx: %+v (id %q, name %q, attempt %d)", got, id, name, attempt)
 		}
 	})
 }

@@ -1,4 +1,4 @@
-package handlers
+package event
 
 import (
 	"encoding"
@@ -8,31 +8,9 @@ import (
 	"reflect"
 	"strings"
 	"time"
+
+	"github.com/heraldbus/herald/transport"
 )
-
-// Codec encodes events to bytes and back. Implementations must be safe for
-// concurrent use.
-type Codec interface {
-	// ContentType names the format, e.g. "application/json"; it travels in the
-	// KeyContentType metadata.
-	ContentType() string
-	// Marshal encodes v.
-	Marshal(v any) ([]byte, error)
-	// Unmarshal decodes data into v, a non-nil pointer.
-	Unmarshal(data []byte, v any) error
-}
-
-// JSON is the default [Codec]: encoding/json.
-type JSON struct{}
-
-// ContentType returns "application/json".
-func (JSON) ContentType() string { return "application/json" }
-
-// Marshal encodes v with json.Marshal.
-func (JSON) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
-
-// Unmarshal decodes with json.Unmarshal.
-func (JSON) Unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
 
 // SizePlan bounds the JSON encoding of one event type without encoding it. It is
 // built once per type by [PlanJSON]; an in-process publish uses it to prove that
@@ -61,12 +39,12 @@ var (
 )
 
 // PlanJSON checks once that values of t can be JSON-encoded. It returns an error
-// wrapping [ErrInvalidEvent] when no value of t can be (a reachable channel,
+// wrapping [transport.ErrInvalidEvent] when no value of t can be (a reachable channel,
 // func, complex or unsafe pointer field), and a [SizePlan] otherwise.
 func PlanJSON(t reflect.Type) (SizePlan, error) {
 	s, err := compile(t, map[reflect.Type]bool{})
 	if err != nil {
-		return SizePlan{}, fmt.Errorf("%w: %s: %v", ErrInvalidEvent, t, err)
+		return SizePlan{}, fmt.Errorf("%w: %s: %v", transport.ErrInvalidEvent, t, err)
 	}
 	return SizePlan{size: s}, nil
 }

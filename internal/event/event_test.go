@@ -1,4 +1,4 @@
-package handlers_test
+package event_test
 
 import (
 	"context"
@@ -14,6 +14,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/event"
+	"github.com/heraldbus/herald/transport"
 )
 
 type Plain struct{ A int }
@@ -33,19 +35,19 @@ func TestNameOf(t *testing.T) {
 		want    string
 		wantErr bool
 	}{
-		{handlers.NameOf[Plain], "handlers_test.Plain", false},
-		{handlers.NameOf[*Plain], "handlers_test.Plain", false},
-		{handlers.NameOf[Named], "custom.name", false},
-		{handlers.NameOf[PtrNamed], "ptr.name", false},
-		{handlers.NameOf[*PtrNamed], "ptr.name", false},
-		{handlers.NameOf[Generic[int]], "", true},
-		{handlers.NameOf[struct{}], "", true},
-		{handlers.NameOf[int], "", true}, // "int" has no package: refused as it says nothing
+		{event.NameOf[Plain], "event_test.Plain", false},
+		{event.NameOf[*Plain], "event_test.Plain", false},
+		{event.NameOf[Named], "custom.name", false},
+		{event.NameOf[PtrNamed], "ptr.name", false},
+		{event.NameOf[*PtrNamed], "ptr.name", false},
+		{event.NameOf[Generic[int]], "", true},
+		{event.NameOf[struct{}], "", true},
+		{event.NameOf[int], "", true}, // "int" has no package: refused as it says nothing
 	}
 	for i, c := range cases {
 		got, err := c.got()
 		if c.wantErr {
-			if !errors.Is(err, handlers.ErrInvalidName) {
+			if !errors.Is(err, transport.ErrInvalidName) {
 				t.Errorf("%d: got %q, %v; want ErrInvalidName", i, got, err)
 			}
 			continue
@@ -58,12 +60,12 @@ func TestNameOf(t *testing.T) {
 
 func TestValidateName(t *testing.T) {
 	for _, ok := range []string{"a", "a.b", "billing.charge-card", "Orders.V1.placed_x"} {
-		if err := handlers.ValidateName(ok); err != nil {
+		if err := transport.ValidName(ok); err != nil {
 			t.Errorf("%q: %v", ok, err)
 		}
 	}
 	for _, bad := range []string{"", ".", "a.", ".a", "a..b", "a b", "a*", ">", "a.>", "a\nb", "\x00", strings.Repeat("a", 256)} {
-		if err := handlers.ValidateName(bad); !errors.Is(err, handlers.ErrInvalidName) {
+		if err := transport.ValidName(bad); !errors.Is(err, transport.ErrInvalidName) {
 			t.Errorf("%q: %v, want ErrInvalidName", bad, err)
 		}
 	}
@@ -96,7 +98,7 @@ type Node struct {
 type Bad struct{ C chan int }
 
 func TestPlanJSONBoundsTheEncoding(t *testing.T) {
-	plan, err := handlers.PlanJSON(reflect.TypeFor[Rich]())
+	plan, err := event.PlanJSON(reflect.TypeFor[Rich]())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +124,7 @@ func TestPlanJSONBoundsTheEncoding(t *testing.T) {
 		t.Error("year 10000: bound claims the value encodes")
 	}
 	for _, typ := range []reflect.Type{reflect.TypeFor[Opaque](), reflect.TypeFor[WithIface](), reflect.TypeFor[Node]()} {
-		p, err := handlers.PlanJSON(typ)
+		p, err := event.PlanJSON(typ)
 		if err != nil {
 			t.Fatalf("%v: %v", typ, err)
 		}
@@ -130,7 +132,7 @@ func TestPlanJSONBoundsTheEncoding(t *testing.T) {
 			t.Errorf("%v: a bound without encoding is not provable", typ)
 		}
 	}
-	if _, err := handlers.PlanJSON(reflect.TypeFor[Bad]()); !errors.Is(err, handlers.ErrInvalidEvent) {
+	if _, err := event.PlanJSON(reflect.TypeFor[Bad]()); !errors.Is(err, transport.ErrInvalidEvent) {
 		t.Errorf("chan field: %v", err)
 	}
 }
@@ -138,7 +140,7 @@ func TestPlanJSONBoundsTheEncoding(t *testing.T) {
 func FuzzPlanBound(f *testing.F) {
 	f.Add("hello", int64(3), 1.5, []byte("x"))
 	f.Add("\u2028\"\\", int64(-9), math.Inf(1), []byte{})
-	plan, err := handlers.PlanJSON(reflect.TypeFor[Rich]())
+	plan, err := event.PlanJSON(reflect.TypeFor[Rich]())
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -156,32 +158,32 @@ func FuzzPlanBound(f *testing.F) {
 }
 
 func TestParseMetadata(t *testing.T) {
-	md := message.Metadata{handlers.KeyID: "id1", handlers.KeyEvent: "a.b", handlers.KeyCorrelationID: "c",
-		handlers.KeyCausationID: "k", handlers.KeyPublishedAt: "2026-11-23T10:00:00.5Z", handlers.KeyOrderingKey: "o"}
-	m, err := handlers.ParseMetadata(md)
+	md := message.Metadata{transport.KeyID: "id1", transport.KeyEvent: "a.b", transport.KeyCorrelationID: "c",
+		transport.KeyCausationID: "k", transport.KeyPublishedAt: "2026-11-23T10:00:00.5Z", transport.KeyOrderingKey: "o"}
+	m, err := event.ParseMetadata(md)
 	if err != nil || m.ID != "id1" || m.Name != "a.b" || m.CorrelationID != "c" || m.CausationID != "k" ||
 		m.OrderingKey != "o" || m.PublishedAt.Nanosecond() != 5e8 {
 		t.Errorf("%+v, %v", m, err)
 	}
 	out := message.Metadata{}
-	handlers.SetMetadata(out, m)
-	if back, _ := handlers.ParseMetadata(out); back != m {
+	event.SetMetadata(out, m)
+	if back, _ := event.ParseMetadata(out); back != m {
 		t.Errorf("round trip: %+v != %+v", back, m)
 	}
 	var de *handlers.DecodeError
-	for _, bad := range []message.Metadata{{}, {handlers.KeyID: "x"}, {handlers.KeyEvent: "x"},
-		{handlers.KeyID: "x", handlers.KeyEvent: "y", handlers.KeyPublishedAt: "yesterday"}} {
-		if _, err := handlers.ParseMetadata(bad); !errors.As(err, &de) {
+	for _, bad := range []message.Metadata{{}, {transport.KeyID: "x"}, {transport.KeyEvent: "x"},
+		{transport.KeyID: "x", transport.KeyEvent: "y", transport.KeyPublishedAt: "yesterday"}} {
+		if _, err := event.ParseMetadata(bad); !errors.As(err, &de) {
 			t.Errorf("%v: %v, want a *DecodeError", bad, err)
 		}
 	}
 }
 
 func TestNewIDUniqueAndIncreasing(t *testing.T) {
-	prev := handlers.NewID()
+	prev := event.NewID()
 	seen := map[string]bool{prev: true}
 	for range 10000 {
-		id := handlers.NewID()
+		id := event.NewID()
 		if seen[id] || id <= prev || len(id) != 28 {
 			t.Fatalf("id %q after %q", id, prev)
 		}
@@ -193,7 +195,7 @@ func TestNewIDUniqueAndIncreasing(t *testing.T) {
 var idSink string
 
 func TestNewIDAllocatesOnce(t *testing.T) {
-	if n := testing.AllocsPerRun(100, func() { idSink = handlers.NewID() }); n != 1 {
+	if n := testing.AllocsPerRun(100, func() { idSink = event.NewID() }); n != 1 {
 		t.Errorf("NewID allocates %v times", n)
 	}
 }
@@ -208,18 +210,18 @@ func TestHandlerInProcessAndDecoded(t *testing.T) {
 		got = append(got, e)
 		return nil
 	}
-	h := handlers.New("handlers_test.Plain", fn, handlers.JSON{}, false)
-	meta := handlers.Metadata{ID: "1", Name: "handlers_test.Plain", Handler: "h", Attempt: 1}
-	msg := handlers.NewMessage(context.Background(), meta, Plain{A: 7}, nil, nil, handlers.JSON{})
+	h := event.New("handlers_test.Plain", fn, handlers.JSON{}, false)
+	meta := handlers.Metadata{Event: transport.Event{ID: "1", Name: "handlers_test.Plain"}, Handler: "h", Attempt: 1}
+	msg := event.NewMessage(context.Background(), meta, Plain{A: 7}, nil, nil, handlers.JSON{})
 	if _, err := h(msg); err != nil {
 		t.Fatal(err)
 	}
 	// Poison needs the payload of an in-process event: encoded on demand.
-	if p, err := handlers.Payload(msg); err != nil || string(p) != `{"A":7}` {
+	if p, err := event.Payload(msg); err != nil || string(p) != `{"A":7}` {
 		t.Errorf("payload %q %v", p, err)
 	}
-	dec := handlers.New("handlers_test.Plain", fn, handlers.JSON{}, true)
-	msg2 := handlers.NewMessage(context.Background(), meta, Plain{A: 8}, nil, nil, handlers.JSON{})
+	dec := event.New("handlers_test.Plain", fn, handlers.JSON{}, true)
+	msg2 := event.NewMessage(context.Background(), meta, Plain{A: 8}, nil, nil, handlers.JSON{})
 	if _, err := dec(msg2); err != nil {
 		t.Fatal(err)
 	}
@@ -229,11 +231,11 @@ func TestHandlerInProcessAndDecoded(t *testing.T) {
 }
 
 func TestHandlerPanicBecomesPanicError(t *testing.T) {
-	h := handlers.New("handlers_test.Plain", func(context.Context, Plain) error { panic("boom") }, handlers.JSON{}, false)
-	msg := handlers.NewMessage(context.Background(), handlers.Metadata{ID: "1", Name: "handlers_test.Plain"}, Plain{}, nil, nil, nil)
+	h := event.New("handlers_test.Plain", func(context.Context, Plain) error { panic("boom") }, handlers.JSON{}, false)
+	msg := event.NewMessage(context.Background(), handlers.Metadata{Event: transport.Event{ID: "1", Name: "handlers_test.Plain"}}, Plain{}, nil, nil, nil)
 	_, err := h(msg)
 	var pe *handlers.PanicError
-	if !errors.As(err, &pe) || pe.Value != "boom" || !strings.Contains(pe.Stack, "handlers_test.go") {
+	if !errors.As(err, &pe) || pe.Value != "boom" || !strings.Contains(pe.Stack, "event_test.go") {
 		t.Fatalf("got %v", err)
 	}
 }
@@ -250,7 +252,7 @@ func TestFromContextOutsideAHandler(t *testing.T) {
 
 func TestDeliveryContextDerivesWithoutGoroutines(t *testing.T) {
 	parent, cancel := context.WithCancel(context.Background())
-	msg := handlers.NewMessage(parent, handlers.Metadata{ID: "1"}, nil, nil, nil, nil)
+	msg := event.NewMessage(parent, handlers.Metadata{Event: transport.Event{ID: "1"}}, nil, nil, nil, nil)
 	child, cancelChild := context.WithTimeout(msg.Context(), time.Hour)
 	defer cancelChild()
 	cancel()
@@ -265,11 +267,11 @@ func TestDeliveryContextDerivesWithoutGoroutines(t *testing.T) {
 }
 
 func TestDecodeErrorQuotesPayloadSafely(t *testing.T) {
-	h := handlers.New("handlers_test.Plain", func(context.Context, Plain) error { return nil }, handlers.JSON{}, true)
+	h := event.New("handlers_test.Plain", func(context.Context, Plain) error { return nil }, handlers.JSON{}, true)
 	for _, p := range []string{"\x00\xff bin", "line\nInjected: x\r\n", strings.Repeat("a", 63) + "é tail"} {
 		msg := message.NewMessage("x", []byte(p))
-		handlers.SetMetadata(msg.Metadata, handlers.Metadata{ID: "x", Name: "handlers_test.Plain"})
-		handlers.Bind(msg, "h", 1)
+		event.SetMetadata(msg.Metadata, transport.Event{ID: "x", Name: "handlers_test.Plain"})
+		event.Bind(msg, "h", 1)
 		_, err := h(msg)
 		if err == nil {
 			t.Fatalf("%q decoded", p)
@@ -293,7 +295,7 @@ type Ring struct {
 
 func TestPlanJSONRecursiveTypes(t *testing.T) {
 	for _, typ := range []reflect.Type{reflect.TypeFor[Tree](), reflect.TypeFor[Ring](), reflect.TypeFor[[]Tree]()} {
-		p, err := handlers.PlanJSON(typ) // must not overflow the stack
+		p, err := event.PlanJSON(typ) // must not overflow the stack
 		if err != nil {
 			t.Fatalf("%v: %v", typ, err)
 		}
@@ -304,24 +306,12 @@ func TestPlanJSONRecursiveTypes(t *testing.T) {
 }
 
 func TestPlanJSONTimeZoneOffset(t *testing.T) {
-	p, _ := handlers.PlanJSON(reflect.TypeFor[time.Time]())
+	p, _ := event.PlanJSON(reflect.TypeFor[time.Time]())
 	odd := time.Date(2026, 1, 1, 0, 0, 0, 0, time.FixedZone("far", 25*3600))
 	if _, err := json.Marshal(odd); err == nil {
 		t.Skip("this Go's encoding/json accepts the offset")
 	}
 	if _, ok := p.Bound(odd); ok {
 		t.Error("a zone offset json refuses was proven encodable")
-	}
-}
-
-func TestInFlight(t *testing.T) {
-	if n := handlers.InFlight(context.Background()); n != 1 {
-		t.Errorf("default %d", n)
-	}
-	if n := handlers.InFlight(handlers.WithInFlight(context.Background(), 12)); n != 12 {
-		t.Errorf("set %d", n)
-	}
-	if n := handlers.InFlight(handlers.WithInFlight(context.Background(), -3)); n != 1 {
-		t.Errorf("negative %d", n)
 	}
 }

@@ -1,4 +1,4 @@
-package handlers
+package event
 
 import (
 	"context"
@@ -6,40 +6,37 @@ import (
 	"runtime/debug"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-)
 
-// Func is the signature of a typed event handler. Returning nil acknowledges the
-// event; an error asks for a retry ([Permanent] errors are not retried). The ctx
-// is cancelled when the bus stops the handler; it carries the event's [Metadata].
-type Func[E any] func(ctx context.Context, event E) error
+	"github.com/heraldbus/herald/handlers"
+)
 
 // New wraps fn as a watermill handler for the event named name.
 //
 // The returned handler takes the typed value of an in-process delivery as it is
 // (no decode; a *E is dereferenced) unless alwaysDecode is set; otherwise, or
 // when the value is of another Go type with the same event name, it decodes
-// the payload with codec, encoding the value first if needed. It returns a [*DecodeError] for a message without Herald metadata, a
+// the payload with codec, encoding the value first if needed. It returns a [*handlers.DecodeError] for a message without Herald metadata, a
 // message carrying another event name, or a payload codec cannot decode; a panic
-// in fn becomes a [*PanicError] with the stack. It never produces messages.
-func New[E any](name string, fn Func[E], codec Codec, alwaysDecode bool) message.HandlerFunc {
+// in fn becomes a [*handlers.PanicError] with the stack. It never produces messages.
+func New[E any](name string, fn func(context.Context, E) error, codec handlers.Codec, alwaysDecode bool) message.HandlerFunc {
 	return func(msg *message.Message) (_ []*message.Message, err error) {
 		defer func() {
 			if r := recover(); r != nil {
-				err = &PanicError{Value: r, Stack: string(debug.Stack())}
+				err = &handlers.PanicError{Value: r, Stack: string(debug.Stack())}
 			}
 		}()
 		d := deliveryOf(msg)
 		if d != nil {
 			if d.err != nil {
-				if de, ok := d.err.(*DecodeError); ok {
+				if de, ok := d.err.(*handlers.DecodeError); ok {
 					cp := *de
 					cp.Event = name
 					return nil, &cp
 				}
-				return nil, &DecodeError{Event: name, Reason: "bad metadata", Err: d.err}
+				return nil, &handlers.DecodeError{Event: name, Reason: "bad metadata", Err: d.err}
 			}
 			if d.meta.Name != "" && d.meta.Name != name {
-				return nil, &DecodeError{Event: name, Reason: fmt.Sprintf("message carries event %q, not %q", d.meta.Name, name)}
+				return nil, &handlers.DecodeError{Event: name, Reason: fmt.Sprintf("message carries event %q, not %q", d.meta.Name, name)}
 			}
 		}
 		if d != nil && d.value != nil && !alwaysDecode {
@@ -64,14 +61,14 @@ func New[E any](name string, fn Func[E], codec Codec, alwaysDecode bool) message
 
 // decode is apart so that its &e, which escapes into the codec, does not make
 // the in-process path allocate an E.
-func decode[E any](msg *message.Message, name string, codec Codec) (E, error) {
+func decode[E any](msg *message.Message, name string, codec handlers.Codec) (E, error) {
 	var e E
 	payload, err := Payload(msg)
 	if err != nil {
-		return e, &DecodeError{Event: name, Reason: "cannot encode in-process value", Err: err}
+		return e, &handlers.DecodeError{Event: name, Reason: "cannot encode in-process value", Err: err}
 	}
 	if err := codec.Unmarshal(payload, &e); err != nil {
-		return e, &DecodeError{Event: name, Reason: "malformed payload " + quote(string(payload)), Err: err}
+		return e, &handlers.DecodeError{Event: name, Reason: "malformed payload " + Quote(string(payload)), Err: err}
 	}
 	return e, nil
 }

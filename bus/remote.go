@@ -1,0 +1,113 @@
+package bus
+
+import (
+	"strconv"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/heraldbus/herald/internal/event"
+	"github.com/heraldbus/herald/transport"
+)
+
+// The remote path: workers read the channels of the transport's watermill
+// subscriber, one for the handler's event topic and one for its replays.
+
+func (s *Subscription) startRemote() error {
+	sub, err := s.b.cfg.transport.Subscriber(s.name)
+	if err != nil {
+		return err
+	}
+	s.release = append(s.release, func() { _ = sub.Close() })
+	fail := func(err error) error {
+		s.cancel()
+		_ = sub.Close()
+		return err
+	}
+	if s.cfg.keyOrdered && s.cfg.concurrency > 1 {
+		// One channel per topic, so that the dispatcher sees the transport's
+		// order, with as many messages in flight as the workers and their
+		// inboxes hold, so that keys run in parallel.
+		window := s.cfg.concurrency * (keyedInbox + 1)
+		events, err := subscribeWindow(s, sub, s.event, window)
+		if err != nil {
+			return fail(err)
+		}
+		replays, err := subscribeWindow(s, sub, transport.ReplayTopic(s.name), window)
+		if err != nil {
+			return fail(err)
+		}
+		s.startKeyedRemote(events, replays)
+		return nil
+	}
+	for range s.cfg.concurrency {
+		events, err := sub.Subscribe(s.ctx, s.event)
+		if err != nil {
+			return fail(err)
+		}
+		replays, err := sub.Subscribe(s.ctx, transport.ReplayTopic(s.name))
+		if err != nil {
+			return fail(err)
+		}
+		var loop func()
+		loop = func() { s.runRemote(events, replays, loop) }
+		s.goWorker(loop)
+	}
+	return nil
+}
+
+func subscribeWindow(s *Subscription, sub message.Subscriber, topic string, window int) (<-chan *message.Message, error) {
+	if ws, ok := sub.(transport.WindowSubscriber); ok {
+		return ws.SubscribeWindow(s.ctx, topic, window)
+	}
+	return sub.Subscribe(s.ctx, topic)
+}
+
+func (s *Subscription) runRemote(events, replays <-chan *message.Message, again func()) {
+	for {
+		select {
+		case <-s.stop:
+			return
+		default:
+		}
+		msg, ok := s.nextRemote(&events, &replays)
+		if !ok {
+			return
+		}
+		s.handleRemote(msg, again)
+	}
+}
+
+// nextRemote returns the next message of events or replays, forgetting a
+// channel once it is closed; false when both are closed or s is stopping.
+func (s *Subscription) nextRemote(events, replays *<-chan *message.Message) (*message.Message, bool) {
+	for *events != nil || *replays != nil {
+		select {
+		case msg, ok := <-*events:
+			if ok {
+				return msg, true
+			}
+			*events = nil
+		case msg, ok := <-*replays:
+			if ok {
+				return msg, true
+			}
+			*replays = nil
+		case <-s.stop:
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
+func (s *Subscription) handleRemote(msg *message.Message, again func()) {
+	attempt := 1
+	if n, err := strconv.Atoi(msg.Metadata.Get(transport.KeyDeliveryCount)); err == nil && n > 0 {
+		attempt = n
+	}
+	event.Bind(msg, s.name, attempt)
+	s.process(msg, func(failed bool) {
+		if failed {
+			msg.Nack()
+		}
+	}, again)
+}

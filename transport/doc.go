@@ -1,0 +1,25 @@
+// Package transport is the contract between Herald's bus and the transports
+// that move its events (package adapters/memory, adapters/nats, and any you
+// write). It is a leaf: it imports nothing else from Herald, so a transport
+// depends on this package and on watermill's message package only.
+//
+// A transport is a [Transport]: a watermill [message.Publisher] and one
+// [message.Subscriber] per handler name. What the bus asks of it is stated on
+// each method; docs/contract.md says what users are promised on top of it, and
+// package adapters/adaptertest checks both against a real transport.
+//
+// Capabilities beyond the three methods are optional interfaces, each small:
+// [Starter] (prepare at bus start), [BatchPublisher] (pipelined batches),
+// [WindowSubscriber] (more than one message in flight per subscription) and
+// [PoisonStore] (keep poison records). The bus discovers them with a type
+// assertion; a transport without one still works, with the behaviour each
+// interface's doc gives for its absence.
+//
+// Events travel as messages whose metadata carries the keys below ([KeyID],
+// [KeyEvent], ...). On NATS they are header names, so a service in another
+// language publishes Herald events by setting them.
+//
+// Errors a transport returns are tested with errors.Is against the sentinels
+// here ([ErrClosed], [ErrTooLarge], ...); the bus returns them unchanged, and
+// package bus re-exports them under the names users test.
+package transport
