@@ -250,7 +250,9 @@ func (s *Subscription) process(msg *message.Message, settle func(failed bool), a
 		perr := s.b.cfg.poison.PutPoison(context.WithoutCancel(msg.Context()), rec)
 		s.b.cfg.logger.Error("handler called runtime.Goexit; event poisoned, worker replaced",
 			zap.String("handler", s.name), zap.String("event_id", msg.UUID), zap.NamedError("store_error", perr))
-		settle(perr != nil)
+		if perr != nil || !msg.Ack() {
+			settle(true)
+		}
 		s.goWorker(again)
 	}()
 	_, err := s.chain(msg)

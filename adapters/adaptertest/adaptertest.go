@@ -1,9 +1,10 @@
 // Package adaptertest is the conformance suite every Herald transport runs: one
 // exported [Run] that checks, through the public bus API, each point of the
-// delivery contract a transport affects (DESIGN.md §2): fan-out, shared
+// delivery contract a transport affects (docs/contract.md): fan-out, shared
 // handler names, publish-then-receive, retries, poisoning of failures and of bad
 // input, replay to one handler, ordering, isolation, graceful close, and (for
-// durable transports) delivery after a handler comes back.
+// durable transports) delivery after a handler comes back. Each case names the
+// statement of the contract it proves; a failing case prints it.
 //
 //	func TestConformance(t *testing.T) {
 //		adaptertest.Run(t, func(t *testing.T) adaptertest.Backend {
@@ -77,32 +78,54 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend, opts ...Option) {
 		o.apply(&c)
 	}
 	s := &suite{cfg: c, newBackend: newBackend}
-	tests := []struct {
-		name string
-		fn   func(t *testing.T, be Backend)
-	}{
-		{"FanOut", s.fanOut},
-		{"SharedHandlerName", s.sharedName},
-		{"SubscribeAfterStart", s.subscribeAfterStart},
-		{"RetryThenSuccess", s.retryThenSuccess},
-		{"PermanentErrorPoisonedOnce", s.permanentPoisoned},
-		{"MalformedPayloadPoisoned", s.malformedPoisoned},
-		{"ForeignMessagePoisoned", s.foreignPoisoned},
-		{"OtherEventOnSubjectPoisoned", s.otherEventPoisoned},
-		{"ReplayToFailedHandlerOnly", s.replayOnlyFailed},
-		{"OrderingAtConcurrencyOne", s.ordering},
-		{"BlockedHandlerIsolated", s.isolation},
-		{"CorrelationAcrossHandlers", s.correlation},
-		{"OversizeEventRefused", s.oversize},
-		{"CloseDrainsAndRefuses", s.closeDrains},
-		{"CloseDeadlineNoPoison", s.closeDeadline},
-		{"DurableWhileHandlerDown", s.durable},
-		{"CircuitBreakerDefersNotPoisons", s.breaker},
-		{"DedupAcrossInstances", s.dedup},
-		{"OrderingByKey", s.orderingByKey},
+	for _, tc := range cases(s) {
+		t.Run(tc.name, func(t *testing.T) {
+			defer func() {
+				if t.Failed() {
+					t.Logf("contract: %s", tc.claim)
+				}
+			}()
+			tc.fn(t, newBackend(t))
+		})
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newBackend(t)) })
+}
+
+// testCase is one check of the suite and the statement of the contract it
+// proves.
+type testCase struct {
+	name  string
+	claim string
+	fn    func(t *testing.T, be Backend)
+}
+
+func cases(s *suite) []testCase {
+	return []testCase{
+		{"FanOut", "fan-out: every handler name subscribed to an event type gets every event of it published afterwards", s.fanOut},
+		{"SharedHandlerName", "fan-out: subscriptions of one handler name, in one process or several, share its events, each handled once", s.sharedName},
+		{"SubscribeAfterStart", "fan-out: a handler subscribed on a started bus gets every event published after Subscribe returns", s.subscribeAfterStart},
+		{"RetryThenSuccess", "failures: an error is retried, and a later success acknowledges the event with no poison record", s.retryThenSuccess},
+		{"PermanentErrorPoisonedOnce", "failures: a permanent error is poisoned at once, with its handler, error, attempts and payload", s.permanentPoisoned},
+		{"MalformedPayloadPoisoned", "bad input: a payload that cannot be decoded is poisoned at once, never retried", s.malformedPoisoned},
+		{"ForeignMessagePoisoned", "bad input: a message without Herald metadata is poisoned at once, and replaying it gives the same result on every transport", s.foreignPoisoned},
+		{"OtherEventOnSubjectPoisoned", "bad input: another event's message on the subject is poisoned at once", s.otherEventPoisoned},
+		{"ReplayToFailedHandlerOnly", "poison records: a replay reaches the handler that failed and no other", s.replayOnlyFailed},
+		{"ReplayWithoutConsumerKeepsRecord", "poison records: replaying to a handler nothing consumes fails with ErrNoHandler and keeps the record", s.replayWithoutConsumer},
+		{"PurgeAndReplayRace", "poison records: racing purges and replays of one record end in nil or ErrPoisonNotFound, never a raw error", s.purgeReplayRace},
+		{"PoisonListedInPages", "poison records: records are listed page by page, oldest first, each once", s.poisonPages},
+		{"OrderingAtConcurrencyOne", "ordering: with concurrency 1 a handler sees events in publish order", s.ordering},
+		{"BlockedHandlerIsolated", "isolation: a blocked handler delays no other handler", s.isolation},
+		{"CorrelationAcrossHandlers", "metadata: an event published from a handler's ctx carries its correlation ID and the handled event's ID as causation", s.correlation},
+		{"OversizeEventRefused", "bad input: an event larger than the limit is refused with ErrEventTooLarge", s.oversize},
+		{"PublishOptionsValidated", "bad input: publish options are validated the same way on every transport (ErrInvalidOption); a nil pointer event is ErrInvalidEvent", s.publishOptions},
+		{"CloseDrainsAndRefuses", "graceful close: Close refuses new publishes with ErrClosed and lets in-flight handlers finish", s.closeDrains},
+		{"CloseDeadlineNoPoison", "graceful close: an event interrupted by Close's deadline is never poisoned", s.closeDeadline},
+		{"StopAndCloseFromHandler", "graceful close: Stop or Close called from inside a handler returns, and the bus stops", s.stopFromHandler},
+		{"GoexitPoisonsAndGoesOn", "failures: runtime.Goexit in a handler poisons the event and the handler goes on with the next", s.goexit},
+		{"MiddlewarePanicIsAnError", "failures: a panic in user middleware is recovered; the event comes back and is handled", s.middlewarePanic},
+		{"DurableWhileHandlerDown", "durability: events published while a handler's process is down reach it when it returns (durable transports)", s.durable},
+		{"CircuitBreakerDefersNotPoisons", "failures: an open circuit breaker defers events (redelivered later), never poisons them", s.breaker},
+		{"DedupAcrossInstances", "failures: with a dedup store, a handler completes an event once across replicas", s.dedup},
+		{"OrderingByKey", "ordering: with ordering by key, one key's events stay in publish order while keys run in parallel", s.orderingByKey},
 	}
 }
 
@@ -282,7 +305,7 @@ func (s *suite) raw(t *testing.T, be Backend, topic string, payload string, md m
 	}
 }
 
-func (s *suite) expectPoisonedAtOnce(t *testing.T, be Backend, handler string, publishBad func(), reason string) {
+func (s *suite) expectPoisonedAtOnce(t *testing.T, be Backend, handler string, publishBad func(), reason string) *bus.Bus {
 	t.Helper()
 	b := s.bus(t, be)
 	var calls atomic.Int32
@@ -300,6 +323,7 @@ func (s *suite) expectPoisonedAtOnce(t *testing.T, be Backend, handler string, p
 	if calls.Load() != 1 {
 		t.Errorf("handler called %d times, want 1 (the good event only)", calls.Load())
 	}
+	return b
 }
 
 func (s *suite) malformedPoisoned(t *testing.T, be Backend) {
@@ -310,9 +334,19 @@ func (s *suite) malformedPoisoned(t *testing.T, be Backend) {
 }
 
 func (s *suite) foreignPoisoned(t *testing.T, be Backend) {
-	s.expectPoisonedAtOnce(t, be, "bad.foreign", func() {
+	b := s.expectPoisonedAtOnce(t, be, "bad.foreign", func() {
 		s.raw(t, be, "adaptertest.Event", `{"seq":1}`, nil)
 	}, "not published by Herald")
+	// Replaying the bad record delivers it to the handler again, which
+	// refuses it again: a new record, on every transport.
+	rec := s.poison(t, b, "bad.foreign", 1)[0]
+	if err := b.Poison().Replay(s.ctx(t), rec.ID); err != nil {
+		t.Fatalf("replay of a foreign record: %v", err)
+	}
+	bustest.Eventually(t, s.cfg.timeout, func() bool {
+		recs, err := b.Poison().List(s.ctx(t), "bad.foreign")
+		return err == nil && len(recs) == 1 && recs[0].ID != rec.ID
+	}, "the replayed foreign message poisoned again")
 }
 
 func (s *suite) otherEventPoisoned(t *testing.T, be Backend) {
@@ -433,7 +467,10 @@ func (s *suite) closeDrains(t *testing.T, be Backend) {
 	release := make(chan struct{})
 	var finished atomic.Bool
 	if _, err := bus.Subscribe(b, "close.inflight", func(ctx context.Context, e Event) error {
-		started <- struct{}{}
+		select {
+		case started <- struct{}{}:
+		default: // a later event (published before Close began): drained too
+		}
 		<-release
 		finished.Store(true)
 		return nil

@@ -243,8 +243,12 @@ func isNotFound(err error) bool {
 		return true
 	}
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeMessageNotFound ||
-		apiErr.ErrorCode == 10057 && strings.Contains(apiErr.Description, "no message found"))
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeMessageNotFound {
+		return true
+	}
+	// DeleteMsg wraps the server's error in its own, without the API error
+	// in the chain: only its text tells.
+	return err != nil && strings.Contains(err.Error(), "err_code=10057") && strings.Contains(err.Error(), "no message found")
 }
 
 // GetPoison returns the record with id; found is false if there is none.
