@@ -226,3 +226,30 @@ func TestTooDeepEventIsRefusedOnEveryTransport(t *testing.T) {
 		}
 	})
 }
+
+func TestNilPointerEventIsRefusedOnEveryTransport(t *testing.T) {
+	eachTransport(t, func(t *testing.T, b *bus.Bus) {
+		r := bustest.Record[Measured](t, b, "measured")
+		if err := bus.Publish[*Measured](encCtx(t), b, nil); !errors.Is(err, bus.ErrInvalidEvent) {
+			t.Errorf("Publish of a nil *E: %v, want ErrInvalidEvent", err)
+		}
+		err := bus.PublishBatch(encCtx(t), b, []*Measured{{Reading: "1"}, nil})
+		if !errors.Is(err, bus.ErrInvalidEvent) || !strings.Contains(err.Error(), "event 1") {
+			t.Errorf("PublishBatch with a nil *E: %v, want ErrInvalidEvent for event 1", err)
+		}
+		if err := bus.Publish(encCtx(t), b, &Measured{Reading: "2"}); err != nil {
+			t.Fatal(err)
+		}
+		// The batch's first event may have been published, before "2" (the
+		// handler takes events in publish order); the nil one never is.
+		bustest.Eventually(t, encWait, func() bool {
+			ev := r.Events()
+			return len(ev) > 0 && ev[len(ev)-1].Reading == "2"
+		}, "the event published after the nil one")
+		for _, e := range r.Events() {
+			if e.Reading == "" {
+				t.Errorf("a zero event was delivered: %+v", r.Events())
+			}
+		}
+	})
+}

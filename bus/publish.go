@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -19,7 +20,8 @@ import (
 // every handler subscribed now; on NATS, stored by the stream (PubAck). It waits
 // while a queue is full or for the PubAck, honouring ctx. Errors: ctx's error,
 // [ErrNotStarted], [ErrClosed], [ErrInvalidName] (the type's name),
-// [ErrInvalidEvent] (cannot be encoded), [ErrEventTooLarge], or the transport's.
+// [ErrInvalidEvent] (cannot be encoded, or decoded, or a nil pointer),
+// [ErrEventTooLarge], or the transport's.
 //
 // If ctx is a handler's context, the new event is a consequence of the one
 // being handled: it gets that event's correlation ID, and that event's ID as its
@@ -102,6 +104,10 @@ func pubOptions(opts []PublishOption) *pubConfig {
 
 // prepare builds an event's metadata and, when it must be encoded, its payload.
 func (b *Bus) prepare(ctx context.Context, et *eventType, v any, pc *pubConfig) (handlers.Metadata, []byte, error) {
+	// A nil *E (or nil interface) would reach handlers as a zero E.
+	if rv := reflect.ValueOf(v); !rv.IsValid() || (rv.Kind() == reflect.Pointer && rv.IsNil()) {
+		return handlers.Metadata{}, nil, fmt.Errorf("%w: %s: nil event", ErrInvalidEvent, et.name)
+	}
 	meta := handlers.Metadata{Name: et.name, PublishedAt: time.Now()}
 	if pc != nil && pc.id != "" {
 		meta.ID = pc.id
