@@ -22,7 +22,8 @@ import (
 // every handler subscribed now; on NATS, stored by the stream (PubAck). It waits
 // while a queue is full or for the PubAck, honouring ctx. Errors: ctx's error,
 // [ErrNotStarted], [ErrClosed], [ErrInvalidName] (the type's name),
-// [ErrInvalidEvent] (cannot be encoded), [ErrEventTooLarge], or the transport's.
+// [ErrInvalidEvent] (cannot be encoded, or decoded, or a nil pointer),
+// [ErrEventTooLarge], or the transport's.
 //
 // If ctx is a handler's context, the new event is a consequence of the one
 // being handled: it gets that event's correlation ID, and that event's ID as its

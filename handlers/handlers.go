@@ -3,6 +3,7 @@ package handlers
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 
 	"github.com/heraldbus/herald/internal/ctxkey"
 	"github.com/heraldbus/herald/transport"
@@ -60,8 +61,56 @@ type JSON struct{}
 // ContentType returns "application/json".
 func (JSON) ContentType() string { return "application/json" }
 
-// Marshal encodes v with json.Marshal.
-func (JSON) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
+// Marshal encodes v with json.Marshal. It refuses, with an error wrapping
+// transport.ErrInvalidEvent, an encoding that json.Unmarshal would refuse for
+// nesting arrays and objects more than 10000 levels deep. The check scans the
+// encoding only when it is long enough to nest that deep.
+func (JSON) Marshal(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > 2*maxDepth && tooDeep(b) {
+		return nil, errTooDeep{}
+	}
+	return b, nil
+}
+
+// maxDepth is how deep encoding/json's decoder lets arrays and objects nest.
+const maxDepth = 10000
+
+// errTooDeep is JSON.Marshal's error for an encoding nested deeper than
+// maxDepth.
+type errTooDeep struct{}
+
+func (errTooDeep) Error() string {
+	return fmt.Sprintf("json: arrays and objects nested more than %d levels deep, which json.Unmarshal refuses", maxDepth)
+}
+
+func (errTooDeep) Is(target error) bool { return target == transport.ErrInvalidEvent }
+
+// tooDeep reports whether b, a valid JSON text, nests arrays and objects more
+// than maxDepth levels deep.
+func tooDeep(b []byte) bool {
+	depth := 0
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+		case '[', '{':
+			if depth++; depth > maxDepth {
+				return true
+			}
+		case ']', '}':
+			depth--
+		}
+	}
+	return false
+}
 
 // Unmarshal decodes with json.Unmarshal.
 func (JSON) Unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }

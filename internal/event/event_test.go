@@ -154,6 +154,7 @@ func FuzzPlanBound(f *testing.F) {
 		if ok && bound < len(enc) {
 			t.Fatalf("bound %d < size %d", bound, len(enc))
 		}
+		checkPlan(t, b) // every type of encodable_test.go, values drawn from b
 	})
 }
 
