@@ -82,12 +82,12 @@ type Config struct {
 	// policy. Ignored when Conn is set.
 	NATSOptions []nats.Option
 	// ConnectTimeout bounds the dial of each server; default
-	// [DefaultConnectTimeout]. An unreachable server makes [New] fail after
-	// at most this long (a refused connection fails at once).
+	// [DefaultConnectTimeout], from 1ms to 1 minute. An unreachable server makes
+	// [New] fail after at most this long (a refused connection fails at once).
 	ConnectTimeout time.Duration
 	// RequestTimeout bounds each JetStream API request (stream and consumer
 	// management, poison records) made with a ctx that has no deadline;
-	// default [DefaultRequestTimeout].
+	// default [DefaultRequestTimeout], from 1ms to 10 minutes.
 	RequestTimeout time.Duration
 
 	// StreamName is the events stream; default [DefaultStreamName]. Its
@@ -102,58 +102,68 @@ type Config struct {
 	// Storage of both streams: jetstream.FileStorage (the zero value, the
 	// default) or jetstream.MemoryStorage.
 	Storage jetstream.StorageType
-	// Replicas of both streams (and so of their consumers); default 1.
+	// Replicas of both streams (and so of their consumers); default 1, at
+	// most 5.
 	Replicas int
 	// Retention of the events stream; default [RetentionInterest].
 	Retention Retention
 	// MaxAge bounds how long the events stream keeps an event; default 0, no
 	// limit (with RetentionInterest an event lives until every handler has
-	// acknowledged it).
+	// acknowledged it); otherwise from 100ms (the server's minimum) to 10
+	// years (of 365 days).
 	MaxAge time.Duration
 	// PoisonMaxAge bounds how long poison records are kept; default 0, until
-	// they are replayed or purged.
+	// they are replayed or purged; otherwise from 100ms to 10 years.
 	PoisonMaxAge time.Duration
 	// DuplicateWindow is how long the stream remembers event IDs (the
 	// Nats-Msg-Id header) to drop a duplicate publish; default
-	// [DefaultDuplicateWindow].
+	// [DefaultDuplicateWindow], from 100ms (the server's minimum) to 24 hours
+	// (the server keeps every ID of the window in memory), and cut to MaxAge
+	// if that is shorter.
 	DuplicateWindow time.Duration
 
 	// AckWait is how long the server waits for a handler's ack before it
-	// redelivers; default [DefaultAckWait]. While an event is held by the
+	// redelivers; default [DefaultAckWait], from 30ms to 24 hours. While an event is held by the
 	// transport (prefetched or being handled) it sends progress acks every
 	// AckWait/3, so a slow handler or a long retry backoff never causes a
 	// concurrent duplicate; AckWait matters only when a process dies.
 	AckWait time.Duration
 	// MaxDeliver bounds deliveries of one event to one handler; default
 	// [DefaultMaxDeliver] (-1, unlimited): the bus poisons an event that
-	// keeps failing, so the server should not drop it.
+	// keeps failing, so the server should not drop it. Otherwise 1 to
+	// 1 000 000.
 	MaxDeliver int
 	// MaxAckPending bounds the events of one handler delivered and not yet
-	// acknowledged, over all its processes; default [DefaultMaxAckPending].
+	// acknowledged, over all its processes; default [DefaultMaxAckPending],
+	// at most 1 000 000.
 	MaxAckPending int
 	// Prefetch is how many events each worker of a handler fetches ahead;
-	// default [DefaultPrefetch]. Prefetched events are progress-acked, and
-	// given back (nacked) when the subscriber closes. A worker stuck on one
-	// event keeps up to Prefetch events of its handler from other processes.
+	// default [DefaultPrefetch], at most 10 000. Prefetched events are
+	// progress-acked, and given back (nacked) when the subscriber closes. A
+	// worker stuck on one event keeps up to Prefetch events of its handler
+	// from other processes.
 	Prefetch int
 	// NakDelay is the redelivery delay of the first nack of an event; each
 	// further delivery doubles it, up to MaxNakDelay; default
-	// [DefaultNakDelay]. A nack caused by shutdown (the message's context
-	// has ended) is redelivered at once, to another process.
+	// [DefaultNakDelay], at most 24 hours. A nack caused by shutdown (the
+	// message's context has ended) is redelivered at once, to another process.
 	NakDelay time.Duration
-	// MaxNakDelay caps the nack redelivery delay; default [DefaultMaxNakDelay].
+	// MaxNakDelay caps the nack redelivery delay; default [DefaultMaxNakDelay],
+	// at most 24 hours.
 	MaxNakDelay time.Duration
 
 	// MaxPayload bounds the size of a published message (payload plus
 	// headers); default 0, the server's max_payload. Larger messages get an
-	// error wrapping [transport.ErrTooLarge] before anything is sent.
+	// error wrapping [transport.ErrTooLarge] before anything is sent. At most 64 MiB
+	// (the largest max_payload a server accepts).
 	MaxPayload int
 	// MaxPendingPublishes bounds the publishes waiting for their PubAck;
 	// Publish waits (honouring its ctx) while that many are in flight;
-	// default [DefaultMaxPendingPublishes].
+	// default [DefaultMaxPendingPublishes], at most 1 000 000.
 	MaxPendingPublishes int
 	// PubAckTimeout is how long a publish waits for its PubAck when its ctx
-	// has no earlier deadline; default [DefaultPubAckTimeout].
+	// has no earlier deadline; default [DefaultPubAckTimeout], from 1ms to
+	// 10 minutes.
 	PubAckTimeout time.Duration
 
 	// Logger receives the transport's logs: connection changes, stream
@@ -223,31 +233,34 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Retention != RetentionInterest && c.Retention != RetentionLimits {
 		return c, invalid("Retention %d", c.Retention)
 	}
+	const day = 24 * time.Hour
 	type dur struct {
-		name string
-		v    *time.Duration
-		def  time.Duration
+		name     string
+		v        *time.Duration
+		def      time.Duration
+		min, max time.Duration // of a non-zero value
 	}
 	for _, d := range []dur{
-		{"ConnectTimeout", &c.ConnectTimeout, DefaultConnectTimeout},
-		{"RequestTimeout", &c.RequestTimeout, DefaultRequestTimeout},
-		{"MaxAge", &c.MaxAge, 0},
-		{"PoisonMaxAge", &c.PoisonMaxAge, 0},
-		{"DuplicateWindow", &c.DuplicateWindow, DefaultDuplicateWindow},
-		{"AckWait", &c.AckWait, DefaultAckWait},
-		{"NakDelay", &c.NakDelay, DefaultNakDelay},
-		{"MaxNakDelay", &c.MaxNakDelay, DefaultMaxNakDelay},
-		{"PubAckTimeout", &c.PubAckTimeout, DefaultPubAckTimeout},
+		{"ConnectTimeout", &c.ConnectTimeout, DefaultConnectTimeout, time.Millisecond, time.Minute},
+		{"RequestTimeout", &c.RequestTimeout, DefaultRequestTimeout, time.Millisecond, 10 * time.Minute},
+		{"MaxAge", &c.MaxAge, 0, 100 * time.Millisecond, 10 * 365 * day},
+		{"PoisonMaxAge", &c.PoisonMaxAge, 0, 100 * time.Millisecond, 10 * 365 * day},
+		{"DuplicateWindow", &c.DuplicateWindow, DefaultDuplicateWindow, 100 * time.Millisecond, day},
+		{"AckWait", &c.AckWait, DefaultAckWait, 30 * time.Millisecond, day},
+		{"NakDelay", &c.NakDelay, DefaultNakDelay, 0, day},
+		{"MaxNakDelay", &c.MaxNakDelay, DefaultMaxNakDelay, 0, day},
+		{"PubAckTimeout", &c.PubAckTimeout, DefaultPubAckTimeout, time.Millisecond, 10 * time.Minute},
 	} {
-		if *d.v < 0 {
-			return c, invalid("%s %v < 0", d.name, *d.v)
-		}
-		if *d.v == 0 {
+		switch v := *d.v; {
+		case v < 0:
+			return c, invalid("%s %v < 0", d.name, v)
+		case v > d.max:
+			return c, invalid("%s %v > %v", d.name, v, d.max)
+		case v > 0 && v < d.min:
+			return c, invalid("%s %v < %v", d.name, v, d.min)
+		case v == 0:
 			*d.v = d.def
 		}
-	}
-	if c.AckWait < 30*time.Millisecond {
-		return c, invalid("AckWait %v < 30ms", c.AckWait)
 	}
 	if c.MaxNakDelay < c.NakDelay {
 		c.MaxNakDelay = c.NakDelay
@@ -259,29 +272,32 @@ func (c Config) withDefaults() (Config, error) {
 		name string
 		v    *int
 		def  int
+		max  int
 	}
 	for _, n := range []num{
-		{"Replicas", &c.Replicas, 1},
-		{"MaxAckPending", &c.MaxAckPending, DefaultMaxAckPending},
-		{"Prefetch", &c.Prefetch, DefaultPrefetch},
-		{"MaxPayload", &c.MaxPayload, 0},
-		{"MaxPendingPublishes", &c.MaxPendingPublishes, DefaultMaxPendingPublishes},
+		{"Replicas", &c.Replicas, 1, 5},
+		{"MaxAckPending", &c.MaxAckPending, DefaultMaxAckPending, 1_000_000},
+		{"Prefetch", &c.Prefetch, DefaultPrefetch, 10_000},
+		{"MaxPayload", &c.MaxPayload, 0, 64 << 20},
+		{"MaxPendingPublishes", &c.MaxPendingPublishes, DefaultMaxPendingPublishes, 1_000_000},
 	} {
 		if *n.v < 0 {
 			return c, invalid("%s %d < 0", n.name, *n.v)
+		}
+		if *n.v > n.max {
+			return c, invalid("%s %d > %d", n.name, *n.v, n.max)
 		}
 		if *n.v == 0 {
 			*n.v = n.def
 		}
 	}
-	if c.Replicas > 5 {
-		return c, invalid("Replicas %d > 5", c.Replicas)
-	}
 	switch {
 	case c.MaxDeliver == 0:
 		c.MaxDeliver = DefaultMaxDeliver
 	case c.MaxDeliver < -1:
-		return c, invalid("MaxDeliver %d", c.MaxDeliver)
+		return c, invalid("MaxDeliver %d < -1", c.MaxDeliver)
+	case c.MaxDeliver > 1_000_000:
+		return c, invalid("MaxDeliver %d > 1000000", c.MaxDeliver)
 	}
 	for i, o := range c.NATSOptions {
 		if o == nil {

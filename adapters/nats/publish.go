@@ -34,7 +34,7 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 		}
 		return p.t.waitAck(ctx, msgs[0], f)
 	}
-	futures := make([]jetstream.PubAckFuture, len(msgs))
+	futures := make([]*pubFuture, len(msgs))
 	for i, m := range msgs {
 		f, err := p.t.publishAsync(m.Context(), topic, m)
 		if err != nil {
@@ -62,7 +62,7 @@ func (publisher) Close() error { return nil }
 // same IDs: the stream drops duplicates within the DuplicateWindow). The bus's
 // PublishBatch uses it.
 func (t *Transport) PublishBatch(ctx context.Context, topic string, msgs []*message.Message) error {
-	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
+	futures := make([]*pubFuture, 0, len(msgs))
 	var sendErr error
 	for _, m := range msgs {
 		f, err := t.publishAsync(ctx, topic, m)
@@ -105,7 +105,7 @@ func (t *Transport) checkReplayConsumer(ctx context.Context, topic string) error
 }
 
 // publishAsync sends m, once a publish slot is free, and returns its future.
-func (t *Transport) publishAsync(ctx context.Context, topic string, m *message.Message) (jetstream.PubAckFuture, error) {
+func (t *Transport) publishAsync(ctx context.Context, topic string, m *message.Message) (*pubFuture, error) {
 	if t.isClosed() {
 		return nil, transport.ErrClosed
 	}
@@ -130,10 +130,13 @@ func (t *Transport) publishAsync(ctx context.Context, topic string, m *message.M
 			return nil, transport.ErrClosed
 		}
 	}
-	f, err := t.js.PublishMsgAsync(nm)
+	f, err := t.acks.publish(nm)
 	if err != nil {
-		<-t.pubSlots // not in flight: no callback will release the slot
-		if errors.Is(err, nats.ErrMaxPayload) {
+		<-t.pubSlots // not in flight: nothing will release the slot
+		switch {
+		case errors.Is(err, transport.ErrClosed):
+			return nil, fmt.Errorf("herald/nats: publish %s: %w", m.UUID, err)
+		case errors.Is(err, nats.ErrMaxPayload):
 			err = fmt.Errorf("%w: %w", transport.ErrTooLarge, err)
 		}
 		return nil, fmt.Errorf("herald/nats: publish %s on %s: %w", m.UUID, nm.Subject, err)
@@ -142,16 +145,16 @@ func (t *Transport) publishAsync(ctx context.Context, topic string, m *message.M
 }
 
 // waitAck waits for the PubAck of m.
-func (t *Transport) waitAck(ctx context.Context, m *message.Message, f jetstream.PubAckFuture) error {
+func (t *Transport) waitAck(ctx context.Context, m *message.Message, f *pubFuture) error {
 	select {
-	case <-f.Ok():
-		return nil
-	case err := <-f.Err():
-		if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
+	case <-f.done:
+		err := f.err
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, nats.ErrNoResponders) {
 			err = fmt.Errorf("%w (no stream captures %s.>: was the transport started, or was stream %q deleted?)",
 				err, t.cfg.SubjectPrefix, t.cfg.StreamName)
-		} else if errors.Is(err, jetstream.ErrJetStreamPublisherClosed) {
-			err = fmt.Errorf("%w: %w", transport.ErrClosed, err)
 		}
 		return fmt.Errorf("herald/nats: publish %s: %w", m.UUID, err)
 	case <-ctx.Done():

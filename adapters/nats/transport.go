@@ -29,7 +29,8 @@ import (
 //
 // Why nats.go and not watermill-nats: watermill-nats v2.1.3 publishes one
 // message at a time and waits for its PubAck (about 17 times slower than the
-// pipelined PublishMsgAsync used here), its JetStream consumers are ephemeral
+// pipelined publishes used here, each awaiting its PubAck on a reply subject
+// of the transport's), its JetStream consumers are ephemeral
 // unless a custom initializer is given, it never creates streams, it acks
 // synchronously by default, its Subscriber.Close drains the connection even
 // when the caller owns it, and it recreates consumers on reconnect
@@ -45,6 +46,7 @@ type Transport struct {
 	js    jetstream.JetStream
 
 	pubSlots chan struct{} // a token per publish waiting for its PubAck
+	acks     *acker
 
 	readyMu sync.Mutex
 	ready   atomic.Bool
@@ -96,21 +98,16 @@ func New(cfg Config, opts ...Option) (*Transport, error) {
 		return nil, invalid("Conn is closed")
 	}
 	t.pubSlots = make(chan struct{}, cfg.MaxPendingPublishes)
-	release := func(jetstream.JetStream, *nats.Msg) {
+	t.acks = newAcker(t.nc, cfg.PubAckTimeout, func() {
 		select {
 		case <-t.pubSlots:
 		default:
 		}
-	}
-	t.js, err = jetstream.New(t.nc,
-		jetstream.WithDefaultTimeout(cfg.RequestTimeout),
-		// The library's cap must never stall a publish: the transport's own
-		// slots (pubSlots) are the backpressure, and they honour ctx.
-		jetstream.WithPublishAsyncMaxPending(cfg.MaxPendingPublishes*2),
-		jetstream.WithPublishAsyncTimeout(cfg.PubAckTimeout),
-		jetstream.WithPublishAsyncAckHandler(func(js jetstream.JetStream, m *nats.Msg, _ *jetstream.PubAck) { release(js, m) }),
-		jetstream.WithPublishAsyncErrHandler(func(js jetstream.JetStream, m *nats.Msg, _ error) { release(js, m) }),
-	)
+	})
+	// Events are published with t.acks, not with the JetStream context's
+	// async publisher (see pubacks.go): t.js serves the stream and consumer
+	// API and poison records (synchronous publishes).
+	t.js, err = jetstream.New(t.nc, jetstream.WithDefaultTimeout(cfg.RequestTimeout))
 	if err != nil {
 		t.closeConn()
 		return nil, fmt.Errorf("herald/nats: %w", err)
@@ -151,6 +148,8 @@ func (t *Transport) watchStatus() {
 			close(*old)
 		case nats.DISCONNECTED, nats.RECONNECTING:
 			log.Warn("nats connection lost; reconnecting", zap.Stringer("status", st), zap.Error(t.nc.LastError()))
+			// Their PubAcks may never come: the publishers learn it now.
+			t.acks.failAll(nats.ErrDisconnected)
 		}
 	}
 }
@@ -160,7 +159,9 @@ func (t *Transport) reconnectedCh() <-chan struct{} { return *t.reconnected.Load
 // Conn returns the transport's connection (its own or Config.Conn).
 func (t *Transport) Conn() *nats.Conn { return t.nc }
 
-// JetStream returns the JetStream context the transport uses.
+// JetStream returns the JetStream context the transport uses for streams,
+// consumers and poison records. The transport does not publish events with
+// its async publisher (PublishMsgAsync): a caller who does owns its cleanup.
 func (t *Transport) JetStream() jetstream.JetStream { return t.js }
 
 // Config returns the transport's configuration, with defaults filled in.
@@ -302,7 +303,8 @@ func atLeast(v string, major, minor int) bool {
 // nil only once the stream has acknowledged (PubAck) every one:
 //
 //   - Messages are sent at once, pipelined on the connection with those of
-//     every other goroutine (PublishMsgAsync); each message's Context bounds
+//     every other goroutine, each with a reply subject for its PubAck (no
+//     PubAck within PubAckTimeout is an error); each message's Context bounds
 //     its wait, and the wait for a publish slot when MaxPendingPublishes are
 //     in flight.
 //   - msg.UUID becomes the Nats-Msg-Id header: the stream drops a duplicate
@@ -335,7 +337,7 @@ func (t *Transport) Close() error {
 		for _, s := range subs {
 			_ = s.Close()
 		}
-		t.js.CleanupPublisher()
+		t.acks.close()
 		if t.nc.IsConnected() {
 			if err := t.nc.FlushTimeout(t.cfg.RequestTimeout); err != nil {
 				t.closeErr = fmt.Errorf("herald/nats: flush acks at close: %w", err)

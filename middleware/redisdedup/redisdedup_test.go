@@ -39,19 +39,43 @@ func client(t *testing.T) *redis.Client {
 	return c
 }
 
+// The store's leases and marks are checked without wall-clock margins: every
+// lease and TTL that must still be live when checked is a minute long, and
+// an expiry is brought forward with PEXPIRE (what Redis does when a TTL runs
+// out) and then waited for, so a slow machine can only make the test slower.
 func TestStoreMarksWithTTL(t *testing.T) {
 	c := client(t)
 	prefix := fmt.Sprintf("herald-test:%s:", event.NewID())
 	s := redisdedup.New(c, prefix)
 	ctx := context.Background()
-	done, tokA, err := s.Begin(ctx, "k", 30*time.Millisecond)
+	key := prefix + "k"
+	t.Cleanup(func() { _ = c.Del(context.Background(), key).Err() })
+	// expireNow makes key's TTL run out, as Redis would once it is due.
+	expireNow := func() {
+		t.Helper()
+		if err := c.PExpire(ctx, key, time.Millisecond).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// ttlWithin fails t unless key has a TTL in (0, d].
+	ttlWithin := func(what string, d time.Duration) {
+		t.Helper()
+		ttl, err := c.PTTL(ctx, key).Result()
+		if err != nil || ttl <= 0 || ttl > d {
+			t.Fatalf("%s: TTL %v (%v), want in (0, %v]", what, ttl, err, d)
+		}
+	}
+
+	done, tokA, err := s.Begin(ctx, "k", time.Minute)
 	if err != nil || done || tokA == "" {
 		t.Fatalf("fresh key: done %v token %q %v", done, tokA, err)
 	}
+	ttlWithin("claim", time.Minute)
 	if done, tok, _ := s.Begin(ctx, "k", time.Minute); done || tok != "" {
 		t.Fatal("a second claim on a live claim succeeded")
 	}
 	// A's lease runs out; B claims; A's late Abandon must not drop B's claim.
+	expireNow()
 	var tokB string
 	bustest.Eventually(t, 5*time.Second, func() bool {
 		_, tokB, _ = s.Begin(ctx, "k", time.Minute)
@@ -69,19 +93,51 @@ func TestStoreMarksWithTTL(t *testing.T) {
 	if _, tok, _ := s.Begin(ctx, "k", time.Minute); tok == "" {
 		t.Fatal("claim after the holder's Abandon refused")
 	}
-	if err := s.Finish(ctx, "k", 50*time.Millisecond); err != nil {
+	if err := s.Finish(ctx, "k", time.Minute); err != nil {
 		t.Fatal(err)
 	}
+	ttlWithin("done mark", time.Minute)
 	if err := s.Abandon(ctx, "k", tokB); err != nil {
 		t.Fatal(err)
 	}
 	if done, _, _ := s.Begin(ctx, "k", time.Minute); !done {
 		t.Fatal("finished key not done (or Abandon removed a done mark)")
 	}
+	expireNow()
 	bustest.Eventually(t, 5*time.Second, func() bool {
-		d, _, _ := s.Begin(ctx, "k", time.Millisecond)
-		return !d
+		d, tok, _ := s.Begin(ctx, "k", time.Minute)
+		return !d && tok != ""
 	}, "done mark expires")
+
+	// A TTL or lease below a millisecond still expires (Redis refuses 0).
+	if err := s.Finish(ctx, "k", 0); err != nil {
+		t.Fatal(err)
+	}
+	bustest.Eventually(t, 5*time.Second, func() bool {
+		d, _, _ := s.Begin(ctx, "k", 0)
+		return !d
+	}, "a zero-TTL done mark expires")
+}
+
+// countingStore counts how the deliveries it sees end: handled (Finish) or
+// skipped as done (Begin reports done).
+type countingStore struct {
+	*redisdedup.Store
+	finished, skipped atomic.Int32
+}
+
+func (s *countingStore) Begin(ctx context.Context, key string, lease time.Duration) (bool, string, error) {
+	done, tok, err := s.Store.Begin(ctx, key, lease)
+	if err == nil && done {
+		s.skipped.Add(1)
+	}
+	return done, tok, err
+}
+
+func (s *countingStore) Finish(ctx context.Context, key string, ttl time.Duration) error {
+	err := s.Store.Finish(ctx, key, ttl)
+	s.finished.Add(1)
+	return err
 }
 
 type Charge struct{ N int }
@@ -91,7 +147,7 @@ type Charge struct{ N int }
 // either replica is handled once.
 func TestReplicasShareDedup(t *testing.T) {
 	c := client(t)
-	store := redisdedup.New(c, fmt.Sprintf("herald-test:%s:", event.NewID()))
+	store := &countingStore{Store: redisdedup.New(c, fmt.Sprintf("herald-test:%s:", event.NewID()))}
 	root := memory.New(memory.WithRedeliveryDelay(5 * time.Millisecond))
 	t.Cleanup(func() { _ = root.Close() })
 	var calls atomic.Int32
@@ -112,18 +168,16 @@ func TestReplicasShareDedup(t *testing.T) {
 			}
 		}
 	}
-	marker := &bustest.Recorder[Charge]{}
-	if _, err := bus.Subscribe(b1, "marker", marker.Handle); err != nil {
-		t.Fatal(err)
-	}
-	bustest.Eventually(t, 10*time.Second, func() bool { return calls.Load() >= 20 }, "20 distinct charges handled")
-	// Wait until both replicas' queues are empty, then count.
+	// Every one of the 40 deliveries ends handled or skipped (a delivery
+	// deferred while the other replica holds the claim comes back and ends
+	// so too): once 40 have ended, nothing more can call the handler.
 	bustest.Eventually(t, 10*time.Second, func() bool {
-		n := calls.Load()
-		time.Sleep(20 * time.Millisecond) // settle window before re-reading the counter
-		return calls.Load() == n
-	}, "handling settles")
+		return store.finished.Load()+store.skipped.Load() >= 40
+	}, "40 deliveries handled or skipped")
 	if got := calls.Load(); got != 20 {
 		t.Errorf("handled %d times for 20 distinct IDs published twice each", got)
+	}
+	if f, s := store.finished.Load(), store.skipped.Load(); f != 20 || s != 20 {
+		t.Errorf("%d deliveries handled and %d skipped, want 20 and 20", f, s)
 	}
 }

@@ -1,0 +1,171 @@
+package nats
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heraldbus/herald/transport"
+)
+
+// Pipelined publishing with core NATS, rather than jetstream's
+// PublishMsgAsync: nats.go v1.55's async publisher starts, at the first
+// async publish, a goroutine (resetPendingAcksOnReconnect) that reads the
+// publisher's status channel from a shared field when it first runs, and
+// CleanupPublisher closes that channel and sets the field to nil; a close
+// soon after the first publish strands the goroutine on a nil channel
+// forever. Without CleanupPublisher its reply subscription and goroutine
+// live as long as the connection, which the caller may own.
+//
+// Here the transport owns everything: one reply subscription
+// ("<inbox>.*", made at the first publish), one future per publish awaiting
+// its PubAck, a timer per future (PubAckTimeout), and Close, which
+// unsubscribes and fails what is still pending. A lost connection fails the
+// pending futures with nats.ErrDisconnected (their PubAcks may never come;
+// a publish retried with the same message ID is a duplicate the stream
+// drops), as jetstream's publisher does.
+
+// pubFuture is the outcome of one publish: done is closed once err (nil:
+// acknowledged) is set.
+type pubFuture struct {
+	done  chan struct{}
+	err   error
+	timer *time.Timer
+}
+
+// acker matches PubAcks to the publishes awaiting them.
+type acker struct {
+	nc      *nats.Conn
+	timeout time.Duration
+	settled func() // called once per publish sent, when its future is done
+
+	mu      sync.Mutex
+	closed  bool
+	sub     *nats.Subscription
+	prefix  string // of the reply subjects: "<inbox>."
+	next    uint64
+	pending map[string]*pubFuture // by reply token
+}
+
+func newAcker(nc *nats.Conn, timeout time.Duration, settled func()) *acker {
+	return &acker{nc: nc, timeout: timeout, settled: settled, pending: map[string]*pubFuture{}}
+}
+
+// errPubAckTimeout fails a publish whose PubAck did not come within
+// PubAckTimeout.
+var errPubAckTimeout = errors.New("no PubAck within the PubAckTimeout")
+
+// publish sends m with a reply subject of its own and returns its future.
+// On error nothing was sent and settled is not called.
+func (a *acker) publish(m *nats.Msg) (*pubFuture, error) {
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return nil, transport.ErrClosed
+	}
+	if a.sub == nil {
+		prefix := a.nc.NewInbox() + "."
+		sub, err := a.nc.Subscribe(prefix+"*", a.reply)
+		if err != nil {
+			a.mu.Unlock()
+			return nil, fmt.Errorf("subscribe for PubAcks: %w", err)
+		}
+		a.sub, a.prefix = sub, prefix
+	}
+	a.next++
+	id := strconv.FormatUint(a.next, 36)
+	f := &pubFuture{done: make(chan struct{})}
+	a.pending[id] = f
+	f.timer = time.AfterFunc(a.timeout, func() { a.resolve(id, errPubAckTimeout, true) })
+	m.Reply = a.prefix + id
+	a.mu.Unlock()
+	if err := a.nc.PublishMsg(m); err != nil {
+		a.resolve(id, err, false)
+		return nil, err
+	}
+	return f, nil
+}
+
+// reply handles a PubAck (or the no-responders status of a publish no
+// stream captured).
+func (a *acker) reply(m *nats.Msg) {
+	a.mu.Lock()
+	prefix := a.prefix
+	a.mu.Unlock()
+	if len(m.Subject) <= len(prefix) {
+		return
+	}
+	a.resolve(m.Subject[len(prefix):], pubAckError(m), true)
+}
+
+// pubAckError is nil for a PubAck, the error of an error reply.
+func pubAckError(m *nats.Msg) error {
+	if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+		return nats.ErrNoResponders
+	}
+	var resp struct {
+		jetstream.PubAck
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &resp); err != nil {
+		return fmt.Errorf("invalid PubAck %q: %w", m.Data, err)
+	}
+	if resp.Error != nil {
+		return resp.Error
+	}
+	if resp.Stream == "" {
+		return fmt.Errorf("invalid PubAck %q: no stream", m.Data)
+	}
+	return nil
+}
+
+// resolve completes the future of id with err, once; sent says whether its
+// message was sent (settled is called then).
+func (a *acker) resolve(id string, err error, sent bool) {
+	a.mu.Lock()
+	f, ok := a.pending[id]
+	delete(a.pending, id)
+	a.mu.Unlock()
+	if !ok {
+		return // late: already timed out, failed or closed
+	}
+	f.timer.Stop()
+	f.err = err
+	close(f.done)
+	if sent {
+		a.settled()
+	}
+}
+
+// failAll completes every pending future with err.
+func (a *acker) failAll(err error) {
+	a.mu.Lock()
+	ids := make([]string, 0, len(a.pending))
+	for id := range a.pending {
+		ids = append(ids, id)
+	}
+	a.mu.Unlock()
+	for _, id := range ids {
+		a.resolve(id, err, true)
+	}
+}
+
+// close fails what is pending with transport.ErrClosed and unsubscribes; later
+// publishes fail with transport.ErrClosed.
+func (a *acker) close() {
+	a.mu.Lock()
+	a.closed = true
+	sub := a.sub
+	a.sub = nil
+	a.mu.Unlock()
+	a.failAll(transport.ErrClosed)
+	if sub != nil {
+		_ = sub.Unsubscribe()
+	}
+}
