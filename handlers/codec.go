@@ -32,7 +32,7 @@ func (JSON) ContentType() string { return "application/json" }
 // Marshal encodes v with json.Marshal. It refuses, with an error wrapping
 // [ErrInvalidEvent], an encoding that json.Unmarshal would refuse for nesting
 // arrays and objects more than 10000 levels deep. The check scans the encoding
-// only when it is long enough to nest that deep (20002 bytes or more).
+// only when it is long enough to nest that deep (more than 20000 bytes).
 func (JSON) Marshal(v any) ([]byte, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
