@@ -146,41 +146,47 @@ type Other struct {
 
 type hidden struct {
 	H string
+	//lint:ignore U1000 unexported: json ignores it
 	h int
 }
 
+//lint:ignore U1000 embedded in Embeds, which json ignores
 type hiddenNum int
 
 type Embeds struct {
 	Inner
 	*Other
 	hidden
-	hiddenNum       // unexported non-struct: ignored by json
-	error           // unexported interface: ignored by json
-	Named     Inner `json:"named"`
-	X         int
+	//lint:ignore U1000 unexported non-struct: ignored by json
+	hiddenNum
+	error       // unexported interface: ignored by json
+	Named Inner `json:"named"`
+	X     int
 }
 
 type Quoted struct {
-	I  int       `json:",string"`
-	F  float64   `json:"f,string"`
-	F3 float32   `json:"f3,string"`
-	S  string    `json:"s,string"`
-	B  bool      `json:",string"`
-	PI *int      `json:",string"`
-	U  uint8     `json:",string"`
-	T  time.Time `json:",string"` // not quoted: not a string, number or bool
+	I  int     `json:",string"`
+	F  float64 `json:"f,string"`
+	F3 float32 `json:"f3,string"`
+	S  string  `json:"s,string"`
+	B  bool    `json:",string"`
+	PI *int    `json:",string"`
+	U  uint8   `json:",string"`
+	//lint:ignore SA5008 not quoted: not a string, number or bool
+	T  time.Time `json:",string"`
 	OE string    `json:",omitempty"`
 	OZ time.Time `json:",omitzero"`
 }
 
 type Tags struct {
-	A                     int `json:"a b"`
-	VeryLongFieldNameHere int `json:"x\"y"` // invalid tag name: the field name is the key
+	A int `json:"a b"`
+	//lint:ignore SA5008 an invalid tag name: the field name is the key
+	VeryLongFieldNameHere int `json:"x\"y"`
 	HTML                  int `json:"<&>"`
-	Dash                  int `json:"-,"` // the key "-"
-	Skip                  int `json:"-"`
-	Unicode               int `json:"é\u2028"`
+	//lint:ignore SA5008 the key "-"
+	Dash    int `json:"-,"`
+	Skip    int `json:"-"`
+	Unicode int `json:"é\u2028"`
 }
 
 type GenericJSON struct {
@@ -554,8 +560,11 @@ type EmbedsUnexportedPtr struct{ *inner2 }
 type EmbedsUnexportedPtrTagged struct {
 	*inner2 `json:"in"`
 }
+
+//lint:ignore U1000 embedded: no field json encodes
 type embedsNothing struct{ x int }
 type EmbedsEmptyUnexportedPtr struct {
+	//lint:ignore U1000 embedded: no field json encodes
 	*embedsNothing
 	N int
 }
