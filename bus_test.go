@@ -351,7 +351,6 @@ func TestCloseDrainsInFlightHandlers(t *testing.T) {
 	}
 }
 
-
 func TestSubscriptionStopAlone(t *testing.T) {
 	b := bustest.New(t)
 	a := bustest.Record[OrderPlaced](t, b, "a")

@@ -85,7 +85,6 @@ func TestRetryStopsWhenTheContextEnds(t *testing.T) {
 	}
 }
 
-
 func TestRetryPolicyValidate(t *testing.T) {
 	for _, bad := range []middleware.RetryPolicy{{MaxAttempts: -1}, {InitialInterval: -1}, {MaxInterval: -1}, {Multiplier: 0.9}, {Jitter: 1.5}} {
 		if err := bad.Validate(); !errors.Is(err, middleware.ErrInvalidPolicy) {
