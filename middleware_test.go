@@ -17,7 +17,6 @@ import (
 	"github.com/heraldbus/herald/adapters/memory"
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
-	"github.com/heraldbus/herald/handlers"
 	"github.com/heraldbus/herald/middleware"
 )
 
@@ -217,49 +216,6 @@ func TestLoggingLinesPerOutcome(t *testing.T) {
 		if strings.Contains(fmt.Sprint(e.ContextMap()), "secret-payload-value") {
 			t.Errorf("payload logged in %q", e.Message)
 		}
-	}
-}
-
-func TestOrderingByKeyAtConcurrencyN(t *testing.T) {
-	b := bustest.New(t)
-	var mu sync.Mutex
-	perKey := map[string][]int{}
-	var running, peak atomic.Int32
-	r := &bustest.Recorder[OrderPlaced]{Fail: func(ctx context.Context, e OrderPlaced) error {
-		n := running.Add(1)
-		defer running.Add(-1)
-		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
-		}
-		time.Sleep(time.Millisecond) // work, so that keys overlap
-		m, _ := handlers.FromContext(ctx)
-		mu.Lock()
-		perKey[m.OrderingKey] = append(perKey[m.OrderingKey], int(e.Amount))
-		mu.Unlock()
-		return nil
-	}}
-	if _, err := bus.Subscribe(b, "keyed", r.Handle, bus.WithConcurrency(4), bus.WithOrderingByKey()); err != nil {
-		t.Fatal(err)
-	}
-	const keys, per = 8, 25
-	for i := range per {
-		for k := range keys {
-			if err := bus.Publish(ctxT(t), b, OrderPlaced{Amount: float64(i)}, bus.WithOrderingKey(fmt.Sprint("cust-", k))); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	r.Wait(t, keys*per, wait)
-	mu.Lock()
-	defer mu.Unlock()
-	for k, seq := range perKey {
-		for i, v := range seq {
-			if v != i {
-				t.Fatalf("key %s out of order: %v", k, seq)
-			}
-		}
-	}
-	if peak.Load() < 2 {
-		t.Errorf("peak parallelism %d: different keys should run in parallel", peak.Load())
 	}
 }
 
