@@ -91,15 +91,29 @@ func ExamplePoisonQueue_Replay() {
 	defer b.Close(ctx)
 	_ = bus.Publish(ctx, b, OrderPlaced{ID: "o-9"})
 
+	// The record is written just after the handler returns: look for it
+	// until it is there, or until a deadline.
+	deadline, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	var recs []transport.PoisonRecord
 	for len(recs) == 0 {
+		select {
+		case <-deadline.Done():
+			fmt.Println("no poison record:", deadline.Err())
+			return
+		case <-time.After(time.Millisecond):
+		}
 		recs, _ = b.Poison().List(ctx, "email")
-		time.Sleep(time.Millisecond)
 	}
 	fmt.Println("poisoned:", recs[0].Handler, recs[0].Error, "attempts:", recs[0].Attempts)
 	fixed.Store(true)
 	_ = b.Poison().Replay(ctx, recs[0].ID)
-	fmt.Println("replayed:", <-handled)
+	select {
+	case id := <-handled:
+		fmt.Println("replayed:", id)
+	case <-deadline.Done():
+		fmt.Println("not replayed:", deadline.Err())
+	}
 	// Output:
 	// poisoned: email template missing attempts: 1
 	// replayed: o-9

@@ -2,6 +2,7 @@ package bustest_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -38,11 +39,21 @@ func TestWaitForHonoursItsDeadline(t *testing.T) {
 	}
 }
 
+// In a test, bustest.New(t) gives a started bus closed at cleanup and
+// rec.Wait(t, n, timeout) fails the test on timeout. Outside a test (as in
+// this example) the bus is made by hand and WaitFor takes a deadline.
 func ExampleRecord() {
-	// func TestBilling(t *testing.T) {
-	//	b := bustest.New(t)                                  // started; closed at cleanup
-	//	rec := bustest.Record[OrderPlaced](t, b, "billing")  // a recording handler
-	//	_ = bus.Publish(ctx, b, OrderPlaced{ID: "o-1"})
-	//	got := rec.Wait(t, 1, 5*time.Second)                // no sleeps
-	// }
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	b, _ := bus.New()
+	rec := &bustest.Recorder[Ping]{}
+	_, _ = bus.Subscribe(b, "pings", rec.Handle)
+	_ = b.Start(ctx)
+	defer b.Close(ctx)
+	for i := range 3 {
+		_ = bus.Publish(ctx, b, Ping{N: i})
+	}
+	got, err := rec.WaitFor(ctx, 3) // no sleeps: returns once 3 have arrived
+	fmt.Println(got, err, rec.Metadata()[2].Handler)
+	// Output: [{0} {1} {2}] <nil> pings
 }

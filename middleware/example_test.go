@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/heraldbus/herald/handlers"
 	"github.com/heraldbus/herald/internal/event"
@@ -89,12 +91,47 @@ func ExampleDedup() {
 }
 
 func ExampleLogging() {
-	// Logging(logger, slow) writes a Warn line per failed or slow attempt and a
-	// Debug line per success, with handler, event, IDs, attempt and duration.
-	h := middleware.Logging(nil, time.Second)(handler(func(context.Context, struct{ A int }) error { return nil }))
-	_, err := h(delivery(context.Background()))
-	fmt.Println(err)
-	// Output: <nil>
+	// Logging(logger, slow) writes a Debug line per success and a Warn line
+	// per failed or slow attempt, with handler, event, IDs and attempt. (The
+	// duration, different on every run, is left out of this example's lines.)
+	logger := zap.NewExample(zap.WrapCore(func(c zapcore.Core) zapcore.Core { return withoutDuration{c} }))
+	fail := false
+	h := middleware.Logging(logger, time.Second)(handler(func(context.Context, struct{ A int }) error {
+		if fail {
+			return errors.New("payment API down")
+		}
+		return nil
+	}))
+	_, _ = h(delivery(context.Background()))
+	fail = true
+	_, _ = h(delivery(context.Background()))
+	// Output:
+	// {"level":"debug","msg":"handled","handler":"h","event":"t.Event","event_id":"ev-1","correlation_id":"","attempt":1}
+	// {"level":"warn","msg":"handler attempt failed","handler":"h","event":"t.Event","event_id":"ev-1","correlation_id":"","attempt":1,"error":"payment API down"}
+}
+
+// withoutDuration drops the duration field from the lines it writes.
+type withoutDuration struct{ zapcore.Core }
+
+func (c withoutDuration) With(fs []zapcore.Field) zapcore.Core {
+	return withoutDuration{c.Core.With(fs)}
+}
+
+func (c withoutDuration) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if c.Enabled(e.Level) {
+		return ce.AddCore(e, c)
+	}
+	return ce
+}
+
+func (c withoutDuration) Write(e zapcore.Entry, fs []zapcore.Field) error {
+	kept := fs[:0:0]
+	for _, f := range fs {
+		if f.Key != "duration" {
+			kept = append(kept, f)
+		}
+	}
+	return c.Core.Write(e, kept)
 }
 
 func ExampleCorrelation() {
