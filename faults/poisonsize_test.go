@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/heraldbus/herald/bus"
+	"github.com/heraldbus/herald/bustest"
+	"github.com/heraldbus/herald/transport"
 )
 
 // Fault 5/6 at the size limit: events that Publish accepts fail
@@ -27,7 +29,7 @@ func TestLargeEventPoisoned(t *testing.T) {
 		var fixed atomic.Bool
 		if _, err := bus.Subscribe(b, "big.h", c.handler(func(ctx context.Context, e Event, _ int) error {
 			if e.Seq < 2 && !fixed.Load() {
-				return bus.Permanent(errors.New("declined"))
+				return bus.Permanent(errors.New("declined\nwith a second line"))
 			}
 			return nil
 		})); err != nil {
@@ -54,20 +56,21 @@ func TestLargeEventPoisoned(t *testing.T) {
 		t.Logf("the largest event accepted has a %d-byte pad", largest)
 		publishRange(t, b, 2, 5)
 		c.waitDistinct(t, 5, wait, "the small events after the large ones")
-		recs := poisonList(t, b, "big.h")
-		for deadline := time.Now().Add(15 * time.Second); len(recs) < 2 && time.Now().Before(deadline); recs = poisonList(t, b, "big.h") {
-			time.Sleep(50 * time.Millisecond) // polling the poison store, not synchronisation
-		}
-		if len(recs) < 2 {
-			t.Fatalf("after 15s, %d poison records; the large events were handled %d and %d times (a permanent error: want 1 each)",
-				len(recs), c.callsOf(0), c.callsOf(1))
-		}
+		var recs []transport.PoisonRecord
+		bustest.Eventually(t, wait, func() bool {
+			recs = poisonList(t, b, "big.h")
+			return len(recs) >= 2
+		}, "the 2 large events poisoned")
 		took := time.Since(begin)
 		be.settled(t, "big.h")
 		for _, r := range recs {
 			var e Event
-			if err := json.Unmarshal(r.Payload, &e); err != nil || len(e.Pad) < 900<<10 || r.Attempts != 1 {
-				t.Errorf("record %s: payload of %d bytes (%v), attempts %d", r.ID, len(r.Payload), err, r.Attempts)
+			if err := json.Unmarshal(r.Payload, &e); err != nil || len(e.Pad) < 900<<10 || r.Attempts != 1 || r.Error != "declined\nwith a second line" {
+				t.Errorf("record %s: payload of %d bytes (%v), attempts %d, error %q", r.ID, len(r.Payload), err, r.Attempts, r.Error)
+			}
+			// The record, at the size limit, is read back whole.
+			if got, err := b.Poison().Get(ctxFor(t, wait), r.ID); err != nil || string(got.Payload) != string(r.Payload) {
+				t.Errorf("Get(%s): %d-byte payload, %v", r.ID, len(got.Payload), err)
 			}
 		}
 		for seq := range 2 {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,7 +17,6 @@ import (
 	"github.com/heraldbus/herald/adapters/nats/natstest"
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
-	"github.com/heraldbus/herald/handlers"
 	"github.com/heraldbus/herald/internal/event"
 	"github.com/heraldbus/herald/middleware"
 	"github.com/heraldbus/herald/transport"
@@ -73,57 +71,14 @@ func publishOrders(t *testing.T, b *bus.Bus, from, n int) {
 	}
 }
 
-// Two processes with the same handler name share its events: each event is
-// handled once, by one of them.
-func TestSharedHandlerNameAcrossBuses(t *testing.T) {
-	eachBroker(t, func(t *testing.T, b broker) {
-		var mu sync.Mutex
-		by := map[int][]int{}
-		for i := range 2 {
-			bb := newBus(t, b)
-			if _, err := bus.Subscribe(bb, "billing.charge-card", func(ctx context.Context, e OrderPlaced) error {
-				mu.Lock()
-				by[e.Seq] = append(by[e.Seq], i)
-				mu.Unlock()
-				return nil
-			}, bus.WithConcurrency(2)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		const n = 300
-		publishOrders(t, newBus(t, b), 0, n)
-		bustest.Eventually(t, wait, func() bool {
-			mu.Lock()
-			defer mu.Unlock()
-			return len(by) == n
-		}, "%d events handled", n)
-		mu.Lock()
-		defer mu.Unlock()
-		per := [2]int{}
-		for seq, who := range by {
-			if len(who) != 1 {
-				t.Errorf("event %d handled %d times, by %v", seq, len(who), who)
-			}
-			per[who[0]]++
-		}
-		t.Logf("shared: instance 0 handled %d, instance 1 handled %d", per[0], per[1])
-	})
-}
-
 // A handler whose processes are all down gets, when one comes back, the
 // events published meanwhile, and none it had acknowledged before.
 func TestConsumerResumesAfterRestart(t *testing.T) {
 	eachBroker(t, func(t *testing.T, b broker) {
 		pub := newBus(t, b)
 
-		c1, err := bus.New(bus.WithTransport(b.transport(t)))
-		if err != nil {
-			t.Fatal(err)
-		}
+		c1 := bustest.New(t, bus.WithTransport(b.transport(t)))
 		r1 := bustest.Record[OrderPlaced](t, c1, "shipping.ship")
-		if err := c1.Start(testCtx(t)); err != nil {
-			t.Fatal(err)
-		}
 		publishOrders(t, pub, 0, 5)
 		r1.Wait(t, 5, wait)
 		if err := c1.Close(testCtx(t)); err != nil {
@@ -144,50 +99,6 @@ func TestConsumerResumesAfterRestart(t *testing.T) {
 		for _, m := range r2.Metadata() {
 			if m.Attempt != 1 {
 				t.Errorf("event %s delivered at attempt %d after a clean restart", m.ID, m.Attempt)
-			}
-		}
-	})
-}
-
-// A handler slower than AckWait runs once per event: progress acks keep the
-// server from redelivering the event being handled, and the one prefetched
-// behind it.
-func TestSlowHandlerBeyondAckWait(t *testing.T) {
-	eachBroker(t, func(t *testing.T, b broker) {
-		const ackWait = time.Second
-		bb := newBus(t, b, func(c *nats.Config) { c.AckWait = ackWait })
-		var mu sync.Mutex
-		calls := map[int]int{}
-		attempts := map[int]int{}
-		if _, err := bus.Subscribe(bb, "slow.handler", func(ctx context.Context, e OrderPlaced) error {
-			m, _ := handlers.FromContext(ctx)
-			mu.Lock()
-			calls[e.Seq]++
-			attempts[e.Seq] = m.Attempt
-			mu.Unlock()
-			select {
-			case <-time.After(3 * ackWait):
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}); err != nil {
-			t.Fatal(err)
-		}
-		publishOrders(t, bb, 0, 2)
-		done := func() bool {
-			mu.Lock()
-			defer mu.Unlock()
-			return len(calls) == 2
-		}
-		bustest.Eventually(t, wait, done, "both slow events handled")
-		// A negative check: give a wrong redelivery twice AckWait to show up.
-		time.Sleep(2 * ackWait)
-		mu.Lock()
-		defer mu.Unlock()
-		for seq, n := range calls {
-			if n != 1 || attempts[seq] != 1 {
-				t.Errorf("event %d: handler called %d times, last attempt %d; want 1 and 1", seq, n, attempts[seq])
 			}
 		}
 	})
@@ -373,11 +284,7 @@ func TestSubscriberCloseGivesBackPrefetched(t *testing.T) {
 // serverBefore reports whether the server at url is older than major.minor.
 func serverBefore(t *testing.T, url string, major, minor int) bool {
 	t.Helper()
-	nc, err := natsgo.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := connect(t, url)
 	var ma, mi int
 	if _, err := fmt.Sscanf(nc.ConnectedServerVersion(), "%d.%d", &ma, &mi); err != nil {
 		return false
@@ -455,17 +362,12 @@ func TestPublishErrors(t *testing.T) {
 
 // A stream that exists with other subjects is reported, not changed.
 func TestExistingStreamWithOtherSubjects(t *testing.T) {
-	srv := natstest.New(t)
-	nc, err := natsgo.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	url := natstest.New(t).URL()
+	js, _ := jetstream.New(connect(t, url))
 	if _, err := js.CreateStream(testCtx(t), jetstream.StreamConfig{Name: "HERALD", Subjects: []string{"other.>"}}); err != nil {
 		t.Fatal(err)
 	}
-	tr := broker{url: srv.URL()}.transport(t)
+	tr := broker{url: url}.transport(t)
 	if err := tr.Start(testCtx(t)); err == nil || !strings.Contains(err.Error(), "other.>") {
 		t.Errorf("Start with a foreign HERALD stream: %v", err)
 	}
@@ -474,24 +376,13 @@ func TestExistingStreamWithOtherSubjects(t *testing.T) {
 // A connection given in Config.Conn is the caller's: the transport uses it
 // and leaves it open.
 func TestCallerConnectionLeftOpen(t *testing.T) {
-	srv := natstest.New(t)
-	nc, err := natsgo.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := connect(t, natstest.New(t).URL())
 	tr, err := nats.New(nats.Config{Conn: nc})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := bus.New(bus.WithTransport(tr))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := bustest.New(t, bus.WithTransport(tr))
 	r := bustest.Record[OrderPlaced](t, b, "conn.h")
-	if err := b.Start(testCtx(t)); err != nil {
-		t.Fatal(err)
-	}
 	publishOrders(t, b, 0, 3)
 	r.Wait(t, 3, wait)
 	if err := b.Close(testCtx(t)); err != nil {

@@ -33,18 +33,24 @@ func TestStreamLeaderLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	leader := info.Cluster.Leader
+	// publishThrough publishes events from..to-1, each retried (with its
+	// message ID) until the cluster takes it.
+	publishThrough := func(from, to int, after string) {
+		t.Helper()
+		for i := from; i < to; i++ {
+			bustest.Eventually(t, 30*time.Second, func() bool {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				return bus.Publish(ctx, b, OrderPlaced{Seq: i}, bus.WithMessageID(fmt.Sprintf("leader-%d", i))) == nil
+			}, "publish %d after %s", i, after)
+		}
+	}
 	t.Logf("shutting down the stream leader %s (client on %s)", leader, tr.Conn().ConnectedServerName())
 	if err := c.Shutdown(leader); err != nil {
 		t.Fatal(err)
 	}
 	begin := time.Now()
-	for i := 10; i < 20; i++ {
-		bustest.Eventually(t, 30*time.Second, func() bool {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			return bus.Publish(ctx, b, OrderPlaced{Seq: i}, bus.WithMessageID(fmt.Sprintf("leader-%d", i))) == nil
-		}, "publish %d after the leader loss", i)
-	}
+	publishThrough(10, 20, "the leader loss")
 	t.Logf("publishing resumed within %v", time.Since(begin))
 	got := r.Wait(t, 20, 40*time.Second)
 	seen := map[int]bool{}
@@ -67,13 +73,7 @@ func TestStreamLeaderLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	begin = time.Now()
-	for i := 20; i < 30; i++ {
-		bustest.Eventually(t, 30*time.Second, func() bool {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			return bus.Publish(ctx, b, OrderPlaced{Seq: i}, bus.WithMessageID(fmt.Sprintf("leader-%d", i))) == nil
-		}, "publish %d after the client's server went down", i)
-	}
+	publishThrough(20, 30, "the client's server went down")
 	got = r.Wait(t, 30, 40*time.Second)
 	for _, e := range got {
 		seen[e.Seq] = true

@@ -50,6 +50,17 @@ func (b broker) transport(t testing.TB, edit ...func(*nats.Config)) *nats.Transp
 	return tr
 }
 
+// connect returns a plain nats.go connection to url, closed when t ends.
+func connect(t testing.TB, url string) *natsgo.Conn {
+	t.Helper()
+	nc, err := natsgo.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
 // brokers returns the brokers a test runs on: a new embedded server, and the
 // server at NATS_URL when it is set.
 func brokers(t *testing.T) map[string]func(t *testing.T) broker {

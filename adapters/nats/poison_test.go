@@ -2,7 +2,6 @@ package nats_test
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -30,18 +29,14 @@ func TestRawNATSMessagePoisoned(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		nc, err := natsgo.Connect(b.url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		js, _ := jetstream.New(nc)
+		js, _ := jetstream.New(connect(t, b.url))
 		subject := tr.Subject(OrderPlaced{}.EventName())
 		if _, err := js.Publish(testCtx(t), subject, []byte(`{"id":"raw","seq":1}`)); err != nil {
 			t.Fatal(err)
 		}
 		var recs []transport.PoisonRecord
 		bustest.Eventually(t, wait, func() bool {
+			var err error
 			recs, err = bb.Poison().List(context.Background(), "billing.charge-card")
 			return err == nil && len(recs) == 1
 		}, "a poison record for the raw message")
@@ -51,54 +46,6 @@ func TestRawNATSMessagePoisoned(t *testing.T) {
 		}
 		if calls.Load() != 0 {
 			t.Errorf("the handler was called %d times for a foreign message", calls.Load())
-		}
-	})
-}
-
-// An event as large as the server allows can still be poisoned: its record
-// keeps the payload unencoded, so it fits too.
-func TestLargeEventPoisoned(t *testing.T) {
-	eachBroker(t, func(t *testing.T, b broker) {
-		bb := newBus(t, b)
-		var calls atomic.Int32
-		if _, err := bus.Subscribe(bb, "big.h", func(ctx context.Context, e OrderPlaced) error {
-			calls.Add(1)
-			return bus.Permanent(errors.New("declined\nwith a second line"))
-		}); err != nil {
-			t.Fatal(err)
-		}
-		// The largest event the bus and the server accept (1 MiB with its
-		// headers): its record, with the error and metadata besides, is larger.
-		size := 0
-		for pad := 1 << 20; pad > 900<<10 && size == 0; pad -= 64 {
-			err := bus.Publish(testCtx(t), bb, OrderPlaced{ID: strings.Repeat("x", pad), Seq: 1})
-			switch {
-			case err == nil:
-				size = pad
-			case !errors.Is(err, bus.ErrEventTooLarge) && !errors.Is(err, transport.ErrTooLarge):
-				t.Fatalf("publish of a %d-byte event: %v", pad, err)
-			}
-		}
-		t.Logf("the largest event accepted has a %d-byte ID", size)
-		var recs []transport.PoisonRecord
-		bustest.Eventually(t, wait, func() bool {
-			var err error
-			recs, err = bb.Poison().List(context.Background(), "big.h")
-			return err == nil && len(recs) == 1
-		}, "the large event poisoned (handled %d times)", calls.Load())
-		rec := recs[0]
-		if len(rec.Payload) < size || rec.Attempts != 1 || rec.Error != "declined\nwith a second line" || calls.Load() != 1 {
-			t.Errorf("record: %d-byte payload, %d attempts, error %q; %d calls", len(rec.Payload), rec.Attempts, rec.Error, calls.Load())
-		}
-		got, err := bb.Poison().Get(testCtx(t), rec.ID)
-		if err != nil || string(got.Payload) != string(rec.Payload) {
-			t.Errorf("Get: %d-byte payload, %v", len(got.Payload), err)
-		}
-		if err := bb.Poison().Purge(testCtx(t), rec.ID); err != nil {
-			t.Fatal(err)
-		}
-		if recs, err := bb.Poison().List(testCtx(t), ""); err != nil || len(recs) != 0 {
-			t.Errorf("after Purge: %d records, %v", len(recs), err)
 		}
 	})
 }
@@ -191,12 +138,7 @@ func TestForeignPublisherWithHeraldHeaders(t *testing.T) {
 		tr := b.transport(t)
 		bb := bustest.New(t, bus.WithTransport(tr))
 		rec := bustest.Record[OrderPlaced](t, bb, "foreign.reader")
-		nc, err := natsgo.Connect(b.url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		js, _ := jetstream.New(nc)
+		js, _ := jetstream.New(connect(t, b.url))
 		msg := natsgo.NewMsg(tr.Subject(OrderPlaced{}.EventName()))
 		msg.Data = []byte(`{"id":"from-python","seq":7}`)
 		msg.Header.Set(transport.KeyID, "py-1")
