@@ -41,14 +41,7 @@ func TestClusterLeaderLoss(t *testing.T) {
 	handlersBus := bustest.New(t, bus.WithTransport(newTransport()), bus.WithDefaultRetry(fastRetry), bus.WithLogger(logger(t)))
 	const n, nh = 2000, 2
 	fa := newFirstAfter(nh)
-	tallies := make([]*tally, nh)
-	for i := range tallies {
-		tallies[i] = newTally()
-		fn := tallies[i].handler(func(context.Context, Event, int) error { fa.mark(i); return nil })
-		if _, err := bus.Subscribe(handlersBus, fmt.Sprintf("cluster.h%d", i), fn, bus.WithConcurrency(2)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	tallies := subscribeTallies(t, handlersBus, "cluster.h", nh, fa.mark, bus.WithConcurrency(2))
 	pubBus := bustest.New(t, bus.WithTransport(newTransport()), bus.WithLogger(logger(t)))
 	pub := newPublisher(pubBus, "cluster")
 	pub.workers = 4

@@ -521,6 +521,38 @@ func waitPoison(t testing.TB, b *bus.Bus, handler string, n int) []transport.Poi
 	return recs
 }
 
+// subscribeTallies subscribes n handlers, named prefix0 to prefix<n-1>, each
+// counting into a tally of its own; mark, if not nil, is called with the
+// handler's index on each call.
+func subscribeTallies(t testing.TB, b *bus.Bus, prefix string, n int, mark func(i int), opts ...bus.SubscribeOption) []*tally {
+	t.Helper()
+	tallies := make([]*tally, n)
+	for i := range tallies {
+		tallies[i] = newTally()
+		var fn func(context.Context, Event, int) error
+		if mark != nil {
+			fn = func(context.Context, Event, int) error { mark(i); return nil }
+		}
+		if _, err := bus.Subscribe(b, fmt.Sprintf("%s%d", prefix, i), tallies[i].handler(fn), opts...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return tallies
+}
+
+// withMessageIDs gives event seq the message ID prefix-seq, for publishRange.
+func withMessageIDs(prefix string) func(seq int) []bus.PublishOption {
+	return func(seq int) []bus.PublishOption {
+		return []bus.PublishOption{bus.WithMessageID(fmt.Sprintf("%s-%05d", prefix, seq))}
+	}
+}
+
+// eachRetention runs fn as a subtest for limits and for interest retention.
+func eachRetention(t *testing.T, fn func(t *testing.T, retention hnats.Retention)) {
+	t.Run("limits", func(t *testing.T) { fn(t, hnats.RetentionLimits) })
+	t.Run("interest", func(t *testing.T) { fn(t, hnats.RetentionInterest) })
+}
+
 // publishRange publishes Event{Seq: from..from+n-1} with bus.Publish, in order.
 func publishRange(t testing.TB, b *bus.Bus, from, n int, opts ...func(seq int) []bus.PublishOption) {
 	t.Helper()

@@ -43,13 +43,7 @@ func TestFanOutIsolation(t *testing.T) {
 		if _, err := bus.Subscribe(b, "iso.blocked", blocked(t, stuck)); err != nil {
 			t.Fatal(err)
 		}
-		free := make([]*tally, 4)
-		for i := range free {
-			free[i] = newTally()
-			if _, err := bus.Subscribe(b, fmt.Sprintf("iso.free%d", i), free[i].handler(nil)); err != nil {
-				t.Fatal(err)
-			}
-		}
+		free := subscribeTallies(t, b, "iso.free", 4, nil)
 		begin := time.Now()
 		publishBatch(t, b, 0, n)
 		published := time.Since(begin)
@@ -85,13 +79,7 @@ func TestMemoryBackpressurePolicy(t *testing.T) {
 	if _, err := bus.Subscribe(b, "bp.blocked", blocked(t, stuck)); err != nil {
 		t.Fatal(err)
 	}
-	free := make([]*tally, 4)
-	for i := range free {
-		free[i] = newTally()
-		if _, err := bus.Subscribe(b, fmt.Sprintf("bp.free%d", i), free[i].handler(nil)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	free := subscribeTallies(t, b, "bp.free", 4, nil)
 	ok := 0
 	var pubErr error
 	var blockedFor time.Duration

@@ -30,9 +30,7 @@ func TestLostPubAck(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n = 1000
-	withID := func(seq int) []bus.PublishOption {
-		return []bus.PublishOption{bus.WithMessageID(fmt.Sprintf("pub-%05d", seq))}
-	}
+	withID := withMessageIDs("pub")
 
 	// (a) The same 1k message IDs, twice.
 	publishRange(t, b, 0, n, withID)
@@ -99,8 +97,7 @@ func TestLostPubAck(t *testing.T) {
 //     test, documented in 43bfe66); delivery stays at least once, and the
 //     test checks that nothing is lost and reports the duplicates.
 func TestLostPubAckAcrossRestart(t *testing.T) {
-	t.Run("limits", func(t *testing.T) { lostPubAckAcrossRestart(t, hnats.RetentionLimits) })
-	t.Run("interest", func(t *testing.T) { lostPubAckAcrossRestart(t, hnats.RetentionInterest) })
+	eachRetention(t, lostPubAckAcrossRestart)
 }
 
 func lostPubAckAcrossRestart(t *testing.T, retention hnats.Retention) {
@@ -111,9 +108,7 @@ func lostPubAckAcrossRestart(t *testing.T, retention hnats.Retention) {
 		t.Fatal(err)
 	}
 	const n = 1000
-	withID := func(seq int) []bus.PublishOption {
-		return []bus.PublishOption{bus.WithMessageID(fmt.Sprintf("pubr-%05d", seq))}
-	}
+	withID := withMessageIDs("pubr")
 	publishRange(t, b, 0, n, withID)
 	c.waitDistinct(t, n, wait, "the first 1k handled")
 	be.settled(t, "puback.restart")

@@ -166,8 +166,7 @@ func (f *firstAfter) latest(origin time.Time) time.Duration {
 //   - interest retention (the transport's default): the stream ends empty,
 //     every event acknowledged by every handler.
 func TestServerRestartMidStream(t *testing.T) {
-	t.Run("limits", func(t *testing.T) { serverRestart(t, hnats.RetentionLimits) })
-	t.Run("interest", func(t *testing.T) { serverRestart(t, hnats.RetentionInterest) })
+	eachRetention(t, serverRestart)
 }
 
 func serverRestart(t *testing.T, retention hnats.Retention) {
@@ -175,14 +174,7 @@ func serverRestart(t *testing.T, retention hnats.Retention) {
 	b := be.bus(t)
 	const n, nh = 10000, 3
 	fa := newFirstAfter(nh)
-	tallies := make([]*tally, nh)
-	for i := range tallies {
-		tallies[i] = newTally()
-		fn := tallies[i].handler(func(context.Context, Event, int) error { fa.mark(i); return nil })
-		if _, err := bus.Subscribe(b, fmt.Sprintf("restart.h%d", i), fn, bus.WithConcurrency(2)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	tallies := subscribeTallies(t, b, "restart.h", nh, fa.mark, bus.WithConcurrency(2))
 	pub := newPublisher(b, "restart")
 	until := time.Now().Add(2 * time.Minute)
 	if failed := pub.run(0, n/2, until); len(failed) > 0 {
