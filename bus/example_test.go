@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/heraldbus/herald/bus"
-	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/handlers"
 	"github.com/heraldbus/herald/middleware"
 	"github.com/heraldbus/herald/transport"
@@ -138,23 +137,4 @@ func ExampleWithRetry() {
 	_ = bus.Publish(ctx, b, OrderPlaced{ID: "o-2"})
 	fmt.Println("succeeded on attempt", <-done)
 	// Output: succeeded on attempt 3
-}
-
-func ExampleSubscribe_bustest() {
-	// In a test, use bustest: b := bustest.New(t); rec := bustest.Record[E](t, b, "name");
-	// rec.Wait(t, n, timeout). Outside a test, a Recorder works as a handler too.
-	ctx := context.Background()
-	b, _ := bus.New()
-	rec := &bustest.Recorder[OrderPlaced]{}
-	_, _ = bus.Subscribe(b, "audit", rec.Handle)
-	_ = b.Start(ctx)
-	defer b.Close(ctx)
-	for i := range 3 {
-		_ = bus.Publish(ctx, b, OrderPlaced{ID: fmt.Sprint("o-", i)})
-	}
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	evs, err := rec.WaitFor(wctx, 3)
-	fmt.Println(len(evs), err, evs[0].ID, evs[2].ID)
-	// Output: 3 <nil> o-0 o-2
 }
