@@ -146,7 +146,7 @@ func TestBadInputOnTheWire(t *testing.T) {
 // "wire". A 2 MB message published on it past the bus must be refused at
 // publish or poisoned with a clear reason, as on NATS (where the client
 // refuses it: max_payload), so that nothing that works in one process breaks
-// after the move to NATS (DESIGN.md §3).
+// after the move to NATS (docs/contract.md).
 func TestOversizeRawPublishMemory(t *testing.T) {
 	be := memoryBackend(t)
 	b := be.bus(t)

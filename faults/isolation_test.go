@@ -30,7 +30,7 @@ func blocked(t testing.TB, entered *tally) func(context.Context, Event) error {
 //
 // On memory each handler has a bounded queue (default 1024 events, set by
 // memory.WithBufferSize): a blocked handler's full queue makes Publish wait,
-// honouring its ctx; that backpressure is the policy (DESIGN.md §2.5: "never
+// honouring its ctx; that backpressure is the policy (docs/contract.md, isolation: "never
 // delays other handlers beyond its own bounded buffer"). So the 10k test runs
 // with a buffer larger than 10k, and a second test shows the policy with a
 // small buffer: Publish returns ctx's error once the blocked queue is full,

@@ -16,7 +16,7 @@
 //	       [RateLimit]           bus.WithRateLimit: every attempt takes a token
 //	        [CircuitBreaker]     bus.WithCircuitBreaker: open → deferred (redelivered later)
 //	         Logging             a line per failed or slow attempt; Debug per success
-//	          [Timeout]          bus.WithTimeout: each attempt has its own deadline
+//	          [Timeout]          bus.WithAttemptTimeout: each attempt has its own deadline
 //	           handler           the typed handler; its own panics become *handlers.PanicError
 //
 // Bracketed middleware is present only when its option is given. The order is

@@ -16,7 +16,7 @@ var ErrTimeout = errors.New("herald: handler timed out")
 // Timeout cancels the handler's context d after the attempt starts. An attempt
 // that fails once its deadline has passed returns an error wrapping [ErrTimeout]
 // and context.DeadlineExceeded: a retryable failure. Placed inside Retry (as
-// bus.WithTimeout does), every attempt gets its own deadline. A handler that
+// bus.WithAttemptTimeout does), every attempt gets its own deadline. A handler that
 // ignores its ctx is not interrupted: Go cannot stop a goroutine.
 //
 // Watermill's Timeout only sets the deadline; this one also tells a timeout

@@ -18,7 +18,7 @@ import (
 // (headers anyone can set) and payload bytes. Seed corpora are committed in
 // testdata/fuzz/<FuzzName>/; .ci/run fuzzes each target for a few seconds:
 //
-//	go test -run '^$' -fuzz '^FuzzParseMetadata$' -fuzztime 10s ./handlers/
+//	go test -run '^$' -fuzz '^FuzzParseMetadata$' -fuzztime 10s ./internal/event/
 
 // setIf sets md[k] = v when v is not empty, as a header that may be absent.
 func setIf(md message.Metadata, k, v string) {
