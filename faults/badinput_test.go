@@ -29,10 +29,7 @@ func TestBadInputOnTheWire(t *testing.T) {
 	eachBackend(t, func(t *testing.T, be *backend) {
 		b := be.bus(t)
 		const name = "bad.h"
-		c := newTally()
-		if _, err := bus.Subscribe(b, name, c.handler(nil)); err != nil {
-			t.Fatal(err)
-		}
+		c := subscribeTally(t, b, name, nil)
 		herald := func(extra ...string) map[string]string {
 			h := map[string]string{transport.KeyID: event.NewID(), transport.KeyEvent: eventName, transport.KeyContentType: "application/json"}
 			for i := 0; i+1 < len(extra); i += 2 {
@@ -150,10 +147,7 @@ func TestBadInputOnTheWire(t *testing.T) {
 func TestOversizeRawPublishMemory(t *testing.T) {
 	be := memoryBackend(t)
 	b := be.bus(t)
-	c := newTally()
-	if _, err := bus.Subscribe(b, "bad.big", c.handler(nil)); err != nil {
-		t.Fatal(err)
-	}
+	c := subscribeTally(t, b, "bad.big", nil)
 	raw := fmt.Appendf(nil, `{"seq":1,"pad":"%s"}`, strings.Repeat("x", 2<<20))
 	headers := map[string]string{transport.KeyID: event.NewID(), transport.KeyEvent: eventName}
 	err := be.rawPublish(t, eventName, raw, headers)

@@ -46,7 +46,7 @@ const closeSlack = time.Second
 //
 // Memory: events live with the process. What Close promises, and what is
 // tested: handlers that finish within Close's ctx are not cancelled, those
-// that do not are cancelled and not poisoned, Publish returns ErrClosed, and
+// that do not are cancelled and not poisoned, Publish returns transport.ErrClosed, and
 // the events still queued are dropped with the handler's queue: a new bus with
 // the same handler name gets only new events.
 func TestCloseWithEventsInFlight(t *testing.T) {
@@ -101,7 +101,7 @@ func closeInFlight(t *testing.T, be *backend, variant string, work time.Duration
 		t.Errorf("Close: %v, want it to count %d events not handled", err, n-handledByFirst)
 	}
 	if err := bus.Publish(ctxFor(t, wait), first, Event{Seq: n}); !errors.Is(err, bus.ErrClosed) {
-		t.Errorf("Publish after Close: %v, want ErrClosed", err)
+		t.Errorf("Publish after Close: %v, want transport.ErrClosed", err)
 	}
 	poisoned := len(poisonList(t, pub, "")) // memory: the closed bus's store is still readable
 	if poisoned != 0 {
@@ -125,10 +125,7 @@ func closeInFlight(t *testing.T, be *backend, variant string, work time.Duration
 		// The process is gone, and its queue with it: a new bus with the
 		// same handler name starts from new events.
 		second := be.bus(t)
-		c := newTally()
-		if _, err := bus.Subscribe(second, name, c.handler(nil)); err != nil {
-			t.Fatal(err)
-		}
+		c := subscribeTally(t, second, name, nil)
 		publishRange(t, second, n, 1)
 		c.waitDistinct(t, 1, wait, "the new bus got the new event")
 		if c.totalCalls() != 1 {

@@ -528,16 +528,24 @@ func subscribeTallies(t testing.TB, b *bus.Bus, prefix string, n int, mark func(
 	t.Helper()
 	tallies := make([]*tally, n)
 	for i := range tallies {
-		tallies[i] = newTally()
 		var fn func(context.Context, Event, int) error
 		if mark != nil {
 			fn = func(context.Context, Event, int) error { mark(i); return nil }
 		}
-		if _, err := bus.Subscribe(b, fmt.Sprintf("%s%d", prefix, i), tallies[i].handler(fn), opts...); err != nil {
-			t.Fatal(err)
-		}
+		tallies[i] = subscribeTally(t, b, fmt.Sprintf("%s%d", prefix, i), fn, opts...)
 	}
 	return tallies
+}
+
+// subscribeTally subscribes a handler named name that counts into a new
+// tally (fail as for tally.handler).
+func subscribeTally(t testing.TB, b *bus.Bus, name string, fail func(ctx context.Context, e Event, call int) error, opts ...bus.SubscribeOption) *tally {
+	t.Helper()
+	c := newTally()
+	if _, err := bus.Subscribe(b, name, c.handler(fail), opts...); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // withMessageIDs gives event seq the message ID prefix-seq, for publishRange.

@@ -9,7 +9,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	hnats "github.com/heraldbus/herald/adapters/nats"
-	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/transport"
 )
@@ -25,10 +24,7 @@ import (
 func TestLostPubAck(t *testing.T) {
 	be := natsBackend(t, func(c *hnats.Config) { c.Retention = hnats.RetentionLimits })
 	b := be.bus(t)
-	c := newTally()
-	if _, err := bus.Subscribe(b, "puback.h", c.handler(nil)); err != nil {
-		t.Fatal(err)
-	}
+	c := subscribeTally(t, b, "puback.h", nil)
 	const n = 1000
 	withID := withMessageIDs("pub")
 
@@ -103,10 +99,7 @@ func TestLostPubAckAcrossRestart(t *testing.T) {
 func lostPubAckAcrossRestart(t *testing.T, retention hnats.Retention) {
 	be := natsBackend(t, func(c *hnats.Config) { c.Retention = retention })
 	b := be.bus(t)
-	c := newTally()
-	if _, err := bus.Subscribe(b, "puback.restart", c.handler(nil)); err != nil {
-		t.Fatal(err)
-	}
+	c := subscribeTally(t, b, "puback.restart", nil)
 	const n = 1000
 	withID := withMessageIDs("pubr")
 	publishRange(t, b, 0, n, withID)
