@@ -44,17 +44,7 @@ func startHeraldMemory(b *testing.B, handlers int, fn func(BenchEvent)) (func(Be
 	if err != nil {
 		b.Fatal(err)
 	}
-	for i := range handlers {
-		if _, err := bus.Subscribe(hb, fmt.Sprintf("h%d", i), func(_ context.Context, e BenchEvent) error {
-			fn(e)
-			return nil
-		}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := hb.Start(ctx); err != nil {
-		b.Fatal(err)
-	}
+	subscribeAndStart(b, hb, handlers, fn)
 	stop := func() {
 		if err := hb.Close(ctx); err != nil {
 			b.Error(err)
@@ -307,4 +297,20 @@ func benchBurst(b *testing.B, impl memImpl, events int) {
 		b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
 		b.ReportMetric(float64(growth)/(1<<20), "heap-growth-MiB")
 	})
+}
+
+// subscribeAndStart subscribes handlers handlers named h0, h1, ... that call
+// fn, then starts hb.
+func subscribeAndStart(b *testing.B, hb *bus.Bus, handlers int, fn func(BenchEvent)) {
+	for i := range handlers {
+		if _, err := bus.Subscribe(hb, fmt.Sprintf("h%d", i), func(_ context.Context, e BenchEvent) error {
+			fn(e)
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := hb.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
 }

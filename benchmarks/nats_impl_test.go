@@ -84,7 +84,15 @@ type admin struct {
 }
 
 func newAdmin(b *testing.B, url string) *admin {
-	nc, err := nats.Connect(url, nats.Name("herald-bench-admin"))
+	nc, js := connectJS(b, url, nats.Name("herald-bench-admin"))
+	b.Cleanup(nc.Close)
+	return &admin{nc, js}
+}
+
+// connectJS connects to url and opens JetStream on the connection, failing b
+// (the connection closed) on an error. The caller closes or drains it.
+func connectJS(b *testing.B, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -93,8 +101,7 @@ func newAdmin(b *testing.B, url string) *admin {
 		nc.Close()
 		b.Fatal(err)
 	}
-	b.Cleanup(nc.Close)
-	return &admin{nc, js}
+	return nc, js
 }
 
 // deleteStreams deletes the streams when b ends (after everything registered
@@ -201,17 +208,7 @@ func startHeraldNATS(b *testing.B, a *admin, url string, handlers int, fn func(B
 			b.Error(err)
 		}
 	})
-	for i := range handlers {
-		if _, err := bus.Subscribe(hb, fmt.Sprintf("h%d", i), func(_ context.Context, e BenchEvent) error {
-			fn(e)
-			return nil
-		}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := hb.Start(ctx); err != nil {
-		b.Fatal(err)
-	}
+	subscribeAndStart(b, hb, handlers, fn)
 	if handlers == 0 {
 		a.idleConsumer(b, stream, t.Subject("benchmarks.BenchEvent"))
 	}
@@ -331,15 +328,7 @@ func startJetStream(b *testing.B, a *admin, url string, handlers int, fn func(Be
 	if _, err := a.js.CreateStream(ctx, streamConfig(stream, strings.ToLower(stream)+".>")); err != nil {
 		b.Fatal(err)
 	}
-	nc, err := nats.Connect(url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		b.Fatal(err)
-	}
+	nc, js := connectJS(b, url)
 	var ccs []jetstream.ConsumeContext
 	b.Cleanup(func() {
 		for _, cc := range ccs {
