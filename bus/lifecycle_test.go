@@ -24,6 +24,17 @@ func newMemBus(t *testing.T, buffer int, opts ...bus.Option) *bus.Bus {
 	return b
 }
 
+// start starts b and returns a ctx that ends after timeout.
+func start(t *testing.T, b *bus.Bus, timeout time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return ctx
+}
+
 // Two handlers publishing to each other with a buffer of 1 fill each other's
 // queues and wait on each other. Close with no deadline must still return:
 // the shutdown timeout bounds its drain, the handlers' ctx is then cancelled,
@@ -59,11 +70,7 @@ func TestCloseEndsAPublishCycle(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := b.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	ctx := start(t, b, 10*time.Second)
 	if err := bus.Publish(ctx, b, ping{}); err != nil {
 		t.Fatal(err)
 	}
@@ -104,11 +111,7 @@ func TestCloseAfterANackIsPrompt(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := b.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	ctx := start(t, b, 5*time.Second)
 	if err := bus.Publish(ctx, b, ping{}); err != nil {
 		t.Fatal(err)
 	}
@@ -143,11 +146,7 @@ func TestPublishBlockedWhenCloseDropsTheQueue(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := b.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	ctx := start(t, b, 10*time.Second)
 	if err := bus.Publish(ctx, b, ping{N: 1}); err != nil { // in flight
 		t.Fatal(err)
 	}
