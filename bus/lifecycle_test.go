@@ -24,12 +24,15 @@ func newMemBus(t *testing.T, buffer int, opts ...bus.Option) *bus.Bus {
 	return b
 }
 
-// start starts b and returns a ctx that ends after timeout.
-func start(t *testing.T, b *bus.Bus, timeout time.Duration) context.Context {
+// start starts b, publishes first and returns a ctx that ends after timeout.
+func start(t *testing.T, b *bus.Bus, timeout time.Duration, first ping) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	t.Cleanup(cancel)
 	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.Publish(ctx, b, first); err != nil {
 		t.Fatal(err)
 	}
 	return ctx
@@ -70,10 +73,7 @@ func TestCloseEndsAPublishCycle(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	ctx := start(t, b, 10*time.Second)
-	if err := bus.Publish(ctx, b, ping{}); err != nil {
-		t.Fatal(err)
-	}
+	ctx := start(t, b, 10*time.Second, ping{})
 	// Each event makes two: with a buffer of 1 the handlers soon wait on
 	// each other's full queues, for good.
 	select {
@@ -111,10 +111,7 @@ func TestCloseAfterANackIsPrompt(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	ctx := start(t, b, 5*time.Second)
-	if err := bus.Publish(ctx, b, ping{}); err != nil {
-		t.Fatal(err)
-	}
+	ctx := start(t, b, 5*time.Second, ping{})
 	select {
 	case <-first:
 	case <-ctx.Done():
@@ -146,10 +143,7 @@ func TestPublishBlockedWhenCloseDropsTheQueue(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	ctx := start(t, b, 10*time.Second)
-	if err := bus.Publish(ctx, b, ping{N: 1}); err != nil { // in flight
-		t.Fatal(err)
-	}
+	ctx := start(t, b, 10*time.Second, ping{N: 1}) // in flight
 	<-started
 	if err := bus.Publish(ctx, b, ping{N: 2}); err != nil { // queued
 		t.Fatal(err)
