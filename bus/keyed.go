@@ -38,22 +38,33 @@ func localKey(it membroker.Item) string {
 	return it.ID
 }
 
-func (s *Subscription) startKeyedLocal(q *membroker.Queue) {
+// keyed describes one source of events for the keyed dispatcher.
+type keyed[T any] struct {
+	next     func() (T, bool) // the next item in the source's order; false: stop
+	key      func(T) string   // its ordering key
+	handle   func(it T, again func())
+	giveBack func(T)         // return an item that was taken but not started
+	quit     <-chan struct{} // closed: stop handing out and give back
+}
+
+// startKeyed starts n workers, each with a small inbox, and a dispatcher that
+// hands each item to the worker of its key.
+func startKeyed[T any](s *Subscription, k keyed[T]) {
 	n := s.cfg.concurrency
-	inboxes := make([]chan membroker.Item, n)
+	inboxes := make([]chan T, n)
 	for i := range inboxes {
-		inboxes[i] = make(chan membroker.Item, keyedInbox)
+		inboxes[i] = make(chan T, keyedInbox)
 		inbox := inboxes[i]
 		var loop func()
 		loop = func() {
 			for it := range inbox {
 				select {
-				case <-s.abort:
-					q.Requeue(it) // not started: give it back
+				case <-k.quit:
+					k.giveBack(it)
 					continue
 				default:
 				}
-				s.handleLocal(q, it, loop)
+				k.handle(it, loop)
 			}
 		}
 		s.goWorker(loop)
@@ -65,61 +76,41 @@ func (s *Subscription) startKeyedLocal(q *membroker.Queue) {
 			}
 		}()
 		for {
-			it, ok := s.nextLocal(q)
+			it, ok := k.next()
 			if !ok {
 				return
 			}
 			select {
-			case inboxes[keyIndex(localKey(it), n)] <- it:
-			case <-s.abort:
-				q.Requeue(it)
+			case inboxes[keyIndex(k.key(it), n)] <- it:
+			case <-k.quit:
+				k.giveBack(it)
 				return
 			}
 		}
 	})
 }
 
+func (s *Subscription) startKeyedLocal(q *membroker.Queue) {
+	startKeyed(s, keyed[membroker.Item]{
+		next:     func() (membroker.Item, bool) { return s.nextLocal(q) },
+		key:      localKey,
+		handle:   func(it membroker.Item, again func()) { s.handleLocal(q, it, again) },
+		giveBack: q.Requeue,
+		quit:     s.abort, // memory drains what is queued after stop
+	})
+}
+
 func (s *Subscription) startKeyedRemote(events, replays <-chan *message.Message) {
-	n := s.cfg.concurrency
-	inboxes := make([]chan *message.Message, n)
-	for i := range inboxes {
-		inboxes[i] = make(chan *message.Message, keyedInbox)
-		inbox := inboxes[i]
-		var loop func()
-		loop = func() {
-			for msg := range inbox {
-				select {
-				case <-s.stop:
-					msg.Nack() // not started: the transport redelivers it
-					continue
-				default:
-				}
-				s.handleRemote(msg, loop)
+	startKeyed(s, keyed[*message.Message]{
+		next: func() (*message.Message, bool) { return s.nextRemote(&events, &replays) },
+		key: func(msg *message.Message) string {
+			if key := msg.Metadata.Get(transport.KeyOrderingKey); key != "" {
+				return key
 			}
-		}
-		s.goWorker(loop)
-	}
-	s.wg.Go(func() {
-		defer func() {
-			for _, in := range inboxes {
-				close(in)
-			}
-		}()
-		for {
-			msg, ok := s.nextRemote(&events, &replays)
-			if !ok {
-				return
-			}
-			key := msg.Metadata.Get(transport.KeyOrderingKey)
-			if key == "" {
-				key = msg.UUID
-			}
-			select {
-			case inboxes[keyIndex(key, n)] <- msg:
-			case <-s.stop:
-				msg.Nack()
-				return
-			}
-		}
+			return msg.UUID
+		},
+		handle:   s.handleRemote,
+		giveBack: func(msg *message.Message) { msg.Nack() }, // the transport redelivers it
+		quit:     s.stop,
 	})
 }

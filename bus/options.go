@@ -97,10 +97,8 @@ func WithCodec(codec handlers.Codec) Option {
 // own middleware and the default chain. The first given is the outermost.
 func WithMiddleware(mw ...message.HandlerMiddleware) Option {
 	return busOption(func(c *config) error {
-		for i, m := range mw {
-			if m == nil {
-				return invalid("nil middleware at %d", i)
-			}
+		if err := checkMiddleware(mw); err != nil {
+			return err
 		}
 		c.middleware = append(c.middleware, mw...)
 		return nil
@@ -148,13 +146,7 @@ func WithPoisonStore(s transport.PoisonStore) Option {
 // WithShutdownTimeout bounds the Close that [Bus.Run] does once its ctx ends.
 // The default is [DefaultShutdownTimeout].
 func WithShutdownTimeout(d time.Duration) Option {
-	return busOption(func(c *config) error {
-		if d <= 0 {
-			return invalid("shutdown timeout %v <= 0", d)
-		}
-		c.shutdownTimeout = d
-		return nil
-	})
+	return busOption(func(c *config) error { return setPositive(&c.shutdownTimeout, "shutdown timeout", d) })
 }
 
 // WithEncodeAlways makes the in-process transport behave exactly as a remote
@@ -207,10 +199,8 @@ func WithConcurrency(n int) SubscribeOption {
 // bus-wide middleware and outside the default chain. The first is outermost.
 func WithHandlerMiddleware(mw ...message.HandlerMiddleware) SubscribeOption {
 	return subOption(func(c *subConfig) error {
-		for i, m := range mw {
-			if m == nil {
-				return invalid("nil middleware at %d", i)
-			}
+		if err := checkMiddleware(mw); err != nil {
+			return err
 		}
 		c.middleware = append(c.middleware, mw...)
 		return nil
@@ -258,13 +248,7 @@ func WithOrderingByKey() SubscribeOption {
 // attempt that fails after its deadline is a retryable failure wrapping
 // [middleware.ErrTimeout]. See [middleware.Timeout].
 func WithAttemptTimeout(d time.Duration) SubscribeOption {
-	return subOption(func(c *subConfig) error {
-		if d <= 0 {
-			return invalid("timeout %v <= 0", d)
-		}
-		c.timeout = d
-		return nil
-	})
+	return subOption(func(c *subConfig) error { return setPositive(&c.timeout, "attempt timeout", d) })
 }
 
 // WithRateLimit lets the handler run at most perSecond attempts per second
@@ -310,13 +294,7 @@ func WithDedup(store middleware.DedupStore, ttl time.Duration) SubscribeOption {
 // WithSlowThreshold sets the duration above which an attempt is logged as
 // slow; default [middleware.DefaultSlowThreshold].
 func WithSlowThreshold(d time.Duration) SubscribeOption {
-	return subOption(func(c *subConfig) error {
-		if d <= 0 {
-			return invalid("slow threshold %v <= 0", d)
-		}
-		c.slow = d
-		return nil
-	})
+	return subOption(func(c *subConfig) error { return setPositive(&c.slow, "slow threshold", d) })
 }
 
 // PublishOption configures one Publish. Publish returns the first error,
@@ -361,44 +339,51 @@ func validValue(what, v string) error {
 // retention forgets acknowledged IDs). The memory transport has no dedup
 // window: use [WithDedup] on the handlers for that.
 func WithMessageID(id string) PublishOption {
-	return pubOption(func(c *pubConfig) error {
-		if id == "" {
-			return invalid("empty message ID")
-		}
-		if err := validValue("message ID", id); err != nil {
-			return err
-		}
-		c.id = id
-		return nil
-	})
+	return pubOption(func(c *pubConfig) error { return setValue(&c.id, "message ID", id, true) })
 }
 
 // WithCorrelationID sets the correlation ID of a root event (one not published
 // from a handler's ctx, whose correlation ID wins). Same rules as
 // [WithMessageID].
 func WithCorrelationID(id string) PublishOption {
-	return pubOption(func(c *pubConfig) error {
-		if id == "" {
-			return invalid("empty correlation ID")
-		}
-		if err := validValue("correlation ID", id); err != nil {
-			return err
-		}
-		c.correlationID = id
-		return nil
-	})
+	return pubOption(func(c *pubConfig) error { return setValue(&c.correlationID, "correlation ID", id, true) })
 }
 
 // WithOrderingKey sets the event's ordering key (see [WithOrderingByKey]).
 // Same rules as [WithMessageID]; "" means no key.
 func WithOrderingKey(key string) PublishOption {
-	return pubOption(func(c *pubConfig) error {
-		if err := validValue("ordering key", key); err != nil {
-			return err
+	return pubOption(func(c *pubConfig) error { return setValue(&c.orderingKey, "ordering key", key, false) })
+}
+
+// setPositive stores d if it is positive.
+func setPositive(dst *time.Duration, what string, d time.Duration) error {
+	if d <= 0 {
+		return invalid("%s %v <= 0", what, d)
+	}
+	*dst = d
+	return nil
+}
+
+// checkMiddleware refuses nil middleware.
+func checkMiddleware(mw []message.HandlerMiddleware) error {
+	for i, m := range mw {
+		if m == nil {
+			return invalid("nil middleware at %d", i)
 		}
-		c.orderingKey = key
-		return nil
-	})
+	}
+	return nil
+}
+
+// setValue validates v (see validValue; required: not empty) and stores it.
+func setValue(dst *string, what, v string, required bool) error {
+	if required && v == "" {
+		return invalid("empty %s", what)
+	}
+	if err := validValue(what, v); err != nil {
+		return err
+	}
+	*dst = v
+	return nil
 }
 
 // WithMetadata adds an entry to the event's message metadata (a NATS header).
