@@ -413,7 +413,4 @@ func TestInvalidConfig(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	if _, err := nats.New(nats.Config{}, nats.WithLogger(nil)); !errors.Is(err, transport.ErrInvalidOption) {
-		t.Errorf("WithLogger(nil): %v", err)
-	}
 }

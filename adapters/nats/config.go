@@ -175,37 +175,6 @@ type Config struct {
 // server is older than 2.9 or has JetStream disabled.
 var ErrUnsupportedServer = errors.New("herald/nats: unsupported NATS server")
 
-// Option changes a Config in [New], after its fields are read.
-type Option interface{ apply(*Config) error }
-
-type optionFunc func(*Config) error
-
-func (f optionFunc) apply(c *Config) error { return f(c) }
-
-// WithLogger sets Config.Logger.
-func WithLogger(l *zap.Logger) Option {
-	return optionFunc(func(c *Config) error {
-		if l == nil {
-			return invalid("nil logger")
-		}
-		c.Logger = l
-		return nil
-	})
-}
-
-// WithNATSOptions appends to Config.NATSOptions.
-func WithNATSOptions(opts ...nats.Option) Option {
-	return optionFunc(func(c *Config) error {
-		for i, o := range opts {
-			if o == nil {
-				return invalid("nil nats option at %d", i)
-			}
-		}
-		c.NATSOptions = append(c.NATSOptions, opts...)
-		return nil
-	})
-}
-
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("herald/nats: %w: "+format, append([]any{transport.ErrInvalidOption}, args...)...)
 }

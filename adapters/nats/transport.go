@@ -64,20 +64,12 @@ type Transport struct {
 	subs      map[*subscriber]struct{}
 }
 
-// New returns a transport configured by cfg and then opts. Unless cfg.Conn is
+// New returns a transport configured by cfg. Unless cfg.Conn is
 // set it connects to cfg.URL first, and fails if no server answers within
 // cfg.ConnectTimeout. Streams are created or checked by [Transport.Start] (the
 // bus calls it at bus Start), or on first use. Invalid settings give an error
 // wrapping [transport.ErrInvalidOption].
-func New(cfg Config, opts ...Option) (*Transport, error) {
-	for _, o := range opts {
-		if o == nil {
-			return nil, invalid("nil option")
-		}
-		if err := o.apply(&cfg); err != nil {
-			return nil, err
-		}
-	}
+func New(cfg Config) (*Transport, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
