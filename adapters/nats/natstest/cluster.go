@@ -183,6 +183,15 @@ func (c *Cluster) Names() []string {
 	return names
 }
 
+// stop shuts the node's server down, if it runs, keeping its store.
+func (nd *node) stop() {
+	if nd.srv != nil {
+		nd.srv.Shutdown()
+		nd.srv.WaitForShutdown()
+		nd.srv = nil
+	}
+}
+
 // Shutdown stops the server called name (keeping its store); Restart starts it
 // again.
 func (c *Cluster) Shutdown(name string) error {
@@ -192,11 +201,7 @@ func (c *Cluster) Shutdown(name string) error {
 	if err != nil {
 		return err
 	}
-	if nd.srv != nil {
-		nd.srv.Shutdown()
-		nd.srv.WaitForShutdown()
-		nd.srv = nil
-	}
+	nd.stop()
 	return nil
 }
 
@@ -212,11 +217,7 @@ func (c *Cluster) Restart(name string) error {
 	if err != nil {
 		return err
 	}
-	if nd.srv != nil {
-		nd.srv.Shutdown()
-		nd.srv.WaitForShutdown()
-		nd.srv = nil
-	}
+	nd.stop()
 	if err := c.start(nd); err != nil {
 		return err
 	}
@@ -243,16 +244,10 @@ func (c *Cluster) Close() {
 	c.done = true
 	var wg sync.WaitGroup
 	for _, nd := range c.nodes {
-		if nd.srv != nil {
-			wg.Go(func() {
-				nd.srv.Shutdown()
-				nd.srv.WaitForShutdown()
-			})
-		}
+		wg.Go(nd.stop)
 	}
 	wg.Wait()
 	for _, nd := range c.nodes {
-		nd.srv = nil
 		_ = os.RemoveAll(nd.dir)
 	}
 }
