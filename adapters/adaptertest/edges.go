@@ -192,19 +192,10 @@ func (s *suite) stopFromHandler(t *testing.T, be Backend) {
 		t.Fatal(err)
 	}
 	s.publish(t, b, 0, 1, "")
-	select {
-	case err := <-stopped:
-		if err != nil {
-			t.Errorf("Stop from the handler: %v", err)
-		}
-	case <-time.After(s.cfg.timeout):
-		t.Fatal("Stop called from the handler never returned")
+	if err := recv(t, stopped, s.cfg.timeout, "Stop called from the handler to return"); err != nil {
+		t.Errorf("Stop from the handler: %v", err)
 	}
-	select {
-	case <-sub.Done():
-	case <-time.After(s.cfg.timeout):
-		t.Fatal("the subscription never finished stopping")
-	}
+	recv(t, sub.Done(), s.cfg.timeout, "the subscription to finish stopping")
 
 	b2 := s.bus(t, be)
 	closed := make(chan error, 1)
@@ -216,18 +207,23 @@ func (s *suite) stopFromHandler(t *testing.T, be Backend) {
 		t.Fatal(err)
 	}
 	s.publish(t, b2, 0, 1, "")
-	select {
-	case err := <-closed:
-		if err != nil {
-			t.Errorf("Close from the handler: %v", err)
-		}
-	case <-time.After(s.cfg.timeout):
-		t.Fatal("Close called from the handler never returned")
+	if err := recv(t, closed, s.cfg.timeout, "Close called from the handler to return"); err != nil {
+		t.Errorf("Close from the handler: %v", err)
 	}
+	recv(t, b2.Done(), s.cfg.timeout, "the bus to finish closing")
+}
+
+// recv receives from ch, failing the test if nothing comes within timeout.
+func recv[T any](t *testing.T, ch <-chan T, timeout time.Duration, what string) T {
+	t.Helper()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
 	select {
-	case <-b2.Done():
-	case <-time.After(s.cfg.timeout):
-		t.Fatal("the bus never finished closing")
+	case v := <-ch:
+		return v
+	case <-timer.C:
+		t.Fatalf("waited %v for %s", timeout, what)
+		panic("unreachable")
 	}
 }
 
