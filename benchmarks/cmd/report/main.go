@@ -21,6 +21,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -147,7 +148,13 @@ func run(count int, benchtime, bench, timeout, in, raw, out, charts string, maxL
 	if err != nil {
 		return err
 	}
-	rel, err := filepath.Rel(filepath.Dir(out), charts)
+	// Both absolute: Rel cannot relate "charts" to ".." otherwise.
+	absOut, err1 := filepath.Abs(filepath.Dir(out))
+	absCharts, err2 := filepath.Abs(charts)
+	rel, err := filepath.Rel(absOut, absCharts)
+	if err1 != nil || err2 != nil {
+		err = errors.Join(err1, err2)
+	}
 	if err != nil {
 		rel = charts
 	}
