@@ -132,7 +132,7 @@ func closeInFlight(t *testing.T, be *backend, variant string, work time.Duration
 			t.Errorf("the new bus got %d events, want only the new one", c.totalCalls())
 		}
 		f.delivered, f.dups = handledByFirst, a.duplicates()
-		f.add("dropped_with_the_process", n-handledByFirst)
+		f.add("reported_not_handled", n-handledByFirst)
 		f.log(t)
 		return
 	}
