@@ -188,13 +188,13 @@ func (c Config) withDefaults() (Config, error) {
 		c.StreamName = DefaultStreamName
 	}
 	if err := validStreamName(c.StreamName + "_POISON"); err != nil {
-		return c, invalid("StreamName: %v", err)
+		return c, invalid("StreamName: %w", err)
 	}
 	if c.SubjectPrefix == "" {
 		c.SubjectPrefix = DefaultSubjectPrefix
 	}
 	if err := validSubject(c.SubjectPrefix); err != nil {
-		return c, invalid("SubjectPrefix: %v", err)
+		return c, invalid("SubjectPrefix: %w", err)
 	}
 	if c.Storage != jetstream.FileStorage && c.Storage != jetstream.MemoryStorage {
 		return c, invalid("Storage %d", c.Storage)

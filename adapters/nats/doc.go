@@ -34,7 +34,9 @@
 // # Delivery
 //
 // Each worker of a handler pulls up to Config.Prefetch events ahead, hands
-// them to the bus one at a time, and acks each once the bus acks it (the
+// them to the bus one at a time (or up to the window the bus asks for through
+// transport.WindowSubscriber, for ordering by key), and acks each once the
+// bus acks it (the
 // handler succeeded, or its poison record is stored). A nack is redelivered
 // after Config.NakDelay, doubling per delivery up to Config.MaxNakDelay; a
 // nack caused by shutdown is redelivered at once, to any process. Every event

@@ -57,7 +57,7 @@ func (t *Transport) PutPoison(ctx context.Context, rec transport.PoisonRecord) e
 		return err
 	}
 	if err := validToken(rec.ID); err != nil {
-		return fmt.Errorf("herald/nats: poison record ID: %v", err)
+		return fmt.Errorf("herald/nats: poison record ID: %w", err)
 	}
 	body, err := poisonBody(rec)
 	if err != nil {

@@ -167,7 +167,7 @@ func (t *Transport) waitAck(ctx context.Context, m *message.Message, f *pubFutur
 // natsMsg builds the NATS message of m on topic.
 func (t *Transport) natsMsg(topic string, m *message.Message) (*nats.Msg, error) {
 	if err := validSubject(topic); err != nil {
-		return nil, fmt.Errorf("herald/nats: topic: %v", err)
+		return nil, fmt.Errorf("herald/nats: topic: %w: %w", transport.ErrInvalidName, err)
 	}
 	h := make(nats.Header, len(m.Metadata)+1)
 	size := len(m.Payload) + len("NATS/1.0\r\n\r\n")

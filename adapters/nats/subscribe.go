@@ -45,7 +45,7 @@ import (
 // [transport.ErrClosed] on a closed transport.
 func (t *Transport) Subscriber(handlerName string) (message.Subscriber, error) {
 	if err := validSubject(handlerName); err != nil {
-		return nil, fmt.Errorf("herald/nats: handler name: %v", err)
+		return nil, fmt.Errorf("herald/nats: handler name: %w: %w", transport.ErrInvalidName, err)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -78,7 +78,7 @@ var _ transport.WindowSubscriber = (*subscriber)(nil)
 // they are settled (transport.WindowSubscriber), in stream order.
 func (s *subscriber) SubscribeWindow(ctx context.Context, topic string, window int) (<-chan *message.Message, error) {
 	if err := validSubject(topic); err != nil {
-		return nil, fmt.Errorf("herald/nats: topic: %v", err)
+		return nil, fmt.Errorf("herald/nats: topic: %w: %w", transport.ErrInvalidName, err)
 	}
 	if err := s.t.prepare(ctx); err != nil {
 		return nil, err

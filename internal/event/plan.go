@@ -72,7 +72,7 @@ func PlanJSON(t reflect.Type) (SizePlan, error) { return planJSON(t, maxDepth) }
 func planJSON(t reflect.Type, limit int) (SizePlan, error) {
 	s, depth, err := compile(t, map[reflect.Type]bool{})
 	if err != nil {
-		return SizePlan{}, fmt.Errorf("%w: %s: %v", transport.ErrInvalidEvent, t, err)
+		return SizePlan{}, fmt.Errorf("%w: %s: %w", transport.ErrInvalidEvent, t, err)
 	}
 	if depth > limit {
 		s = nil // values may nest too deep to decode: only encoding can tell
