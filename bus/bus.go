@@ -44,6 +44,7 @@ type Bus struct {
 	closed   chan struct{}
 	closeMu  sync.Mutex // serialises Close
 	workers  sync.Map   // goroutine ID → *Subscription, for the bus's workers
+	async    asyncState // outstanding PublishAsync calls
 }
 
 // New returns a bus configured by opts. With no options it has a memory
@@ -77,7 +78,11 @@ func New(opts ...Option) (*Bus, error) {
 			cfg.poison = membroker.NewPoisonMap()
 		}
 	}
+	if cfg.asyncWindow == 0 {
+		cfg.asyncWindow = DefaultAsyncWindow
+	}
 	b := &Bus{cfg: cfg, subs: map[string]*Subscription{}, closed: make(chan struct{})}
+	b.async = asyncState{slots: make(chan struct{}, cfg.asyncWindow), onError: cfg.asyncOnError}
 	_, b.jsonCodec = cfg.codec.(handlers.JSON)
 	b.local = membroker.HandleOf(cfg.transport)
 	b.publisher = cfg.transport.Publisher()
@@ -182,6 +187,9 @@ func (b *Bus) close(ctx context.Context) error {
 		wg.Go(func() { errs[i] = s.Stop(ctx) })
 	}
 	wg.Wait()
+	if err := b.waitAsync(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	b.state.Store(stateClosed)
 	if err := b.cfg.transport.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("herald: close transport: %w", err))

@@ -50,6 +50,8 @@ type config struct {
 	poison          transport.PoisonStore
 	shutdownTimeout time.Duration
 	encodeAlways    bool
+	asyncWindow     int
+	asyncOnError    func(id string, err error)
 }
 
 func invalid(format string, args ...any) error {

@@ -72,3 +72,16 @@ type WindowSubscriber interface {
 // is published there, and the handler's subscription consumes it beside its
 // event topic. Event names never start with '_', so it cannot collide with one.
 func ReplayTopic(handler string) string { return "_replay." + handler }
+
+// AsyncPublisher is implemented by transports that publish without waiting
+// for the broker's acknowledgement. PublishAsync sends msg on topic and
+// returns once it is sent (it may wait, honouring ctx, while the transport's
+// own window of unacknowledged publishes is full); done is then called
+// exactly once, from any goroutine, with nil once the transport holds the
+// message or with the error that lost it (including transport.ErrClosed when
+// the transport closes first). When PublishAsync returns an error, nothing
+// was sent and done is never called. done must not block. Without it, the bus
+// runs a Publish per message on its own goroutines, bounded by its window.
+type AsyncPublisher interface {
+	PublishAsync(ctx context.Context, topic string, msg *message.Message, done func(error)) error
+}
