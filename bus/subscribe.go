@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.uber.org/zap"
 
+	"github.com/heraldbus/herald/handlers"
 	"github.com/heraldbus/herald/internal/event"
 	"github.com/heraldbus/herald/middleware"
 	"github.com/heraldbus/herald/transport"
@@ -245,11 +247,19 @@ func (s *Subscription) process(msg *message.Message, settle func(failed bool), a
 		if normal {
 			return
 		}
+		// A panic that escaped the chain (the chain recovers its own, so this
+		// is a bug of ours or of the transport's Ack) is poisoned like a
+		// Goexit, and does not kill the process.
 		err := errors.New("herald: handler called runtime.Goexit (t.Fatal, t.SkipNow?)")
+		what := "handler called runtime.Goexit; event poisoned, worker replaced"
+		if r := recover(); r != nil {
+			err = &handlers.PanicError{Value: r, Stack: string(debug.Stack())}
+			what = "panic outside the middleware chain; event poisoned, worker replaced"
+		}
 		rec := middleware.NewPoisonRecord(msg, err)
 		perr := s.b.cfg.poison.PutPoison(context.WithoutCancel(msg.Context()), rec)
-		s.b.cfg.logger.Error("handler called runtime.Goexit; event poisoned, worker replaced",
-			zap.String("handler", s.name), zap.String("event_id", msg.UUID), zap.NamedError("store_error", perr))
+		s.b.cfg.logger.Error(what,
+			zap.String("handler", s.name), zap.String("event_id", msg.UUID), zap.Error(err), zap.NamedError("store_error", perr))
 		if perr != nil || !msg.Ack() {
 			settle(true)
 		}
