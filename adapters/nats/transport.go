@@ -60,6 +60,7 @@ type Transport struct {
 	closeErr  error
 	mu        sync.Mutex
 	subs      map[*subscriber]struct{}
+	positions map[string]*position // by consumer name
 }
 
 // New returns a transport configured by cfg and then opts. Unless cfg.Conn is
@@ -80,7 +81,8 @@ func New(cfg Config, opts ...Option) (*Transport, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Transport{cfg: cfg, nc: cfg.Conn, closed: make(chan struct{}), subs: map[*subscriber]struct{}{}}
+	t := &Transport{cfg: cfg, nc: cfg.Conn, closed: make(chan struct{}), subs: map[*subscriber]struct{}{},
+		positions: map[string]*position{}}
 	if t.nc == nil {
 		nopts := append([]nats.Option{
 			nats.Name("herald"),
@@ -153,6 +155,19 @@ func (t *Transport) watchStatus() {
 }
 
 func (t *Transport) reconnectedCh() <-chan struct{} { return *t.reconnected.Load() }
+
+// position returns the position of the consumer name, shared by every
+// subscriber and pump of it in this transport.
+func (t *Transport) position(name string) *position {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p, ok := t.positions[name]
+	if !ok {
+		p = newPosition(t.cfg.MaxAckPending)
+		t.positions[name] = p
+	}
+	return p
+}
 
 // Conn returns the transport's connection (its own or Config.Conn).
 func (t *Transport) Conn() *nats.Conn { return t.nc }
