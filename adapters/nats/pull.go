@@ -49,7 +49,7 @@ func (p *pump) startPull(n int) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(p.ctx, t.cfg.RequestTimeout)
-		cons, epoch, err := p.s.ensureConsumer(ctx, p.topic)
+		cons, epoch, err := p.s.consumer(ctx, p.topic)
 		cancel()
 		if err != nil {
 			p.failed(err)

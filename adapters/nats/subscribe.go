@@ -36,8 +36,15 @@ import (
 //     every header as metadata except Nats-* ones, and [DeliveryCountKey] =
 //     the number of deliveries to this handler. Its context is Subscribe's ctx.
 //   - While the transport holds an event (prefetched or being handled), it
-//     sends progress acks every AckWait/3, so the server never redelivers it
-//     to another worker while it is handled.
+//     sends progress acks every third of the consumer's AckWait (see
+//     Config.AckWait), so the server never redelivers it to another worker
+//     while it is handled.
+//   - A consumer that disappears (deleted by an operator or a tool, or with
+//     its stream) is created again from where the handler was (logged at
+//     Warn): from the oldest event this process had received and not
+//     acknowledged, or after the last it acknowledged, or, if the stream was
+//     created again, from the first event it holds. The events being handled
+//     then may come again; none stored in the gap is skipped.
 //
 // The channel closes when ctx ends or the subscriber closes. Close stops
 // consuming, nacks the events fetched and not yet handled (they come back at
@@ -77,18 +84,21 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		return nil, err
 	}
 	s.mu.Lock()
+	cons, ok := s.consumers[topic]
+	s.mu.Unlock()
+	if !ok {
+		// Not under s.mu: preparing the streams again takes it.
+		var err error
+		if cons, _, err = s.consumer(ctx, topic); err != nil {
+			return nil, err
+		}
+	}
+	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, ErrClosed
 	}
-	cons, ok := s.consumers[topic]
-	if !ok {
-		var err error
-		if cons, _, err = s.ensureConsumer(ctx, topic); err != nil {
-			return nil, err
-		}
-		s.consumers[topic] = cons
-	}
+	s.consumers[topic] = cons
 	pos := s.t.position(consumerName(s.handler, topic))
 	p := &pump{s: s, topic: topic, ctx: ctx, out: make(chan *message.Message), pos: pos,
 		seqs: map[*nats.Msg]tracked{}}
@@ -105,6 +115,17 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		p.run()
 	}()
 	return p.out, nil
+}
+
+// consumer is ensureConsumer, preparing the streams again and retrying once
+// if the events stream is missing.
+func (s *subscriber) consumer(ctx context.Context, topic string) (cons jetstream.Consumer, epoch uint64, err error) {
+	err = s.t.withStreams(ctx, func() error {
+		var err error
+		cons, epoch, err = s.ensureConsumer(ctx, topic)
+		return err
+	})
+	return cons, epoch, err
 }
 
 // ensureConsumer finds the durable consumer of (s.handler, topic), or
@@ -138,7 +159,7 @@ func (s *subscriber) ensureConsumer(ctx context.Context, topic string) (jetstrea
 	fail := func(err error) (jetstream.Consumer, uint64, error) {
 		return nil, 0, fmt.Errorf("herald/nats: consumer %q of handler %q on %q: %w", name, s.handler, t.Subject(topic), err)
 	}
-	events := t.events
+	events := t.eventsStream()
 	for range 3 {
 		si, err := events.Info(ctx)
 		if err != nil {
@@ -195,7 +216,7 @@ func (s *subscriber) updateConsumer(ctx context.Context, cons jetstream.Consumer
 		upd.MaxAckPending == cur.MaxAckPending && upd.FilterSubject == cur.FilterSubject {
 		return cons, nil
 	}
-	return s.t.events.UpdateConsumer(ctx, upd)
+	return s.t.eventsStream().UpdateConsumer(ctx, upd)
 }
 
 func (s *subscriber) Close() error {
