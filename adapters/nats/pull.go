@@ -186,6 +186,12 @@ func (p *pump) failed(err error) {
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoHeartbeat)) {
 		p.ensure, p.lostAt = true, time.Now()
 	}
+	if p.retryC != nil {
+		// A retry is already due: this is the end of another request sent
+		// before it (a deleted consumer ends them all), not one more failure
+		// to back off from.
+		return
+	}
 	p.fetchFails++
 	d := min(100*time.Millisecond<<min(p.fetchFails-1, 7), 10*time.Second)
 	if p.fetchFails == 1 || p.fetchFails%10 == 0 {
