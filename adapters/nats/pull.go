@@ -56,6 +56,7 @@ func (p *pump) startPull(n int) {
 			return
 		}
 		p.use(cons, epoch)
+		p.s.cache(p.topic, cons)
 		p.ensure = false
 	}
 	if p.sub == nil {

@@ -117,6 +117,15 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	return p.out, nil
 }
 
+// cache makes cons the consumer of topic that later Subscribe calls use.
+func (s *subscriber) cache(topic string, cons jetstream.Consumer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		s.consumers[topic] = cons
+	}
+}
+
 // consumer is ensureConsumer, preparing the streams again and retrying once
 // if the events stream is missing.
 func (s *subscriber) consumer(ctx context.Context, topic string) (cons jetstream.Consumer, epoch uint64, err error) {

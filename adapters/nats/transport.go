@@ -326,10 +326,13 @@ func (t *Transport) recreateConsumers(ctx context.Context) {
 	}
 	t.mu.Unlock()
 	for _, c := range all {
-		if _, _, err := c.s.ensureConsumer(ctx, c.topic); err != nil {
+		cons, _, err := c.s.ensureConsumer(ctx, c.topic)
+		if err != nil {
 			t.cfg.Logger.Warn("could not create a consumer again with the streams; its subscriber will retry",
 				zap.String("handler", c.s.handler), zap.String("topic", c.topic), zap.Error(err))
+			continue
 		}
+		c.s.cache(c.topic, cons)
 	}
 }
 
