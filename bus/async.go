@@ -173,6 +173,9 @@ func (b *Bus) publishAsync(ctx context.Context, et *eventType, v any, opts []Pub
 // waitAsync waits for the outstanding async publishes until ctx ends, and
 // returns an error counting those still unconfirmed then.
 func (b *Bus) waitAsync(ctx context.Context) error {
+	if len(b.async.slots) == 0 {
+		return nil // nothing was outstanding (a late completion's wg.Done is harmless)
+	}
 	done := make(chan struct{})
 	go func() {
 		b.async.wg.Wait()
@@ -182,7 +185,12 @@ func (b *Bus) waitAsync(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("herald: %d async publishes not confirmed when Close's ctx ended (their Acks report the outcome): %w",
-			len(b.async.slots), ctx.Err())
 	}
+	select {
+	case <-done: // both ready: the publishes finished
+		return nil
+	default:
+	}
+	return fmt.Errorf("herald: %d async publishes not confirmed when Close's ctx ended (their Acks report the outcome): %w",
+		len(b.async.slots), ctx.Err())
 }

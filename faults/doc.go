@@ -5,9 +5,11 @@
 // lost PubAck, a consumer that dies with events unacknowledged, transient and
 // permanent handler failures, bad input on the wire, handler panics, a
 // handler slower than AckWait, Close with events in flight or with NATS down,
-// a blocked handler among others, and the loss of the stream leader in a
-// three-node JetStream cluster. Faults that apply to both transports run on
-// memory and on NATS. NATS tests use embedded servers they start, restart
+// a blocked handler among others, the loss of the stream leader in a
+// three-node JetStream cluster, a handler's consumer or the events stream
+// deleted mid-stream, a restart of a server with memory storage, and two
+// processes of one handler with different AckWaits. Faults that apply to
+// both transports run on memory and on NATS. NATS tests use embedded servers they start, restart
 // and stop themselves (never NATS_URL).
 //
 // Every test logs one or more lines starting with "FIGURES" (key=value

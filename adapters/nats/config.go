@@ -100,7 +100,10 @@ type Config struct {
 	// names and prefixes on one server never see each other's events.
 	SubjectPrefix string
 	// Storage of both streams: jetstream.FileStorage (the zero value, the
-	// default) or jetstream.MemoryStorage.
+	// default) or jetstream.MemoryStorage. With memory storage a server
+	// restart loses the streams, their consumers, their events and poison
+	// records: the transport creates the streams and its consumers again when
+	// it finds them missing, and goes on with the events published after.
 	Storage jetstream.StorageType
 	// Replicas of both streams (and so of their consumers); default 1, at
 	// most 5.
@@ -123,10 +126,20 @@ type Config struct {
 	DuplicateWindow time.Duration
 
 	// AckWait is how long the server waits for a handler's ack before it
-	// redelivers; default [DefaultAckWait], from 30ms to 24 hours. While an event is held by the
-	// transport (prefetched or being handled) it sends progress acks every
-	// AckWait/3, so a slow handler or a long retry backoff never causes a
-	// concurrent duplicate; AckWait matters only when a process dies.
+	// redelivers; default [DefaultAckWait], from 30ms to 24 hours. While an
+	// event is held by the transport (prefetched or being handled) it sends
+	// progress acks every third of the consumer's AckWait, so a slow handler
+	// or a long retry backoff never causes a concurrent duplicate; AckWait
+	// matters only when a process dies.
+	//
+	// The processes of a handler share its consumer, so they share one
+	// AckWait: the consumer's, which each process reads back from the server
+	// and paces its progress acks by (logging at Warn when it is not this
+	// one). A process raises the consumer's AckWait to this one if it is
+	// longer, never lowers it: processes still pacing by the longer one
+	// would see their events redelivered. To lower it, once every process
+	// has the new AckWait, delete the consumer while they run: it is created
+	// again from where the handler was, with their AckWait.
 	AckWait time.Duration
 	// MaxDeliver bounds deliveries of one event to one handler; default
 	// [DefaultMaxDeliver] (-1, unlimited): the bus poisons an event that

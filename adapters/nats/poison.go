@@ -75,29 +75,33 @@ func (t *Transport) PutPoison(ctx context.Context, rec transport.PoisonRecord) e
 	}
 	ctx, cancel := t.requestCtx(ctx)
 	defer cancel()
-	// The extra parts first: a record is listed only once it is whole.
-	for i := parts - 1; i >= 1; i-- {
+	// A missing poison stream (a server with memory storage restarted) is
+	// prepared again, and the record stored then.
+	return t.withStreams(ctx, func() error {
+		// The extra parts first: a record is listed only once it is whole.
+		for i := parts - 1; i >= 1; i-- {
+			m := &nats.Msg{
+				Subject: subject + "." + strconv.Itoa(i),
+				Header:  nats.Header{jetstream.MsgIDHeader: []string{rec.ID + "-" + strconv.Itoa(i)}},
+				Data:    body[i*room : min((i+1)*room, len(body))],
+			}
+			if _, err := t.js.PublishMsg(ctx, m); err != nil {
+				return fmt.Errorf("herald/nats: store part %d of poison record %s: %w", i, rec.ID, err)
+			}
+		}
 		m := &nats.Msg{
-			Subject: subject + "." + strconv.Itoa(i),
-			Header:  nats.Header{jetstream.MsgIDHeader: []string{rec.ID + "-" + strconv.Itoa(i)}},
-			Data:    body[i*room : min((i+1)*room, len(body))],
+			Subject: subject,
+			Header:  nats.Header{jetstream.MsgIDHeader: []string{rec.ID}, poisonFormatKey: []string{poisonFormat}},
+			Data:    body[:min(room, len(body))],
+		}
+		if parts > 1 {
+			m.Header[poisonPartsKey] = []string{strconv.Itoa(parts)}
 		}
 		if _, err := t.js.PublishMsg(ctx, m); err != nil {
-			return fmt.Errorf("herald/nats: store part %d of poison record %s: %w", i, rec.ID, err)
+			return fmt.Errorf("herald/nats: store poison record %s: %w", rec.ID, err)
 		}
-	}
-	m := &nats.Msg{
-		Subject: subject,
-		Header:  nats.Header{jetstream.MsgIDHeader: []string{rec.ID}, poisonFormatKey: []string{poisonFormat}},
-		Data:    body[:min(room, len(body))],
-	}
-	if parts > 1 {
-		m.Header[poisonPartsKey] = []string{strconv.Itoa(parts)}
-	}
-	if _, err := t.js.PublishMsg(ctx, m); err != nil {
-		return fmt.Errorf("herald/nats: store poison record %s: %w", rec.ID, err)
-	}
-	return nil
+		return nil
+	})
 }
 
 func (t *Transport) poisonSubject(handler, id string) string {
@@ -129,7 +133,7 @@ func (t *Transport) readPoison(ctx context.Context, subject string, h nats.Heade
 	if parts, _ := strconv.Atoi(h.Get(poisonPartsKey)); parts > 1 {
 		body := append([]byte(nil), data...)
 		for i := 1; i < parts; i++ {
-			m, err := t.poison.GetLastMsgForSubject(ctx, subject+"."+strconv.Itoa(i))
+			m, err := t.poisonStream().GetLastMsgForSubject(ctx, subject+"."+strconv.Itoa(i))
 			if err != nil {
 				return rec, fmt.Errorf("part %d of %d: %w", i, parts, err)
 			}
@@ -190,14 +194,19 @@ func (t *Transport) ListPoison(ctx context.Context, q transport.PoisonQuery) ([]
 		cc.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cc.OptStartSeq = after + 1
 	}
-	cons, err := t.poison.CreateConsumer(ctx, cc)
+	var cons jetstream.Consumer
+	err := t.withStreams(ctx, func() error {
+		var err error
+		cons, err = t.poisonStream().CreateConsumer(ctx, cc)
+		return err
+	})
 	if err != nil {
 		return nil, "", fmt.Errorf("herald/nats: list poison records: %w", err)
 	}
 	defer func() {
 		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), t.cfg.RequestTimeout)
 		defer dcancel()
-		_ = t.poison.DeleteConsumer(dctx, cons.CachedInfo().Name)
+		_ = t.poisonStream().DeleteConsumer(dctx, cons.CachedInfo().Name)
 	}()
 	var recs []transport.PoisonRecord
 	if cons.CachedInfo().NumPending == 0 {
@@ -278,7 +287,7 @@ func (t *Transport) DeletePoison(ctx context.Context, id string) (bool, error) {
 	if err != nil || m == nil {
 		return false, err
 	}
-	if err := t.poison.DeleteMsg(ctx, m.Sequence); err != nil {
+	if err := t.poisonStream().DeleteMsg(ctx, m.Sequence); err != nil {
 		if isNotFound(err) {
 			return false, nil
 		}
@@ -286,9 +295,9 @@ func (t *Transport) DeletePoison(ctx context.Context, id string) (bool, error) {
 	}
 	parts, _ := strconv.Atoi(m.Header.Get(poisonPartsKey))
 	for i := 1; i < parts; i++ {
-		p, err := t.poison.GetLastMsgForSubject(ctx, m.Subject+"."+strconv.Itoa(i))
+		p, err := t.poisonStream().GetLastMsgForSubject(ctx, m.Subject+"."+strconv.Itoa(i))
 		if err == nil {
-			err = t.poison.DeleteMsg(ctx, p.Sequence)
+			err = t.poisonStream().DeleteMsg(ctx, p.Sequence)
 		}
 		if err != nil && !isNotFound(err) {
 			return true, fmt.Errorf("herald/nats: deleted poison record %s but not its part %d: %w", id, i, err)
@@ -305,7 +314,12 @@ func (t *Transport) poisonMsg(ctx context.Context, id string) (*jetstream.RawStr
 	if validToken(id) != nil {
 		return nil, nil // no record can have this ID
 	}
-	m, err := t.poison.GetLastMsgForSubject(ctx, t.poisonPrefix()+".*."+id)
+	var m *jetstream.RawStreamMsg
+	err := t.withStreams(ctx, func() error {
+		var err error
+		m, err = t.poisonStream().GetLastMsgForSubject(ctx, t.poisonPrefix()+".*."+id)
+		return err
+	})
 	if isNotFound(err) {
 		return nil, nil
 	}

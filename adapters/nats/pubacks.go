@@ -86,8 +86,11 @@ func (a *acker) publish(m *nats.Msg) (*pubFuture, error) {
 	m.Reply = a.prefix + id
 	a.mu.Unlock()
 	if err := a.nc.PublishMsg(m); err != nil {
-		a.resolve(id, err, false)
-		return nil, err
+		if a.resolve(id, err, false) {
+			return nil, err
+		}
+		// Failed meanwhile (disconnect, close), as if sent: settled was
+		// called, so the future is the outcome.
 	}
 	return f, nil
 }
@@ -126,14 +129,15 @@ func pubAckError(m *nats.Msg) error {
 }
 
 // resolve completes the future of id with err, once; sent says whether its
-// message was sent (settled is called then).
-func (a *acker) resolve(id string, err error, sent bool) {
+// message was sent (settled is called then). It reports whether it did: false
+// if the future was already complete (timed out, failed or closed).
+func (a *acker) resolve(id string, err error, sent bool) bool {
 	a.mu.Lock()
 	f, ok := a.pending[id]
 	delete(a.pending, id)
 	a.mu.Unlock()
 	if !ok {
-		return // late: already timed out, failed or closed
+		return false
 	}
 	f.timer.Stop()
 	f.err = err
@@ -141,6 +145,7 @@ func (a *acker) resolve(id string, err error, sent bool) {
 	if sent {
 		a.settled()
 	}
+	return true
 }
 
 // failAll completes every pending future with err.

@@ -27,28 +27,17 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	case 0:
 		return nil
 	case 1:
-		ctx := msgs[0].Context()
-		f, err := p.t.publishAsync(ctx, topic, msgs[0])
-		if err != nil {
-			return err
-		}
-		return p.t.waitAck(ctx, msgs[0], f)
+		m := msgs[0]
+		ctx := m.Context()
+		return p.t.withStreams(ctx, func() error {
+			f, err := p.t.publishAsync(ctx, topic, m)
+			if err != nil {
+				return err
+			}
+			return p.t.waitAck(ctx, m, f)
+		})
 	}
-	futures := make([]*pubFuture, len(msgs))
-	for i, m := range msgs {
-		f, err := p.t.publishAsync(m.Context(), topic, m)
-		if err != nil {
-			return err
-		}
-		futures[i] = f
-	}
-	var errs []error
-	for i, f := range futures {
-		if err := p.t.waitAck(msgs[i].Context(), msgs[i], f); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	return p.t.publishAll(topic, msgs, func(i int) context.Context { return msgs[i].Context() })
 }
 
 // Close does nothing: the transport owns the connection.
@@ -62,23 +51,57 @@ func (publisher) Close() error { return nil }
 // same IDs: the stream drops duplicates within the DuplicateWindow). The bus's
 // PublishBatch uses it.
 func (t *Transport) PublishBatch(ctx context.Context, topic string, msgs []*message.Message) error {
-	futures := make([]*pubFuture, 0, len(msgs))
+	return t.publishAll(topic, msgs, func(int) context.Context { return ctx })
+}
+
+// publishAll sends msgs[i] bounded by ctxOf(i), until one cannot be sent,
+// then waits for the PubAcks of those sent. The messages that no stream
+// answered are published again once, after the streams are prepared again.
+func (t *Transport) publishAll(topic string, msgs []*message.Message, ctxOf func(int) context.Context) error {
+	gen := t.gen.Load()
+	errs := make([]error, len(msgs))
+	all := make([]int, len(msgs))
+	for i := range all {
+		all[i] = i
+	}
+	sendErr := t.sendAndWait(topic, msgs, all, ctxOf, errs)
+	var again []int
+	for i, err := range errs {
+		if streamMissing(err) {
+			again = append(again, i)
+		}
+	}
+	if len(again) > 0 {
+		t.streamsLost(gen, errs[again[0]])
+		if err := t.prepare(ctxOf(again[0])); err == nil {
+			for _, i := range again {
+				errs[i] = nil
+			}
+			sendErr = errors.Join(sendErr, t.sendAndWait(topic, msgs, again, ctxOf, errs))
+		}
+	}
+	return errors.Join(append([]error{sendErr}, errs...)...)
+}
+
+// sendAndWait sends msgs[i] for i in which, in order, until one cannot be
+// sent (its error is returned), then waits for the PubAck of each one sent
+// and sets errs[i].
+func (t *Transport) sendAndWait(topic string, msgs []*message.Message, which []int, ctxOf func(int) context.Context, errs []error) error {
+	futures := make([]*pubFuture, 0, len(which))
 	var sendErr error
-	for _, m := range msgs {
-		f, err := t.publishAsync(ctx, topic, m)
+	for _, i := range which {
+		f, err := t.publishAsync(ctxOf(i), topic, msgs[i])
 		if err != nil {
 			sendErr = err
 			break
 		}
 		futures = append(futures, f)
 	}
-	errs := []error{sendErr}
-	for i, f := range futures {
-		if err := t.waitAck(ctx, msgs[i], f); err != nil {
-			errs = append(errs, err)
-		}
+	for k, f := range futures {
+		i := which[k]
+		errs[i] = t.waitAck(ctxOf(i), msgs[i], f)
 	}
-	return errors.Join(errs...)
+	return sendErr
 }
 
 const replayPrefix = "_replay."
@@ -94,7 +117,10 @@ func (t *Transport) checkReplayConsumer(ctx context.Context, topic string) error
 	handler := strings.TrimPrefix(topic, replayPrefix)
 	rctx, cancel := t.requestCtx(ctx)
 	defer cancel()
-	_, err := t.events.Consumer(rctx, consumerName(handler, topic))
+	err := t.withStreams(rctx, func() error {
+		_, err := t.eventsStream().Consumer(rctx, consumerName(handler, topic))
+		return err
+	})
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return fmt.Errorf("herald/nats: %w: %q has no consumer (subscribe it, then replay)", transport.ErrNoHandler, handler)
 	}

@@ -42,14 +42,22 @@ const pullRequestFmt = `{"batch":%d,"expires":%d,"idle_heartbeat":%d}`
 func (p *pump) startPull(n int) {
 	t := p.s.t
 	if p.ensure {
+		if p.held() > 0 && time.Since(p.lostAt) < p.ackWait {
+			// Let the events handed out settle first: if the consumer is
+			// created again, it then starts after them, rather than
+			// delivering them twice.
+			return
+		}
 		ctx, cancel := context.WithTimeout(p.ctx, t.cfg.RequestTimeout)
-		cons, err := p.s.ensureConsumer(ctx, p.topic)
+		cons, epoch, err := p.s.consumer(ctx, p.topic)
 		cancel()
 		if err != nil {
 			p.failed(err)
 			return
 		}
-		p.cons, p.ensure = cons, false
+		p.use(cons, epoch)
+		p.s.cache(p.topic, cons)
+		p.ensure = false
 	}
 	if p.sub == nil {
 		// Room for every message requested, and heartbeats and statuses
@@ -86,6 +94,7 @@ func (p *pump) received(m *nats.Msg) {
 	}
 	if status == "" {
 		p.queue = append(p.queue, m)
+		p.hold(m)
 		p.outstanding = max(p.outstanding-1, 0)
 		p.fetchFails = 0
 		return
@@ -155,6 +164,7 @@ func (p *pump) closeInbox() {
 		case m := <-p.ch:
 			if len(m.Data) > 0 || m.Header.Get("Status") == "" {
 				p.queue = append(p.queue, m)
+				p.hold(m)
 			}
 		default:
 			p.sub = nil
@@ -164,14 +174,24 @@ func (p *pump) closeInbox() {
 }
 
 // failed logs a pull error and waits before the next pull: 100ms, doubling
-// to 10s. A missing consumer is created again before the next pull.
+// to 10s. A consumer that may be missing is looked up (and created again if
+// it is) before the next pull.
 func (p *pump) failed(err error) {
 	if p.ctx.Err() != nil {
 		return
 	}
-	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) ||
-		errors.Is(err, nats.ErrNoResponders) {
-		p.ensure = true
+	// A missing consumer shows as one of these; nats-server 2.9 answers a
+	// pull request for a consumer that is gone with nothing at all (so no
+	// heartbeat). Looking it up is cheap, and creates it again if missing.
+	if !p.ensure && (errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoHeartbeat)) {
+		p.ensure, p.lostAt = true, time.Now()
+	}
+	if p.retryC != nil {
+		// A retry is already due: this is the end of another request sent
+		// before it (a deleted consumer ends them all), not one more failure
+		// to back off from.
+		return
 	}
 	p.fetchFails++
 	d := min(100*time.Millisecond<<min(p.fetchFails-1, 7), 10*time.Second)

@@ -3,6 +3,7 @@ package nats
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -35,8 +36,15 @@ import (
 //     every header as metadata except Nats-* ones, and [transport.KeyDeliveryCount] =
 //     the number of deliveries to this handler. Its context is Subscribe's ctx.
 //   - While the transport holds an event (prefetched or being handled), it
-//     sends progress acks every AckWait/3, so the server never redelivers it
-//     to another worker while it is handled.
+//     sends progress acks every third of the consumer's AckWait (see
+//     Config.AckWait), so the server never redelivers it to another worker
+//     while it is handled.
+//   - A consumer that disappears (deleted by an operator or a tool, or with
+//     its stream) is created again from where the handler was (logged at
+//     Warn): from the oldest event this process had received and not
+//     acknowledged, or after the last it acknowledged, or, if the stream was
+//     created again, from the first event it holds. The events being handled
+//     then may come again; none stored in the gap is skipped.
 //
 // The channel closes when ctx ends or the subscriber closes. Close stops
 // consuming, nacks the events fetched and not yet handled (they come back at
@@ -84,19 +92,25 @@ func (s *subscriber) SubscribeWindow(ctx context.Context, topic string, window i
 		return nil, err
 	}
 	s.mu.Lock()
+	cons, ok := s.consumers[topic]
+	s.mu.Unlock()
+	if !ok {
+		// Not under s.mu: preparing the streams again takes it.
+		var err error
+		if cons, _, err = s.consumer(ctx, topic); err != nil {
+			return nil, err
+		}
+	}
+	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, transport.ErrClosed
 	}
-	cons, ok := s.consumers[topic]
-	if !ok {
-		var err error
-		if cons, err = s.ensureConsumer(ctx, topic); err != nil {
-			return nil, err
-		}
-		s.consumers[topic] = cons
-	}
-	p := &pump{s: s, cons: cons, topic: topic, ctx: ctx, out: make(chan *message.Message)}
+	s.consumers[topic] = cons
+	pos := s.t.position(consumerName(s.handler, topic))
+	p := &pump{s: s, topic: topic, ctx: ctx, out: make(chan *message.Message), pos: pos,
+		seqs: map[*nats.Msg]tracked{}}
+	p.use(cons, pos.current())
 	if n := window; n > 1 {
 		p.limit = n
 		p.inflight = make(map[*message.Message]*nats.Msg, n)
@@ -111,12 +125,45 @@ func (s *subscriber) SubscribeWindow(ctx context.Context, topic string, window i
 	return p.out, nil
 }
 
-// ensureConsumer creates the durable consumer of (s.handler, topic), or
-// updates the settings of an existing one (its position is kept).
-func (s *subscriber) ensureConsumer(ctx context.Context, topic string) (jetstream.Consumer, error) {
+// cache makes cons the consumer of topic that later Subscribe calls use.
+func (s *subscriber) cache(topic string, cons jetstream.Consumer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		s.consumers[topic] = cons
+	}
+}
+
+// consumer is ensureConsumer, preparing the streams again and retrying once
+// if the events stream is missing.
+func (s *subscriber) consumer(ctx context.Context, topic string) (cons jetstream.Consumer, epoch uint64, err error) {
+	err = s.t.withStreams(ctx, func() error {
+		var err error
+		cons, epoch, err = s.ensureConsumer(ctx, topic)
+		return err
+	})
+	return cons, epoch, err
+}
+
+// ensureConsumer finds the durable consumer of (s.handler, topic), or
+// creates it, and returns it with the epoch of its stream (see position).
+//
+// A consumer that exists keeps its position and deliver policy; its settings
+// are brought to the Config's, except that its AckWait is only ever raised:
+// other processes of the handler may pace their progress acks by the
+// current one, so lowering it could let the server redeliver an event they
+// are handling. Each process paces its progress acks by the AckWait it
+// reads back, and logs at Warn when that is not its Config's.
+//
+// A consumer that does not exist is created with DeliverNew for a handler
+// new to this transport, and otherwise again from the handler's position
+// (logged at Warn): it was deleted, or its stream was.
+func (s *subscriber) ensureConsumer(ctx context.Context, topic string) (jetstream.Consumer, uint64, error) {
+	t := s.t
 	name := consumerName(s.handler, topic)
-	c := s.t.cfg
-	cons, err := s.t.events.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+	pos := t.position(name)
+	c := t.cfg
+	want := jetstream.ConsumerConfig{
 		Durable:       name,
 		Description:   fmt.Sprintf("Herald handler %q, topic %q", s.handler, topic),
 		DeliverPolicy: jetstream.DeliverNewPolicy,
@@ -124,12 +171,69 @@ func (s *subscriber) ensureConsumer(ctx context.Context, topic string) (jetstrea
 		AckWait:       c.AckWait,
 		MaxDeliver:    c.MaxDeliver,
 		MaxAckPending: c.MaxAckPending,
-		FilterSubject: s.t.Subject(topic),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("herald/nats: consumer %q of handler %q on %q: %w", name, s.handler, s.t.Subject(topic), err)
+		FilterSubject: t.Subject(topic),
 	}
-	return cons, nil
+	fail := func(err error) (jetstream.Consumer, uint64, error) {
+		return nil, 0, fmt.Errorf("herald/nats: consumer %q of handler %q on %q: %w", name, s.handler, t.Subject(topic), err)
+	}
+	events := t.eventsStream()
+	for range 3 {
+		si, err := events.Info(ctx)
+		if err != nil {
+			return fail(err)
+		}
+		cons, err := events.Consumer(ctx, name)
+		switch {
+		case err == nil:
+			cons, err = s.updateConsumer(ctx, cons, want)
+		case errors.Is(err, jetstream.ErrConsumerNotFound):
+			cfg := want
+			policy, start, why := pos.resume(si)
+			cfg.DeliverPolicy, cfg.OptStartSeq = policy, start
+			cons, err = events.CreateConsumer(ctx, cfg)
+			if errors.Is(err, jetstream.ErrConsumerExists) || errors.Is(err, jetstream.ErrConsumerNameAlreadyInUse) {
+				continue // another process created it meanwhile
+			}
+			if err == nil && policy != jetstream.DeliverNewPolicy {
+				t.cfg.Logger.Warn("consumer was missing (deleted, or its stream was); created again",
+					zap.String("consumer", name), zap.String("handler", s.handler), zap.String("topic", topic),
+					zap.Stringer("deliver_policy", policy), zap.Uint64("start_seq", start), zap.String("why", why),
+					zap.Uint64("stream_first_seq", si.State.FirstSeq), zap.Uint64("stream_last_seq", si.State.LastSeq))
+			}
+		}
+		if err != nil {
+			return fail(err)
+		}
+		ci := cons.CachedInfo()
+		epoch := pos.sync(ci, si.Created)
+		if aw := ci.Config.AckWait; aw != c.AckWait && pos.warnAckWait(aw) {
+			t.cfg.Logger.Warn("the consumer's AckWait is not Config.AckWait: progress acks are paced by the consumer's",
+				zap.String("consumer", name), zap.String("handler", s.handler), zap.String("topic", topic),
+				zap.Duration("consumer_ack_wait", aw), zap.Duration("config_ack_wait", c.AckWait),
+				zap.String("hint", "the transport raises a consumer's AckWait, never lowers it (other processes pace by it); "+
+					"to lower it, once every process has the new AckWait, delete the consumer while they run: "+
+					"it is created again from where the handler was"))
+		}
+		return cons, epoch, nil
+	}
+	return fail(errors.New("created and deleted by others meanwhile, three times"))
+}
+
+// updateConsumer brings the settings of an existing consumer to want's,
+// keeping its deliver policy and start, and raising its AckWait only.
+func (s *subscriber) updateConsumer(ctx context.Context, cons jetstream.Consumer, want jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	cur := cons.CachedInfo().Config
+	upd := cur
+	upd.Description = want.Description
+	upd.AckWait = max(cur.AckWait, want.AckWait)
+	upd.MaxDeliver = want.MaxDeliver
+	upd.MaxAckPending = want.MaxAckPending
+	upd.FilterSubject = want.FilterSubject
+	if upd.Description == cur.Description && upd.AckWait == cur.AckWait && upd.MaxDeliver == cur.MaxDeliver &&
+		upd.MaxAckPending == cur.MaxAckPending && upd.FilterSubject == cur.FilterSubject {
+		return cons, nil
+	}
+	return s.t.eventsStream().UpdateConsumer(ctx, upd)
 }
 
 func (s *subscriber) Close() error {
@@ -153,10 +257,19 @@ func (s *subscriber) Close() error {
 // messages, so none needs a lock; there is one per Subscribe call.
 type pump struct {
 	s     *subscriber
-	cons  jetstream.Consumer
 	topic string
 	ctx   context.Context
 	out   chan *message.Message
+
+	// The consumer pulled from, and what the pump knows of it.
+	cons        jetstream.Consumer
+	consCreated time.Time     // its creation time: another one is a new consumer
+	ackWait     time.Duration // its AckWait, as read back: the pace of progress acks
+	progress    *time.Ticker  // every ackWait/3
+	pos         *position
+	epoch       uint64                // of pos, for the messages received now
+	seqs        map[*nats.Msg]tracked // of every message held
+	lostAt      time.Time             // when ensure was set
 
 	queue []*nats.Msg // pulled, not handed out, oldest first
 	cur   *nats.Msg   // handed out, waiting for Ack or Nack (one at a time)
@@ -183,6 +296,59 @@ type pump struct {
 	retry       *time.Timer
 	retryC      <-chan time.Time
 	ensure      bool // recreate the consumer before the next pull
+}
+
+// tracked is where a held message is in the stream.
+type tracked struct{ seq, epoch uint64 }
+
+// use makes cons, of epoch, the consumer the pump pulls from. If it is
+// another consumer than before (created again), the queued messages it will
+// deliver again from its start sequence are dropped, so as not to be
+// handled twice: their acks would go to the old consumer anyway.
+func (p *pump) use(cons jetstream.Consumer, epoch uint64) {
+	ci := cons.CachedInfo()
+	if p.cons != nil && !ci.Created.Equal(p.consCreated) && ci.Config.DeliverPolicy == jetstream.DeliverByStartSequencePolicy {
+		kept := p.queue[:0]
+		for _, m := range p.queue {
+			if tr, ok := p.seqs[m]; ok && tr.epoch == epoch && tr.seq >= ci.Config.OptStartSeq {
+				delete(p.seqs, m)
+				continue
+			}
+			kept = append(kept, m)
+		}
+		clear(p.queue[len(kept):])
+		p.queue = kept
+		p.nextWM = nil
+	}
+	p.cons, p.consCreated, p.epoch = cons, ci.Created, epoch
+	if aw := ci.Config.AckWait; aw != p.ackWait {
+		p.ackWait = aw
+		if p.progress != nil {
+			p.progress.Reset(progressEvery(aw))
+		}
+	}
+}
+
+// progressEvery is the progress-ack period for a consumer AckWait.
+func progressEvery(ackWait time.Duration) time.Duration { return max(ackWait/3, time.Millisecond) }
+
+// hold records that the pump now holds m, received from the consumer.
+func (p *pump) hold(m *nats.Msg) {
+	md, err := m.Metadata()
+	if err != nil {
+		return
+	}
+	p.seqs[m] = tracked{md.Sequence.Stream, p.epoch}
+	p.pos.delivered(md.Sequence.Stream, p.epoch)
+}
+
+// ack acks m and records it in the position.
+func (p *pump) ack(m *nats.Msg) {
+	p.reply(m, ackAck)
+	if tr, ok := p.seqs[m]; ok {
+		delete(p.seqs, m)
+		p.pos.ack(tr.seq, tr.epoch)
+	}
 }
 
 // settlement is a handed-out message's outcome, from its watcher.
@@ -222,8 +388,8 @@ func (p *pump) run() {
 		defer close(p.done)
 	}
 	t := p.s.t
-	progress := time.NewTicker(t.cfg.AckWait / 3)
-	defer progress.Stop()
+	p.progress = time.NewTicker(progressEvery(p.ackWait))
+	defer p.progress.Stop()
 	defer func() {
 		if p.retry != nil {
 			p.retry.Stop()
@@ -269,13 +435,13 @@ func (p *pump) run() {
 			if m, ok := p.inflight[st.wm]; ok {
 				delete(p.inflight, st.wm)
 				if st.acked {
-					p.reply(m, ackAck)
+					p.ack(m)
 				} else {
 					p.nak(m, st.wm)
 				}
 			}
 		case <-acked:
-			p.reply(p.cur, ackAck)
+			p.ack(p.cur)
 			p.cur, p.curWM = nil, nil
 		case <-nacked:
 			p.nak(p.cur, p.curWM)
@@ -289,7 +455,7 @@ func (p *pump) run() {
 			p.outstanding = 0
 		case <-p.retryC:
 			p.retryC = nil
-		case <-progress.C:
+		case <-p.progress.C:
 			for _, m := range p.queue {
 				p.reply(m, ackProgress)
 			}
@@ -336,6 +502,7 @@ func (p *pump) reply(m *nats.Msg, body []byte) {
 // nak nacks m: at once on shutdown (another process takes it), otherwise
 // after a delay growing with its deliveries.
 func (p *pump) nak(m *nats.Msg, wm *message.Message) {
+	delete(p.seqs, m) // still unacknowledged in the position: redelivered
 	if wm.Context().Err() != nil {
 		p.reply(m, ackNak)
 		return
@@ -389,7 +556,7 @@ func (p *pump) shutdown() {
 	if p.cur != nil {
 		select {
 		case <-p.curWM.Acked():
-			p.reply(p.cur, ackAck)
+			p.ack(p.cur)
 		default:
 			p.reply(p.cur, ackNak)
 		}
@@ -397,10 +564,11 @@ func (p *pump) shutdown() {
 	for wm, m := range p.inflight {
 		select {
 		case <-wm.Acked():
-			p.reply(m, ackAck)
+			p.ack(m)
 		default:
 			p.reply(m, ackNak)
 		}
 	}
 	clear(p.inflight)
+	clear(p.seqs)
 }

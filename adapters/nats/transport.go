@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
@@ -48,10 +49,13 @@ type Transport struct {
 	pubSlots chan struct{} // a token per publish waiting for its PubAck
 	acks     *acker
 
-	readyMu sync.Mutex
-	ready   atomic.Bool
-	events  jetstream.Stream
-	poison  jetstream.Stream
+	// The streams, prepared by prepare, and again when found missing.
+	readyMu   sync.Mutex // serialises prepare
+	ready     atomic.Bool
+	gen       atomic.Uint64 // how many times the streams were prepared
+	strm      atomic.Pointer[streams]
+	lastErr   error // of the last prepare that failed, and when (readyMu)
+	lastErrAt time.Time
 
 	status      chan nats.Status
 	statusDone  chan struct{}
@@ -62,6 +66,7 @@ type Transport struct {
 	closeErr  error
 	mu        sync.Mutex
 	subs      map[*subscriber]struct{}
+	positions map[string]*position // by consumer name
 }
 
 // New returns a transport configured by cfg. Unless cfg.Conn is
@@ -74,7 +79,8 @@ func New(cfg Config) (*Transport, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Transport{cfg: cfg, nc: cfg.Conn, closed: make(chan struct{}), subs: map[*subscriber]struct{}{}}
+	t := &Transport{cfg: cfg, nc: cfg.Conn, closed: make(chan struct{}), subs: map[*subscriber]struct{}{},
+		positions: map[string]*position{}}
 	if t.nc == nil {
 		nopts := append([]nats.Option{
 			nats.Name("herald"),
@@ -148,6 +154,19 @@ func (t *Transport) watchStatus() {
 
 func (t *Transport) reconnectedCh() <-chan struct{} { return *t.reconnected.Load() }
 
+// position returns the position of the consumer name, shared by every
+// subscriber and pump of it in this transport.
+func (t *Transport) position(name string) *position {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p, ok := t.positions[name]
+	if !ok {
+		p = newPosition(t.cfg.MaxAckPending)
+		t.positions[name] = p
+	}
+	return p
+}
+
 // Conn returns the transport's connection (its own or Config.Conn).
 func (t *Transport) Conn() *nats.Conn { return t.nc }
 
@@ -179,7 +198,24 @@ func (t *Transport) isClosed() bool {
 // the transport's subjects. It honours ctx and does its work once: later calls
 // return nil at once. The bus calls it at bus Start; errors wrap
 // [ErrUnsupportedServer] when the server cannot work.
+//
+// The streams are prepared again whenever the transport finds one missing
+// (a server with memory storage restarted, or a stream deleted): a publish
+// with no stream to answer, a consumer or poison operation told the stream
+// does not exist. The first to find it prepares them again, with the
+// consumers of every running subscriber, while the others wait for it; then
+// each retries its operation once.
 func (t *Transport) Start(ctx context.Context) error { return t.prepare(ctx) }
+
+// streams are the transport's two streams.
+type streams struct{ events, poison jetstream.Stream }
+
+func (t *Transport) eventsStream() jetstream.Stream { return t.strm.Load().events }
+func (t *Transport) poisonStream() jetstream.Stream { return t.strm.Load().poison }
+
+// prepareBackoff is how long a failed prepare answers others with its error
+// rather than asking the server again.
+const prepareBackoff = 100 * time.Millisecond
 
 func (t *Transport) prepare(ctx context.Context) error {
 	if t.ready.Load() {
@@ -196,6 +232,19 @@ func (t *Transport) prepare(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if t.lastErr != nil && time.Since(t.lastErrAt) < prepareBackoff {
+		return t.lastErr
+	}
+	err := t.prepareLocked(ctx)
+	if err != nil && ctx.Err() == nil {
+		t.lastErr, t.lastErrAt = err, time.Now()
+	} else {
+		t.lastErr = nil
+	}
+	return err
+}
+
+func (t *Transport) prepareLocked(ctx context.Context) error {
 	if !t.nc.IsConnected() {
 		return fmt.Errorf("herald/nats: not connected to %s (status %v): %w", redact(t.cfg.URL), t.nc.Status(), t.nc.LastError())
 	}
@@ -240,9 +289,78 @@ func (t *Transport) prepare(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	t.events, t.poison = events, poison
+	t.strm.Store(&streams{events: events, poison: poison})
+	if t.gen.Load() > 0 {
+		t.recreateConsumers(ctx)
+	}
+	t.gen.Add(1)
 	t.ready.Store(true)
 	return nil
+}
+
+// recreateConsumers ensures the consumers of every running subscriber,
+// after the streams were prepared again: a stream that was missing lost
+// them, and with interest retention an event published before its handler's
+// consumer exists again would not be kept for it.
+func (t *Transport) recreateConsumers(ctx context.Context) {
+	type consumerOf struct {
+		s     *subscriber
+		topic string
+	}
+	var all []consumerOf
+	t.mu.Lock()
+	for s := range t.subs {
+		s.mu.Lock()
+		if !s.closed {
+			for topic := range s.consumers {
+				all = append(all, consumerOf{s, topic})
+			}
+		}
+		s.mu.Unlock()
+	}
+	t.mu.Unlock()
+	for _, c := range all {
+		cons, _, err := c.s.ensureConsumer(ctx, c.topic)
+		if err != nil {
+			t.cfg.Logger.Warn("could not create a consumer again with the streams; its subscriber will retry",
+				zap.String("handler", c.s.handler), zap.String("topic", c.topic), zap.Error(err))
+			continue
+		}
+		c.s.cache(c.topic, cons)
+	}
+}
+
+// streamMissing reports whether err says that a stream is missing: no
+// stream answered a publish, or the server said it does not exist.
+func streamMissing(err error) bool {
+	return err != nil && (errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, jetstream.ErrStreamNotFound))
+}
+
+// streamsLost marks the streams to be prepared again, if they are still
+// those of generation gen (the ones that the failed operation used): an
+// operation that started before they were prepared again does not make
+// them prepared a second time.
+func (t *Transport) streamsLost(gen uint64, err error) {
+	if t.gen.Load() == gen && t.ready.CompareAndSwap(true, false) {
+		t.cfg.Logger.Warn("a stream is missing (a server with memory storage restarted, or the stream was deleted); preparing the streams again",
+			zap.String("stream", t.cfg.StreamName), zap.String("poison_stream", t.poisonStreamName()), zap.Error(err))
+	}
+}
+
+// withStreams runs op; if op fails because a stream is missing, it prepares
+// the streams again and runs op once more.
+func (t *Transport) withStreams(ctx context.Context, op func() error) error {
+	gen := t.gen.Load()
+	err := op()
+	if !streamMissing(err) {
+		return err
+	}
+	t.streamsLost(gen, err)
+	if perr := t.prepare(ctx); perr != nil {
+		return fmt.Errorf("%w (preparing the streams again: %v)", err, perr)
+	}
+	return op()
 }
 
 // ensureStream creates the stream, or checks an existing one.

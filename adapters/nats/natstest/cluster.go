@@ -137,20 +137,25 @@ func (c *Cluster) start(nd *node) error {
 	}
 }
 
-// waitMetaLeader waits until a running server is the JetStream meta leader
-// and every running one is current.
+// waitMetaLeader waits until a running server is the JetStream meta leader,
+// every running one is current, and the leader sees every running one online
+// (else placing a stream's replicas can fail with "peer offline").
 func (c *Cluster) waitMetaLeader() error {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		leader, current := false, true
+		leader, current, running, online := false, true, 0, 0
 		for _, nd := range c.nodes {
 			if nd.srv == nil {
 				continue
 			}
-			leader = leader || nd.srv.JetStreamIsLeader()
+			running++
+			if nd.srv.JetStreamIsLeader() {
+				leader = true
+				online = len(nd.srv.JetStreamClusterPeers())
+			}
 			current = current && nd.srv.JetStreamIsCurrent()
 		}
-		if leader && current {
+		if leader && current && online >= running {
 			return nil
 		}
 		if time.Now().After(deadline) {
