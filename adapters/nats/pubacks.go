@@ -37,6 +37,34 @@ type pubFuture struct {
 	done  chan struct{}
 	err   error
 	timer *time.Timer
+
+	mu    sync.Mutex
+	fired bool
+	then  func(error) // called once with err when the future is done
+}
+
+// onDone calls fn with the outcome once the future is done: at once if it is.
+func (f *pubFuture) onDone(fn func(error)) {
+	f.mu.Lock()
+	if f.fired {
+		f.mu.Unlock()
+		fn(f.err)
+		return
+	}
+	f.then = fn
+	f.mu.Unlock()
+}
+
+// finish sets the outcome, closes done and calls the onDone function.
+func (f *pubFuture) finish(err error) {
+	f.mu.Lock()
+	f.err, f.fired = err, true
+	fn := f.then
+	f.mu.Unlock()
+	close(f.done)
+	if fn != nil {
+		fn(err)
+	}
 }
 
 // acker matches PubAcks to the publishes awaiting them.
@@ -140,8 +168,7 @@ func (a *acker) resolve(id string, err error, sent bool) bool {
 		return false
 	}
 	f.timer.Stop()
-	f.err = err
-	close(f.done)
+	f.finish(err)
 	if sent {
 		a.settled()
 	}

@@ -174,20 +174,45 @@ func (t *Transport) publishAsync(ctx context.Context, topic string, m *message.M
 func (t *Transport) waitAck(ctx context.Context, m *message.Message, f *pubFuture) error {
 	select {
 	case <-f.done:
-		err := f.err
-		if err == nil {
-			return nil
-		}
-		if errors.Is(err, nats.ErrNoResponders) {
-			err = fmt.Errorf("%w (no stream captures %s.>: was the transport started, or was stream %q deleted?)",
-				err, t.cfg.SubjectPrefix, t.cfg.StreamName)
-		}
-		return fmt.Errorf("herald/nats: publish %s: %w", m.UUID, err)
+		return t.ackErr(m, f.err)
 	case <-ctx.Done():
 		return fmt.Errorf("herald/nats: publish %s: waiting for the PubAck: %w", m.UUID, ctx.Err())
 	case <-t.closed:
 		return fmt.Errorf("herald/nats: publish %s: %w", m.UUID, transport.ErrClosed)
 	}
+}
+
+// ackErr is the error of m's publish whose PubAck came back with err.
+func (t *Transport) ackErr(m *message.Message, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, nats.ErrNoResponders) {
+		err = fmt.Errorf("%w (no stream captures %s.>: was the transport started, or was stream %q deleted?)",
+			err, t.cfg.SubjectPrefix, t.cfg.StreamName)
+	}
+	return fmt.Errorf("herald/nats: publish %s: %w", m.UUID, err)
+}
+
+var _ transport.AsyncPublisher = (*Transport)(nil)
+
+// PublishAsync sends m on topic, pipelined like PublishBatch, and returns
+// once it is sent (waiting, honouring ctx, while MaxPendingPublishes publishes
+// await their PubAck); done gets the outcome: nil once the stream stored it,
+// or the error (no PubAck within PubAckTimeout, the connection lost, the
+// transport closed...). It never calls done when it returns an error.
+func (t *Transport) PublishAsync(ctx context.Context, topic string, m *message.Message, done func(error)) error {
+	if strings.HasPrefix(topic, replayPrefix) {
+		if err := t.checkReplayConsumer(ctx, topic); err != nil {
+			return err
+		}
+	}
+	f, err := t.publishAsync(ctx, topic, m)
+	if err != nil {
+		return err
+	}
+	f.onDone(func(err error) { done(t.ackErr(m, err)) })
+	return nil
 }
 
 // natsMsg builds the NATS message of m on topic.
