@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -167,6 +168,10 @@ type natsRig struct {
 	// publishBatch publishes events, pipelined as the implementation allows,
 	// and returns once the stream has stored every one.
 	publishBatch func(ctx context.Context, events []BenchEvent) error
+	// publishAsync sends e without waiting for its PubAck (nil when the
+	// implementation has no such call); asyncErr reports any failure since.
+	publishAsync func(ctx context.Context, e BenchEvent) error
+	asyncErr     func() error
 }
 
 // natsImpl starts an implementation with handlers handlers (durable
@@ -196,7 +201,8 @@ func startHeraldNATS(b *testing.B, a *admin, url string, handlers int, fn func(B
 	if err != nil {
 		b.Fatal(err)
 	}
-	hb, err := bus.New(bus.WithTransport(t))
+	var asyncErr atomic.Pointer[error]
+	hb, err := bus.New(bus.WithTransport(t), bus.WithAsyncErrorHandler(func(_ string, err error) { asyncErr.CompareAndSwap(nil, &err) }))
 	if err != nil {
 		_ = t.Close()
 		b.Fatal(err)
@@ -216,6 +222,16 @@ func startHeraldNATS(b *testing.B, a *admin, url string, handlers int, fn func(B
 		stream:       stream,
 		publish:      func(ctx context.Context, e BenchEvent) error { return bus.Publish(ctx, hb, e) },
 		publishBatch: func(ctx context.Context, es []BenchEvent) error { return bus.PublishBatch(ctx, hb, es) },
+		publishAsync: func(ctx context.Context, e BenchEvent) error {
+			_, err := bus.PublishAsync(ctx, hb, e)
+			return err
+		},
+		asyncErr: func() error {
+			if err := asyncErr.Load(); err != nil {
+				return *err
+			}
+			return nil
+		},
 	}
 }
 
@@ -328,7 +344,17 @@ func startJetStream(b *testing.B, a *admin, url string, handlers int, fn func(Be
 	if _, err := a.js.CreateStream(ctx, streamConfig(stream, strings.ToLower(stream)+".>")); err != nil {
 		b.Fatal(err)
 	}
-	nc, js := connectJS(b, url)
+	nc, err := nats.Connect(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var asyncErr atomic.Pointer[error]
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, _ *nats.Msg, err error) { asyncErr.CompareAndSwap(nil, &err) }))
+	if err != nil {
+		nc.Close()
+		b.Fatal(err)
+	}
 	var ccs []jetstream.ConsumeContext
 	b.Cleanup(func() {
 		for _, cc := range ccs {
@@ -400,6 +426,20 @@ func startJetStream(b *testing.B, a *admin, url string, handlers int, fn func(Be
 				case <-ctx.Done():
 					return ctx.Err()
 				}
+			}
+			return nil
+		},
+		publishAsync: func(_ context.Context, e BenchEvent) error {
+			m, err := toMsg(e)
+			if err != nil {
+				return err
+			}
+			_, err = js.PublishMsgAsync(m)
+			return err
+		},
+		asyncErr: func() error {
+			if err := asyncErr.Load(); err != nil {
+				return *err
 			}
 			return nil
 		},

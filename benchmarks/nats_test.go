@@ -123,3 +123,88 @@ func BenchmarkNATSPublishBatch(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkNATSPerEvent is the way most services publish: one event per
+// request, from 8 and 64 goroutines, each Publish waiting for its own PubAck,
+// to 1 and 5 handlers that each get every event. The clock stops when every
+// handler has handled every event. ns/op is per event, all handlers included.
+func BenchmarkNATSPerEvent(b *testing.B) {
+	for _, srv := range natsServers(b) {
+		for _, impl := range natsImpls {
+			for _, p := range []int{8, 64} {
+				for _, n := range []int{1, 5} {
+					b.Run(fmt.Sprintf("server=%s/impl=%s/publishers=%d/handlers=%d", srv.name, impl.name, p, n), func(b *testing.B) {
+						a := newAdmin(b, srv.url)
+						c := newCounter(b.N * n)
+						rig := impl.start(b, a, srv.url, n, func(BenchEvent) { c.hit() })
+						ctx := context.Background()
+						var next atomic.Int64
+						var wg sync.WaitGroup
+						var failed atomic.Pointer[error]
+						b.ReportAllocs()
+						b.ResetTimer()
+						for range p {
+							wg.Go(func() {
+								for {
+									i := next.Add(1)
+									if i > int64(b.N) {
+										return
+									}
+									if err := rig.publish(ctx, newEvent(int(i))); err != nil {
+										failed.CompareAndSwap(nil, &err)
+										return
+									}
+								}
+							})
+						}
+						wg.Wait()
+						if err := failed.Load(); err != nil {
+							b.Fatal(*err)
+						}
+						c.wait(b, 5*time.Minute)
+						b.StopTimer()
+						reportThroughput(b, b.N, n)
+						a.waitAcked(b, rig.stream)
+					})
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkNATSPublishAsync publishes b.N events from one goroutine without
+// waiting for each PubAck (Herald's PublishAsync; raw jetstream's
+// PublishMsgAsync with 4096 pending at most; watermill-nats has no such call)
+// to 1 and 5 handlers; the clock stops when every handler has handled every
+// event. ns/op is per event, all handlers included.
+func BenchmarkNATSPublishAsync(b *testing.B) {
+	for _, srv := range natsServers(b) {
+		for _, impl := range natsImpls {
+			for _, n := range []int{1, 5} {
+				b.Run(fmt.Sprintf("server=%s/impl=%s/handlers=%d", srv.name, impl.name, n), func(b *testing.B) {
+					a := newAdmin(b, srv.url)
+					c := newCounter(b.N * n)
+					rig := impl.start(b, a, srv.url, n, func(BenchEvent) { c.hit() })
+					if rig.publishAsync == nil {
+						b.Skip("no async publish")
+					}
+					ctx := context.Background()
+					b.ReportAllocs()
+					b.ResetTimer()
+					for i := range b.N {
+						if err := rig.publishAsync(ctx, newEvent(i)); err != nil {
+							b.Fatal(err)
+						}
+					}
+					c.wait(b, 5*time.Minute)
+					b.StopTimer()
+					if err := rig.asyncErr(); err != nil {
+						b.Fatal(err)
+					}
+					reportThroughput(b, b.N, n)
+					a.waitAcked(b, rig.stream)
+				})
+			}
+		}
+	}
+}
