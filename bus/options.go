@@ -50,6 +50,7 @@ type config struct {
 	poison          transport.PoisonStore
 	shutdownTimeout time.Duration
 	encodeAlways    bool
+	observe         observeConfig // WithTracing, WithPropagator, WithMetrics (observe.go)
 }
 
 func invalid(format string, args ...any) error {
