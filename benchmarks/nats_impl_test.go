@@ -188,6 +188,11 @@ var natsImpls = []natsImpl{
 // startHeraldNATS: a bus over Herald's NATS transport with default settings
 // (but a stream name and subject prefix of its own), a Subscribe per handler.
 func startHeraldNATS(b *testing.B, a *admin, url string, handlers int, fn func(BenchEvent)) *natsRig {
+	return startHeraldNATSWith(b, a, url, handlers, fn)
+}
+
+// startHeraldNATSWith is startHeraldNATS with bus options added.
+func startHeraldNATSWith(b *testing.B, a *admin, url string, handlers int, fn func(BenchEvent), opts ...bus.Option) *natsRig {
 	ctx := context.Background()
 	stream := uniqueName("HB")
 	prefix := strings.ToLower(stream)
@@ -196,7 +201,7 @@ func startHeraldNATS(b *testing.B, a *admin, url string, handlers int, fn func(B
 	if err != nil {
 		b.Fatal(err)
 	}
-	hb, err := bus.New(bus.WithTransport(t))
+	hb, err := bus.New(append([]bus.Option{bus.WithTransport(t)}, opts...)...)
 	if err != nil {
 		_ = t.Close()
 		b.Fatal(err)
