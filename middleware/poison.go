@@ -29,6 +29,10 @@ var ErrPoisonStore = errors.New("herald: cannot store poison record")
 // fails, Poison returns an error wrapping [ErrPoisonStore] and the handler's error,
 // and the event is nacked.
 //
+// Once the record is stored, Poison marks the delivery as poisoned, so that
+// telemetry outside it (Tracing.Process, Metrics, bus.Stats) can tell it from
+// a handled one.
+//
 // Unlike watermill's PoisonQueue, the record keeps the attempts, the first and
 // last failure times and a panic's stack, and it can be replayed to the one
 // handler that failed.
