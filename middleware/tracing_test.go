@@ -27,11 +27,11 @@ func attemptEvents(s sdktrace.ReadOnlySpan) string {
 		for _, a := range e.Attributes {
 			switch a.Key {
 			case middleware.AttrAttempt:
-				n = a.Value.Emit()
+				n = a.Value.String()
 			case middleware.AttrOutcome:
-				oc = a.Value.Emit()
+				oc = a.Value.String()
 			case middleware.AttrErrorType:
-				et = ":" + a.Value.Emit()
+				et = ":" + a.Value.String()
 			}
 		}
 		out = append(out, n+":"+oc+et)

@@ -58,7 +58,7 @@ func (ss spanSet) String() string {
 	for _, s := range ss {
 		b.WriteString("\n  " + s.Name() + " " + s.SpanContext().SpanID().String())
 		for _, a := range s.Attributes() {
-			b.WriteString(" " + string(a.Key) + "=" + a.Value.Emit())
+			b.WriteString(" " + string(a.Key) + "=" + a.Value.String())
 		}
 	}
 	return b.String()

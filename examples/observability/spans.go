@@ -75,7 +75,7 @@ func (l *spanLog) tree() string {
 			fmt.Fprintf(&b, "%s  · %s", ind, e.Name)
 			for _, a := range e.Attributes {
 				if a.Key != "exception.message" {
-					fmt.Fprintf(&b, " %s=%s", a.Key, a.Value.Emit())
+					fmt.Fprintf(&b, " %s=%s", a.Key, a.Value.String())
 				}
 			}
 			b.WriteString("\n")
@@ -93,7 +93,7 @@ func (l *spanLog) tree() string {
 func attr(s sdktrace.ReadOnlySpan, k attribute.Key) string {
 	for _, a := range s.Attributes() {
 		if a.Key == k {
-			return a.Value.Emit()
+			return a.Value.String()
 		}
 	}
 	return ""
