@@ -168,7 +168,8 @@ func TestTraceCrossesBusesOverNATS(t *testing.T) {
 		processOrder := "process herald_test.OrderPlaced"
 		bustest.Eventually(t, wait, func() bool {
 			ss := spanSet(rec.Ended())
-			return ss.count("process herald_test.PaymentTaken") == 1 && ss.count(processOrder) == 2
+			return ss.count("process herald_test.PaymentTaken") == 1 && ss.count(processOrder) == 2 &&
+				ss.count("publish herald_test.PaymentTaken") == 1
 		}, "the spans of the first trace")
 		ss := spanSet(rec.Ended())
 
