@@ -193,6 +193,11 @@ var natsImpls = []natsImpl{
 // startHeraldNATS: a bus over Herald's NATS transport with default settings
 // (but a stream name and subject prefix of its own), a Subscribe per handler.
 func startHeraldNATS(b *testing.B, a *admin, url string, handlers int, fn func(BenchEvent)) *natsRig {
+	return startHeraldNATSWith(b, a, url, handlers, fn)
+}
+
+// startHeraldNATSWith is startHeraldNATS with bus options added.
+func startHeraldNATSWith(b *testing.B, a *admin, url string, handlers int, fn func(BenchEvent), opts ...bus.Option) *natsRig {
 	ctx := context.Background()
 	stream := uniqueName("HB")
 	prefix := strings.ToLower(stream)
@@ -202,7 +207,8 @@ func startHeraldNATS(b *testing.B, a *admin, url string, handlers int, fn func(B
 		b.Fatal(err)
 	}
 	var asyncErr atomic.Pointer[error]
-	hb, err := bus.New(bus.WithTransport(t), bus.WithAsyncErrorHandler(func(_ string, err error) { asyncErr.CompareAndSwap(nil, &err) }))
+	opts = append([]bus.Option{bus.WithTransport(t), bus.WithAsyncErrorHandler(func(_ string, err error) { asyncErr.CompareAndSwap(nil, &err) })}, opts...)
+	hb, err := bus.New(opts...)
 	if err != nil {
 		_ = t.Close()
 		b.Fatal(err)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/heraldbus/herald/transport"
 )
 
@@ -128,9 +130,20 @@ func (b *Bus) publishAsync(ctx context.Context, et *eventType, v any, opts []Pub
 		return nil, err
 	}
 	a := &Ack{id: meta.ID, done: make(chan struct{})}
+	observed := func(error) {}
+	if b.obs != nil {
+		var span trace.Span
+		if t := b.obs.tracing; t != nil {
+			ctx, span = t.StartPublish(ctx, meta.Event, 1)
+			pc = b.traceMetadata(ctx, pc)
+		}
+		observed = func(err error) { b.published(ctx, span, et.name, 1, err) }
+	}
 	if b.local != nil {
 		// In process, queued is held: no window, no goroutine.
-		if err := b.sendLocal(ctx, et.name, b.localEvent(meta, v, payload, pc)); err != nil {
+		err := b.sendLocal(ctx, et.name, b.localEvent(meta, v, payload, pc))
+		observed(err)
+		if err != nil {
 			return nil, err
 		}
 		close(a.done)
@@ -148,6 +161,7 @@ func (b *Bus) publishAsync(ctx context.Context, et *eventType, v any, opts []Pub
 	}
 	as.wg.Add(1)
 	complete := func(err error) {
+		observed(err)
 		a.err = err
 		close(a.done)
 		<-as.slots
@@ -159,6 +173,7 @@ func (b *Bus) publishAsync(ctx context.Context, et *eventType, v any, opts []Pub
 	msg := b.message(ctx, meta, payload, pc)
 	if ap, ok := b.cfg.transport.(transport.AsyncPublisher); ok {
 		if err := ap.PublishAsync(ctx, et.name, msg, complete); err != nil {
+			observed(err)
 			<-as.slots
 			as.wg.Done()
 			return nil, err

@@ -36,6 +36,8 @@ type Bus struct {
 	local     *membroker.Handle // non-nil when the transport is in-process
 	publisher message.Publisher
 	jsonCodec bool
+	system    string    // the transport's name in telemetry and Stats
+	obs       *observer // nil unless WithTracing or WithMetrics (observe.go)
 
 	state    atomic.Int32
 	startErr error      // why Start failed; Start then fails again
@@ -86,6 +88,9 @@ func New(opts ...Option) (*Bus, error) {
 	_, b.jsonCodec = cfg.codec.(handlers.JSON)
 	b.local = membroker.HandleOf(cfg.transport)
 	b.publisher = cfg.transport.Publisher()
+	if err := b.initObserve(); err != nil {
+		return nil, err
+	}
 	return b, nil
 }
 
@@ -191,6 +196,7 @@ func (b *Bus) close(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	b.state.Store(stateClosed)
+	b.stopObserving()
 	if err := b.cfg.transport.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("herald: close transport: %w", err))
 	}

@@ -52,6 +52,7 @@ type config struct {
 	encodeAlways    bool
 	asyncWindow     int
 	asyncOnError    func(id string, err error)
+	observe         observeConfig // WithTracing, WithPropagator, WithMetrics (observe.go)
 }
 
 func invalid(format string, args ...any) error {

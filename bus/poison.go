@@ -100,7 +100,7 @@ func (p *PoisonQueue) Replay(ctx context.Context, id string) error {
 	return p.replay(ctx, rec)
 }
 
-func (p *PoisonQueue) replay(ctx context.Context, rec transport.PoisonRecord) error {
+func (p *PoisonQueue) replay(ctx context.Context, rec transport.PoisonRecord) (err error) {
 	b := p.b
 	if err := b.checkPublish(ctx); err != nil {
 		return err
@@ -113,6 +113,8 @@ func (p *PoisonQueue) replay(ctx context.Context, rec transport.PoisonRecord) er
 	if rec.Event.ID != "" && rec.Event.Name != "" {
 		event.SetMetadata(md, rec.Event)
 	}
+	ctx, traced := b.startReplay(ctx, rec, md)
+	defer func() { traced(err) }()
 	if b.local != nil {
 		// In process, a replay goes straight into the handler's queue.
 		d := &membroker.Delivery{ID: rec.Event.ID, Payload: rec.Payload, Metadata: md}

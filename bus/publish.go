@@ -91,6 +91,9 @@ func (b *Bus) publish(ctx context.Context, et *eventType, v any, opts []PublishO
 	if err != nil {
 		return err
 	}
+	if b.obs != nil {
+		return b.publishObserved(ctx, et.name, meta, v, payload, pc)
+	}
 	if b.local != nil {
 		return b.sendLocal(ctx, et.name, b.localEvent(meta, v, payload, pc))
 	}
@@ -212,7 +215,7 @@ func (b *Bus) message(ctx context.Context, meta handlers.Metadata, payload []byt
 // again delivers those twice, unless the transport deduplicates by ID).
 // [WithMessageID] cannot be used in a batch ([ErrInvalidOption]); every other
 // option applies to every event.
-func PublishBatch[E any](ctx context.Context, b *Bus, events []E, opts ...PublishOption) error {
+func PublishBatch[E any](ctx context.Context, b *Bus, events []E, opts ...PublishOption) (err error) {
 	et := typeOf[E]()
 	if et.err != nil {
 		return et.err
@@ -229,6 +232,11 @@ func PublishBatch[E any](ctx context.Context, b *Bus, events []E, opts ...Publis
 	}
 	if pc != nil && pc.id != "" {
 		return invalid("WithMessageID in a batch: every event needs its own ID")
+	}
+	if b.obs != nil {
+		var done func(error)
+		ctx, pc, done = b.observeBatch(ctx, et.name, len(events), pc)
+		defer func() { done(err) }()
 	}
 	if b.local != nil {
 		for i := range events {

@@ -72,6 +72,7 @@ type Subscription struct {
 	event string
 	cfg   subConfig
 	chain message.HandlerFunc
+	stats *handlerStats // for Bus.Stats (stats.go)
 
 	mu        sync.Mutex
 	started   bool
@@ -93,8 +94,11 @@ func (b *Bus) subscribe(name, event string, terminal message.HandlerFunc, sc sub
 	if sc.retry != nil {
 		policy = *sc.retry
 	}
-	chain := buildChain(b.cfg, name, policy, sc, terminal)
-	s := &Subscription{b: b, name: name, event: event, cfg: sc, chain: chain,
+	st := &handlerStats{}
+	chain := b.instrument(name, event, st, terminal, func(h message.HandlerFunc) message.HandlerFunc {
+		return buildChain(b.cfg, name, policy, sc, h)
+	})
+	s := &Subscription{b: b, name: name, event: event, cfg: sc, chain: chain, stats: st,
 		stop: make(chan struct{}), abort: make(chan struct{}), done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 

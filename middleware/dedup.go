@@ -75,9 +75,9 @@ func Dedup(store DedupStore, ttl time.Duration, logger *zap.Logger) message.Hand
 			switch {
 			case err != nil:
 				logger.Warn("dedup store unreadable; handling the event anyway",
-					deliveryFields(meta, zap.Error(err))...)
+					deliveryFields(ctx, meta, zap.Error(err))...)
 			case done:
-				logger.Debug("duplicate event skipped", deliveryFields(meta)...)
+				logger.Debug("duplicate event skipped", deliveryFields(ctx, meta)...)
 				return nil, nil
 			case !claimed:
 				return nil, Defer(ErrDuplicateInFlight)
@@ -91,7 +91,7 @@ func Dedup(store DedupStore, ttl time.Duration, logger *zap.Logger) message.Hand
 			}
 			if merr := store.Finish(context.WithoutCancel(ctx), key, ttl); merr != nil {
 				logger.Warn("cannot mark event done; a redelivery would run the handler again",
-					deliveryFields(meta, zap.Error(merr))...)
+					deliveryFields(ctx, meta, zap.Error(merr))...)
 			}
 			return out, nil
 		}

@@ -37,6 +37,16 @@
 // handlers), so Retry sees an error and Poison records the stack; Recover only
 // guards the middleware.
 //
+// # Telemetry
+//
+// [Tracing] and [Metrics] each come as two middleware: one per delivery
+// (Tracing.Process, the process half of Metrics.Handler), which must sit
+// outside Poison to see poisoned deliveries, and one per attempt
+// (Tracing.Attempt, the attempt half), which must sit inside Retry.
+// bus.WithTracing and bus.WithMetrics put the first outermost, around the
+// whole chain above, and the second around the handler. With tracing, the
+// log lines of this package carry trace_id and span_id.
+//
 // On success none of the default middleware allocates; Retry builds its
 // backoff state only after a failure.
 package middleware

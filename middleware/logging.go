@@ -43,7 +43,7 @@ func Logging(logger *zap.Logger, slow time.Duration) message.HandlerMiddleware {
 				if meta != nil {
 					attempt = meta.Attempt
 				}
-				ce.Write(deliveryFields(meta, zap.Int("attempt", attempt), zap.Duration("duration", d), zap.Error(err))...)
+				ce.Write(deliveryFields(msg.Context(), meta, zap.Int("attempt", attempt), zap.Duration("duration", d), zap.Error(err))...)
 			}
 			return out, err
 		}

@@ -29,6 +29,10 @@ var ErrPoisonStore = errors.New("herald: cannot store poison record")
 // fails, Poison returns an error wrapping [ErrPoisonStore] and the handler's error,
 // and the event is nacked.
 //
+// Once the record is stored, Poison marks the delivery as poisoned, so that
+// telemetry outside it (Tracing.Process, Metrics, bus.Stats) can tell it from
+// a handled one.
+//
 // Unlike watermill's PoisonQueue, the record keeps the attempts, the first and
 // last failure times and a panic's stack, and it can be replayed to the one
 // handler that failed.
@@ -46,11 +50,12 @@ func Poison(store transport.PoisonStore, logger *zap.Logger) message.HandlerMidd
 			rec := NewPoisonRecord(msg, err)
 			if perr := store.PutPoison(context.WithoutCancel(ctx), rec); perr != nil {
 				logger.Error("cannot store poison record; event will be redelivered",
-					recordFields(&rec, zap.Error(perr), zap.NamedError("handler_error", err))...)
+					recordFields(ctx, &rec, zap.Error(perr), zap.NamedError("handler_error", err))...)
 				return nil, fmt.Errorf("%w: %w (handler error: %w)", ErrPoisonStore, perr, err)
 			}
+			event.MarkPoisoned(msg)
 			logger.Error("event poisoned",
-				recordFields(&rec, zap.String("poison_id", rec.ID), zap.Int("attempts", rec.Attempts), zap.String("error", rec.Error))...)
+				recordFields(ctx, &rec, zap.String("poison_id", rec.ID), zap.Int("attempts", rec.Attempts), zap.String("error", rec.Error))...)
 			return out, nil
 		}
 	}
@@ -96,7 +101,7 @@ func NewPoisonRecord(msg *message.Message, err error) transport.PoisonRecord {
 	return rec
 }
 
-func recordFields(rec *transport.PoisonRecord, extra ...zap.Field) []zap.Field {
+func recordFields(ctx context.Context, rec *transport.PoisonRecord, extra ...zap.Field) []zap.Field {
 	meta := handlers.Metadata{Event: rec.Event, Handler: rec.Handler}
-	return deliveryFields(&meta, extra...)
+	return deliveryFields(ctx, &meta, extra...)
 }

@@ -1,6 +1,7 @@
 package middleware
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -134,7 +135,7 @@ func retry(p RetryPolicy, logger *zap.Logger, h message.HandlerFunc, msg *messag
 	for attempt < p.MaxAttempts {
 		wait := bo.NextBackOff()
 		if ce := logger.Check(zap.InfoLevel, "retrying"); ce != nil {
-			ce.Write(deliveryFields(meta, zap.Int("attempt", base+attempt-1), zap.Duration("backoff", wait), zap.Error(err))...)
+			ce.Write(deliveryFields(ctx, meta, zap.Int("attempt", base+attempt-1), zap.Duration("backoff", wait), zap.Error(err))...)
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -159,14 +160,17 @@ func retry(p RetryPolicy, logger *zap.Logger, h message.HandlerFunc, msg *messag
 	return nil, &RetryError{Attempts: base + attempt - 1, FirstFailure: first, LastFailure: time.Now(), Err: err}
 }
 
-func deliveryFields(meta *handlers.Metadata, extra ...zap.Field) []zap.Field {
-	if meta == nil {
-		return extra
+// deliveryFields are the fields of a log line about a delivery: its metadata,
+// the trace and span IDs of the span active in ctx (if any), then extra.
+func deliveryFields(ctx context.Context, meta *handlers.Metadata, extra ...zap.Field) []zap.Field {
+	fields := make([]zap.Field, 0, 6+len(extra))
+	if meta != nil {
+		fields = append(fields,
+			zap.String("handler", meta.Handler),
+			zap.String("event", meta.Name),
+			zap.String("event_id", meta.ID),
+			zap.String("correlation_id", meta.CorrelationID))
 	}
-	return append([]zap.Field{
-		zap.String("handler", meta.Handler),
-		zap.String("event", meta.Name),
-		zap.String("event_id", meta.ID),
-		zap.String("correlation_id", meta.CorrelationID),
-	}, extra...)
+	fields = appendTraceFields(ctx, fields)
+	return append(fields, extra...)
 }

@@ -10,8 +10,9 @@
 //
 // Capabilities beyond the three methods are optional interfaces, each small:
 // [Starter] (prepare at bus start), [BatchPublisher] (pipelined batches),
-// [WindowSubscriber] (more than one message in flight per subscription) and
-// [PoisonStore] (keep poison records). The bus discovers them with a type
+// [WindowSubscriber] (more than one message in flight per subscription),
+// [PoisonStore] (keep poison records), [BacklogReporter] (how many events wait
+// for a handler) and [SystemNamer] (the name telemetry gives the transport). The bus discovers them with a type
 // assertion; a transport without one still works, with the behaviour each
 // interface's doc gives for its absence.
 //

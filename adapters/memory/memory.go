@@ -183,3 +183,20 @@ func (t *Transport) GetPoison(ctx context.Context, id string) (transport.PoisonR
 func (t *Transport) DeletePoison(ctx context.Context, id string) (bool, error) {
 	return t.h.Broker().Poison.DeletePoison(ctx, id)
 }
+
+var (
+	_ transport.BacklogReporter = (*Transport)(nil)
+	_ transport.SystemNamer     = (*Transport)(nil)
+)
+
+// Backlog returns how many events of topic wait in the queue of handler:
+// queued, and nacked ones waiting for their redelivery (not those being
+// handled). It is 0 for a handler with no subscription (its events are not
+// kept) and for a replay topic (replays join the handler's event queue). It
+// never blocks.
+func (t *Transport) Backlog(_ context.Context, handler, topic string) (int64, error) {
+	return int64(t.h.Backlog(handler, topic)), nil
+}
+
+// System returns "memory", the transport's name in telemetry.
+func (t *Transport) System() string { return "memory" }

@@ -25,6 +25,9 @@ type delivery struct {
 	value  any            // the typed event when it never left the process, else nil
 	codec  handlers.Codec // encodes value when a payload is needed
 	err    error          // why the message's metadata is unusable, if it is
+	// poisoned is set by the Poison middleware once the delivery's record
+	// is stored: observers outside it read it ([Poisoned]).
+	poisoned bool
 }
 
 func (d *delivery) Deadline() (time.Time, bool) { return d.parent.Deadline() }

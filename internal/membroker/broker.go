@@ -393,3 +393,15 @@ func (q *Queue) Leave() {
 		b.routes[g.key.topic] = nr
 	}
 }
+
+// Backlog returns the number of events waiting in the queue of group for
+// topic, as [Queue.Len] counts them; 0 when no such group is subscribed.
+func (h *Handle) Backlog(groupName, topic string) int {
+	h.b.mu.RLock()
+	g := h.b.groups[groupKey{groupName, topic}]
+	h.b.mu.RUnlock()
+	if g == nil {
+		return 0
+	}
+	return len(g.ch) + int(g.pending.Load())
+}

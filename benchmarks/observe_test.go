@@ -1,0 +1,110 @@
+package benchmarks
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/heraldbus/herald/bus"
+)
+
+// The cost of observability: the same run with no provider (the default) and
+// with both (bus.WithTracing and bus.WithMetrics), in memory and over NATS.
+
+// discardSpans is a span exporter that drops what it is given: the cost
+// measured is the SDK's and Herald's, not an exporter's I/O.
+type discardSpans struct{}
+
+func (discardSpans) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discardSpans) Shutdown(context.Context) error                             { return nil }
+
+// observeModes are the providers of each run: none, or an SDK tracer provider
+// sampling every span into a batch processor (discarding exporter) and an SDK
+// meter provider with a manual reader (every instrument aggregates; nothing
+// is collected during the run). Both are shut down when b ends.
+var observeModes = []struct {
+	name string
+	opts func(b *testing.B) []bus.Option
+}{
+	{"none", func(*testing.B) []bus.Option { return nil }},
+	{"both", func(b *testing.B) []bus.Option {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardSpans{}), sdktrace.WithSampler(sdktrace.AlwaysSample()))
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+		b.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_ = tp.Shutdown(ctx)
+			_ = mp.Shutdown(ctx)
+		})
+		return []bus.Option{bus.WithTracing(tp), bus.WithMetrics(mp)}
+	}},
+}
+
+// BenchmarkObserveMemory publishes b.N events one after the other to one
+// handler on a memory bus (default chain) and stops the clock when it has
+// handled them all, without and with both providers. ns/op and allocs/op are
+// per event; the difference between the two runs is what observability costs.
+func BenchmarkObserveMemory(b *testing.B) {
+	for _, mode := range observeModes {
+		b.Run("providers="+mode.name, func(b *testing.B) {
+			ctx := context.Background()
+			hb, err := bus.New(mode.opts(b)...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() {
+				if err := hb.Close(ctx); err != nil {
+					b.Error(err)
+				}
+			})
+			c := newCounter(b.N)
+			subscribeAndStart(b, hb, 1, func(BenchEvent) { c.hit() })
+			e := newEvent(1)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if err := bus.Publish(ctx, hb, e); err != nil {
+					b.Fatal(err)
+				}
+			}
+			c.wait(b, 5*time.Minute)
+			b.StopTimer()
+			reportThroughput(b, b.N, 1)
+		})
+	}
+}
+
+// BenchmarkObserveNATS is BenchmarkNATSEndToEnd's Herald run (batches of
+// e2eBatch, one handler) without and with both providers.
+func BenchmarkObserveNATS(b *testing.B) {
+	for _, srv := range natsServers(b) {
+		for _, mode := range observeModes {
+			b.Run(fmt.Sprintf("server=%s/providers=%s", srv.name, mode.name), func(b *testing.B) {
+				a := newAdmin(b, srv.url)
+				c := newCounter(b.N)
+				rig := startHeraldNATSWith(b, a, srv.url, 1, func(BenchEvent) { c.hit() }, mode.opts(b)...)
+				batch := make([]BenchEvent, 0, e2eBatch)
+				ctx := context.Background()
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := range b.N {
+					batch = append(batch, newEvent(i))
+					if len(batch) == cap(batch) || i == b.N-1 {
+						if err := rig.publishBatch(ctx, batch); err != nil {
+							b.Fatal(err)
+						}
+						batch = batch[:0]
+					}
+				}
+				c.wait(b, 5*time.Minute)
+				b.StopTimer()
+				reportThroughput(b, b.N, 1)
+				a.waitAcked(b, rig.stream)
+			})
+		}
+	}
+}
