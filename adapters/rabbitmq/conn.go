@@ -118,7 +118,7 @@ func (l *link) get(ctx context.Context) (*amqp.Connection, error) {
 			case <-time.After(time.Millisecond):
 				continue
 			case <-ctx.Done():
-				return nil, fmt.Errorf("herald/rabbitmq: waiting for the connection to %s: %w", redact(l.cfg.URL), ctx.Err())
+				return nil, fmt.Errorf("waiting for the connection to %s: %w", redact(l.cfg.URL), ctx.Err())
 			case <-l.closed:
 				return nil, transport.ErrClosed
 			}
@@ -126,7 +126,7 @@ func (l *link) get(ctx context.Context) (*amqp.Connection, error) {
 		select {
 		case <-ready:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("herald/rabbitmq: waiting for the connection to %s: %w", redact(l.cfg.URL), ctx.Err())
+			return nil, fmt.Errorf("waiting for the connection to %s: %w", redact(l.cfg.URL), ctx.Err())
 		case <-l.closed:
 			return nil, transport.ErrClosed
 		}
@@ -145,7 +145,7 @@ func (l *link) channel(ctx context.Context) (*amqp.Channel, error) {
 			continue // lost meanwhile: wait for the next one
 		}
 		if err != nil {
-			return nil, fmt.Errorf("herald/rabbitmq: open channel: %w", err)
+			return nil, fmt.Errorf("open channel: %w", err)
 		}
 		return ch, nil
 	}

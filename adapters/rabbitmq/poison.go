@@ -241,8 +241,14 @@ func (x *poisonIndex) write(ctx context.Context, op, id, handler, event string, 
 	if err != nil {
 		return false, fmt.Errorf("herald/rabbitmq: poison %s %s: %w", op, id, x.t.closedOr(err))
 	}
-	if ok, err := dc.WaitContext(ctx); err != nil || !ok {
-		return false, fmt.Errorf("herald/rabbitmq: poison %s %s: not confirmed: %w", op, id, x.t.closedOr(errors.Join(err, errors.New("nacked or connection lost"))))
+	ok, err := dc.WaitContext(ctx)
+	switch {
+	case err != nil:
+		return false, fmt.Errorf("herald/rabbitmq: poison %s %s: waiting for the broker's confirm: %w", op, id, err)
+	case !ok && x.t.isClosed():
+		return false, fmt.Errorf("herald/rabbitmq: poison %s %s: %w", op, id, transport.ErrClosed)
+	case !ok:
+		return false, fmt.Errorf("herald/rabbitmq: poison %s %s: not confirmed: the broker refused it or the connection was lost", op, id)
 	}
 	select {
 	case r := <-w:
@@ -454,7 +460,7 @@ func (t *Transport) readRange(ctx context.Context, entries []pentry) ([]transpor
 		return errors.New("poison stream consumer closed")
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read poison records: %w", t.closedOr(err))
+		return nil, t.closedOr(err) // prefixed by withChannel
 	}
 	// Deleted meanwhile: left out.
 	live := out[:0]

@@ -52,7 +52,7 @@ func (s *pubSlot) channel(ctx context.Context, l *link) (*amqp.Channel, error) {
 	}
 	if err := ch.Confirm(false); err != nil {
 		_ = ch.Close()
-		return nil, fmt.Errorf("herald/rabbitmq: confirm mode: %w", err)
+		return nil, fmt.Errorf("confirm mode: %w", err)
 	}
 	s.ch = ch
 	return ch, nil
@@ -186,7 +186,7 @@ func (p *publisher) send(ctx context.Context, topic string, m *message.Message) 
 		return nil, err
 	}
 	if err := p.t.prepare(ctx); err != nil {
-		return nil, fmt.Errorf("herald/rabbitmq: publish %s: %w", m.UUID, p.t.closedOr(err))
+		return nil, p.t.closedOr(err) // prefixed by prepare
 	}
 	dc, err := p.sendRaw(ctx, p.t.exchange(), topic, pub)
 	if err != nil {
@@ -234,7 +234,7 @@ func (p *publisher) await(ctx context.Context, m *message.Message, dc *amqp.Defe
 // closedOr returns ErrClosed if the transport is closed, err otherwise.
 func (t *Transport) closedOr(err error) error {
 	if t.isClosed() && !errors.Is(err, transport.ErrClosed) {
-		return fmt.Errorf("%w (%v)", transport.ErrClosed, err)
+		return fmt.Errorf("%w: %w", err, transport.ErrClosed)
 	}
 	return err
 }
@@ -258,7 +258,7 @@ func (t *Transport) checkReplayQueue(ctx context.Context, topic string) error {
 		return fmt.Errorf("herald/rabbitmq: %w: %q has no replay queue (subscribe it, then replay)", transport.ErrNoHandler, handler)
 	}
 	if err != nil {
-		return fmt.Errorf("replay to %q: %w", handler, t.closedOr(err))
+		return t.closedOr(err) // prefixed by withChannel
 	}
 	return nil
 }

@@ -299,7 +299,7 @@ func (p *pump) run() {
 func (p *pump) open(ctx context.Context) error {
 	ch, err := p.s.t.link.channel(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("herald/rabbitmq: consume %q: %w", p.queue, err)
 	}
 	fail := func(err error) error {
 		_ = ch.Close()

@@ -130,7 +130,7 @@ func (t *Transport) withChannel(ctx context.Context, fn func(ch *amqp.Channel) e
 	defer cancel()
 	ch, err := t.link.channel(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("herald/rabbitmq: %w", err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- fn(ch) }()
