@@ -216,4 +216,3 @@ func (t *Transport) Close() error {
 	t.cfg.Logger.Debug("rabbitmq transport closed")
 	return nil
 }
-
