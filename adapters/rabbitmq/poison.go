@@ -17,27 +17,6 @@ import (
 	"github.com/heraldbus/herald/transport"
 )
 
-// The transport keeps the bus's poison records (it is a
-// transport.PoisonStore) in the stream queue "<Prefix>.poison". A stream is an
-// append-only log that consumers read from any offset without removing
-// anything, so records survive restarts and every process sees all of them.
-// Each message is an operation, told by its headers:
-//
-//	put     a record: its JSON without the payload, a line feed, the payload
-//	delete  a tombstone: the record with that ID is gone
-//	sync    a marker, written when an index starts or misses an ID
-//
-// Each transport keeps an index of the stream in memory (record ID → offset,
-// handler, event name), fed by one consumer that follows the stream from its
-// first offset. A put or delete returns once the index has applied it, so a
-// process reads its own writes; records written by other processes appear
-// within the time the broker takes to deliver them. The first tombstone of an
-// ID in stream order is the one that deletes it, so racing purges and replays
-// in several processes agree on which one found the record. Reading a record
-// (Get, or a page of List) is a short-lived consumer from its offset. Memory:
-// about 100 bytes per live record. Records stay until deleted or until
-// PoisonMaxAge has passed for their whole stream segment.
-
 const (
 	hdrPoisonOp      = "x-herald-op"
 	hdrPoisonID      = "x-herald-id"
@@ -272,6 +251,29 @@ func (x *poisonIndex) ready(ctx context.Context) (context.Context, context.Cance
 
 // PutPoison stores rec in the poison stream and returns nil once the broker
 // has confirmed it and this transport's index holds it.
+//
+// The transport keeps the bus's poison records (it is a
+// transport.PoisonStore) in the stream queue "<Prefix>.poison". A stream is an
+// append-only log that consumers read from any offset without removing
+// anything, so records survive restarts and every process sees all of them.
+// Each message is an operation, told by its headers:
+//
+//	put     a record: its JSON without the payload, a line feed, the payload
+//	delete  a tombstone: the record with that ID is gone
+//	sync    a marker, written when an index starts or misses an ID
+//
+// Each transport keeps an index of the stream in memory (record ID → offset,
+// handler, event name), fed by one consumer that follows the stream from its
+// first offset. A put or delete returns once the index has applied it, so a
+// process reads its own writes; records written by other processes appear
+// within the time the broker takes to deliver them. The first tombstone of an
+// ID in stream order is the one that deletes it, so racing purges and replays
+// in several processes agree on which one found the record. Reading a record
+// (Get, or a page of List) is a short-lived consumer from its offset. Memory:
+// about 100 bytes per live record. Records stay until deleted or until
+// PoisonMaxAge has passed for their whole stream segment. The stream itself
+// only grows (records, tombstones, markers) unless PoisonMaxAge is set, and a
+// transport reads it whole when its index starts.
 func (t *Transport) PutPoison(ctx context.Context, rec transport.PoisonRecord) error {
 	ctx, cancel, err := t.poison.ready(ctx)
 	if err != nil {
