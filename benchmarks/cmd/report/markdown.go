@@ -26,6 +26,7 @@ func writeReport(w io.Writer, res *results, info runInfo, chartDir string, chart
 	writeTargets(p, res)
 	writeMemory(p, res)
 	writeNATS(p, res)
+	writeRabbitMQ(p, res)
 	p("## Charts\n\n")
 	for _, c := range charts {
 		p("**%s**\n\n![%s](%s/%s)\n\n", c.title, c.title, chartDir, c.file)
