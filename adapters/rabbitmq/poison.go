@@ -44,6 +44,8 @@ type poisonIndex struct {
 
 	mu      sync.Mutex
 	started bool
+	synced  chan struct{} // closed once a sync marker was applied: the index has caught up
+	syncMu  sync.Mutex    // one first sync at a time
 	byID    map[string]*pentry
 	order   []*pentry // by offset, deleted ones included until compaction
 	dead    int       // deleted entries in order
@@ -53,7 +55,8 @@ type poisonIndex struct {
 }
 
 func newPoisonIndex(t *Transport) *poisonIndex {
-	return &poisonIndex{t: t, byID: map[string]*pentry{}, waiters: map[string]chan bool{}, done: make(chan struct{})}
+	return &poisonIndex{t: t, byID: map[string]*pentry{}, waiters: map[string]chan bool{}, done: make(chan struct{}),
+		synced: make(chan struct{})}
 }
 
 // start starts following the stream, once, and waits until the index has
@@ -69,28 +72,41 @@ func (x *poisonIndex) start(ctx context.Context) error {
 		return err
 	}
 	x.mu.Lock()
-	if x.started {
-		x.mu.Unlock()
-		return nil
+	if !x.started {
+		x.started = true
+		fctx, cancel := context.WithCancel(context.Background())
+		x.cancel = cancel
+		go x.follow(fctx)
 	}
-	x.started = true
-	fctx, cancel := context.WithCancel(context.Background())
-	x.cancel = cancel
 	x.mu.Unlock()
-	go x.follow(fctx)
-	_, err := x.write(ctx, "sync", "", "", "", nil)
-	return err
+	select {
+	case <-x.synced:
+		return nil
+	default:
+	}
+	x.syncMu.Lock()
+	defer x.syncMu.Unlock()
+	select {
+	case <-x.synced:
+		return nil
+	default:
+	}
+	if _, err := x.write(ctx, "sync", "", "", "", nil); err != nil {
+		return err // the next call syncs again
+	}
+	close(x.synced)
+	return nil
 }
 
 func (x *poisonIndex) close() {
 	x.mu.Lock()
-	started := x.started
-	if x.cancel != nil {
+	following := x.cancel != nil
+	if following {
 		x.cancel()
 	}
-	x.started = true // no start after close
+	x.started = true // no follower after close
 	x.mu.Unlock()
-	if started {
+	if following {
 		<-x.done
 	}
 }

@@ -291,7 +291,9 @@ func (t *Transport) amqpMsg(m *message.Message) (amqp.Publishing, error) {
 }
 
 // reservedKey reports whether a metadata key is not sent as a header: the
-// broker's own ("x-...") and the delivery count, set on receipt.
+// broker's and the transport's own (lower-case "x-...": x-death,
+// x-delivery-count, x-herald-...; an application's "X-Tenant" travels) and
+// the delivery count, set on receipt.
 func reservedKey(k string) bool {
-	return len(k) >= 2 && (k[0] == 'x' || k[0] == 'X') && k[1] == '-' || k == transport.KeyDeliveryCount
+	return strings.HasPrefix(k, "x-") || k == transport.KeyDeliveryCount
 }

@@ -34,7 +34,7 @@ import (
 //     dead-letters it back to this queue alone, or requeues it at once if the
 //     message's context (the Subscribe ctx) has ended, i.e. on shutdown.
 //   - A received message has UUID = its message-id (or Herald-Id header),
-//     every header as metadata except "x-..." ones, and
+//     every header as metadata except lower-case "x-..." ones, and
 //     [transport.KeyDeliveryCount] = the number of deliveries to this
 //     handler, counted across requeues and delays. Its context is Subscribe's
 //     ctx.

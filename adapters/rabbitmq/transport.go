@@ -177,7 +177,7 @@ func isNotFound(err error) bool {
 //     was lost before it came) is an error; the message may have been stored
 //     all the same: publish it again, and handlers may see it twice.
 //   - msg.UUID becomes the AMQP message-id, every metadata entry a header
-//     (Herald-Id, Herald-Event, ...); keys starting with "x-" and
+//     (Herald-Id, Herald-Event, ...); keys starting with a lower-case "x-" and
 //     Herald-Delivery-Count are the broker's and transport's, and skipped.
 //   - A message larger than MaxMessageSize gives an error wrapping
 //     [transport.ErrTooLarge]; on a closed transport, [transport.ErrClosed].
