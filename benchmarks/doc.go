@@ -5,7 +5,10 @@
 //     plain buffered Go channel per handler (the floor);
 //   - over NATS JetStream: Herald's NATS transport, raw watermill-nats/v2
 //     (pkg/jetstream, AckAsync, durable consumers), and raw nats.go jetstream
-//     (PublishMsgAsync and a pull consumer with Consume: the floor).
+//     (PublishMsgAsync and a pull consumer with Consume: the floor);
+//   - over RabbitMQ: Herald's RabbitMQ transport, raw watermill-amqp/v3 (topic
+//     exchange, quorum queues, ConfirmDelivery), and raw amqp091-go (deferred
+//     confirms on one channel, a consumer per handler: the floor).
 //
 // It is a module of its own, so the library's go.mod gains none of its
 // dependencies. Every benchmark publishes the same event, [BenchEvent]. The

@@ -9,11 +9,13 @@
 // The services share only the event types (package events) and the NATS
 // server. By default the program starts an embedded nats-server (JetStream on,
 // a temporary store) and all services in this one process; with -nats it
-// connects to a server instead. It places a few orders, waits until shipping
+// connects to a server instead, and with -rabbitmq the services use a RabbitMQ
+// broker (the same handlers: only the transport constructor differs). It places a few orders, waits until shipping
 // has handled them all, closes the services and exits 0.
 //
 //	go run ./examples/microservices
 //	go run ./examples/microservices -nats nats://127.0.0.1:4222 -orders 20
+//	go run ./examples/microservices -rabbitmq amqp://guest:guest@127.0.0.1:5672/
 package main
 
 import (
@@ -28,12 +30,14 @@ import (
 
 	"github.com/heraldbus/herald/adapters/nats"
 	"github.com/heraldbus/herald/adapters/nats/natstest"
+	"github.com/heraldbus/herald/adapters/rabbitmq"
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/examples/microservices/billing"
 	"github.com/heraldbus/herald/examples/microservices/events"
 	"github.com/heraldbus/herald/examples/microservices/shipping"
 	"github.com/heraldbus/herald/handlers"
 	"github.com/heraldbus/herald/internal/event"
+	"github.com/heraldbus/herald/transport"
 )
 
 func main() {
@@ -48,9 +52,10 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	fs := flag.NewFlagSet("microservices", flag.ContinueOnError)
 	fs.SetOutput(out)
 	url := fs.String("nats", "", "NATS server URL; empty starts an embedded server")
+	amqpURL := fs.String("rabbitmq", "", "RabbitMQ URL (amqp://user:pass@host:5672/); when set, the services use RabbitMQ, not NATS")
 	orders := fs.Int("orders", 5, "how many orders to place")
 	stream := fs.String("stream", nats.DefaultStreamName, "JetStream stream of the events")
-	prefix := fs.String("prefix", nats.DefaultSubjectPrefix, "subject prefix of the events")
+	prefix := fs.String("prefix", nats.DefaultSubjectPrefix, "subject prefix of the events (NATS), or prefix of exchange and queue names (RabbitMQ)")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -61,7 +66,7 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 
-	if *url == "" {
+	if *url == "" && *amqpURL == "" {
 		srv, err := natstest.Start()
 		if err != nil {
 			return err
@@ -76,7 +81,13 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	// as separate processes would have. Only the transport differs from a
 	// monolith's bus.New().
 	newService := func(name string) (*bus.Bus, error) {
-		t, err := nats.New(nats.Config{URL: *url, StreamName: *stream, SubjectPrefix: *prefix})
+		var t transport.Transport
+		var err error
+		if *amqpURL != "" {
+			t, err = newRabbitMQ(*amqpURL, *prefix)
+		} else {
+			t, err = newNATS(*url, *stream, *prefix)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
@@ -177,4 +188,13 @@ func newSay(out io.Writer) func(format string, args ...any) {
 		defer mu.Unlock()
 		fmt.Fprintf(out, format+"\n", args...)
 	}
+}
+
+// newNATS and newRabbitMQ are the one line that differs between transports.
+func newNATS(url, stream, prefix string) (transport.Transport, error) {
+	return nats.New(nats.Config{URL: url, StreamName: stream, SubjectPrefix: prefix})
+}
+
+func newRabbitMQ(url, prefix string) (transport.Transport, error) {
+	return rabbitmq.New(rabbitmq.Config{URL: url, Prefix: prefix})
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
+	"github.com/heraldbus/herald/adapters/rabbitmq/rabbitmqtest"
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/examples/microservices/billing"
@@ -22,7 +23,7 @@ import (
 	"github.com/heraldbus/herald/examples/microservices/shipping"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(rabbitmqtest.Swept(m)) }
 
 // syncBuffer is a bytes.Buffer safe for the services' concurrent writes.
 type syncBuffer struct {
@@ -122,5 +123,16 @@ func TestHandlersInAMonolith(t *testing.T) {
 	}
 	if got := shipped.Wait(t, 1, 10*time.Second); got[0].OrderID != "o-1" {
 		t.Errorf("shipped %+v", got)
+	}
+}
+
+// With -rabbitmq the same services run over RabbitMQ (RABBITMQ_URL), on names
+// of the test's own.
+func TestRunRabbitMQ(t *testing.T) {
+	br := rabbitmqtest.New(t)
+	out := runOK(t, "-rabbitmq", br.URL, "-prefix", br.Prefix, "-orders", "7", "-timeout", "30s")
+	if !strings.Contains(out, "done: 7 of 7 orders shipped") || strings.Count(out, "shipping: shipped") < 7 ||
+		strings.Contains(out, "embedded nats-server") {
+		t.Errorf("output:\n%s", out)
 	}
 }
