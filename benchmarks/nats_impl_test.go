@@ -8,13 +8,11 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	wmjs "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
-	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
@@ -198,7 +196,6 @@ func startHeraldNATS(b *testing.B, a *admin, url string, handlers int, fn func(B
 
 // startHeraldNATSWith is startHeraldNATS with bus options added.
 func startHeraldNATSWith(b *testing.B, a *admin, url string, handlers int, fn func(BenchEvent), opts ...bus.Option) *natsRig {
-	ctx := context.Background()
 	stream := uniqueName("HB")
 	prefix := strings.ToLower(stream)
 	a.deleteStreams(b, stream, stream+"_POISON")
@@ -206,39 +203,28 @@ func startHeraldNATSWith(b *testing.B, a *admin, url string, handlers int, fn fu
 	if err != nil {
 		b.Fatal(err)
 	}
-	var asyncErr atomic.Pointer[error]
-	opts = append([]bus.Option{bus.WithTransport(t), bus.WithAsyncErrorHandler(func(_ string, err error) { asyncErr.CompareAndSwap(nil, &err) })}, opts...)
+	var asyncErr firstError
+	opts = append([]bus.Option{bus.WithTransport(t), bus.WithAsyncErrorHandler(func(_ string, err error) { asyncErr.set(err) })}, opts...)
 	hb, err := bus.New(opts...)
 	if err != nil {
 		_ = t.Close()
 		b.Fatal(err)
 	}
-	b.Cleanup(func() {
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		if err := hb.Close(cctx); err != nil {
-			b.Error(err)
-		}
-	})
+	closeLater(b, hb)
 	subscribeAndStart(b, hb, handlers, fn)
 	if handlers == 0 {
 		a.idleConsumer(b, stream, t.Subject("benchmarks.BenchEvent"))
 	}
-	return &natsRig{
-		stream:       stream,
-		publish:      func(ctx context.Context, e BenchEvent) error { return bus.Publish(ctx, hb, e) },
-		publishBatch: func(ctx context.Context, es []BenchEvent) error { return bus.PublishBatch(ctx, hb, es) },
+	rig := &natsRig{
+		stream: stream,
 		publishAsync: func(ctx context.Context, e BenchEvent) error {
 			_, err := bus.PublishAsync(ctx, hb, e)
 			return err
 		},
-		asyncErr: func() error {
-			if err := asyncErr.Load(); err != nil {
-				return *err
-			}
-			return nil
-		},
+		asyncErr: asyncErr.get,
 	}
+	rig.publish, rig.publishBatch = heraldPublish(hb)
+	return rig
 }
 
 // startWatermillNATS: raw watermill-nats/v2 pkg/jetstream (no router, no
@@ -294,48 +280,14 @@ func startWatermillNATS(b *testing.B, a *admin, url string, handlers int, fn fun
 		if err != nil {
 			b.Fatal(err)
 		}
-		wg.Go(func() {
-			for m := range msgs {
-				var e BenchEvent
-				if err := json.Unmarshal(m.Payload, &e); err != nil {
-					b.Error(err)
-				}
-				fn(e)
-				m.Ack()
-			}
-		})
+		consumeWatermill(b, &wg, msgs, fn)
 	}
 	if handlers == 0 {
 		a.idleConsumer(b, stream, stream)
 	}
-	toMsg := func(e BenchEvent) (*message.Message, error) {
-		payload, err := json.Marshal(e)
-		if err != nil {
-			return nil, err
-		}
-		return message.NewMessage(watermill.NewUUID(), payload), nil
-	}
-	return &natsRig{
-		stream: stream,
-		publish: func(_ context.Context, e BenchEvent) error {
-			m, err := toMsg(e)
-			if err != nil {
-				return err
-			}
-			return pub.Publish(stream, m)
-		},
-		publishBatch: func(_ context.Context, es []BenchEvent) error {
-			msgs := make([]*message.Message, len(es))
-			for i, e := range es {
-				m, err := toMsg(e)
-				if err != nil {
-					return err
-				}
-				msgs[i] = m
-			}
-			return pub.Publish(stream, msgs...)
-		},
-	}
+	rig := &natsRig{stream: stream}
+	rig.publish, rig.publishBatch = watermillPublish(pub, stream)
+	return rig
 }
 
 // startJetStream: raw nats.go jetstream on one connection, the floor:
@@ -354,9 +306,9 @@ func startJetStream(b *testing.B, a *admin, url string, handlers int, fn func(Be
 	if err != nil {
 		b.Fatal(err)
 	}
-	var asyncErr atomic.Pointer[error]
+	var asyncErr firstError
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096),
-		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, _ *nats.Msg, err error) { asyncErr.CompareAndSwap(nil, &err) }))
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, _ *nats.Msg, err error) { asyncErr.set(err) }))
 	if err != nil {
 		nc.Close()
 		b.Fatal(err)
@@ -381,11 +333,7 @@ func startJetStream(b *testing.B, a *admin, url string, handlers int, fn func(Be
 			b.Fatal(err)
 		}
 		cc, err := cons.Consume(func(m jetstream.Msg) {
-			var e BenchEvent
-			if err := json.Unmarshal(m.Data(), &e); err != nil {
-				b.Error(err)
-			}
-			fn(e)
+			handleJSON(b, m.Data(), fn)
 			_ = m.Ack()
 		})
 		if err != nil {
@@ -443,11 +391,6 @@ func startJetStream(b *testing.B, a *admin, url string, handlers int, fn func(Be
 			_, err = js.PublishMsgAsync(m)
 			return err
 		},
-		asyncErr: func() error {
-			if err := asyncErr.Load(); err != nil {
-				return *err
-			}
-			return nil
-		},
+		asyncErr: asyncErr.get,
 	}
 }

@@ -3,10 +3,7 @@ package benchmarks
 import (
 	"context"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 )
 
 // e2eBatch is how many events the end-to-end benchmark publishes before it
@@ -26,22 +23,7 @@ func BenchmarkNATSEndToEnd(b *testing.B) {
 					a := newAdmin(b, srv.url)
 					c := newCounter(b.N * n)
 					rig := impl.start(b, a, srv.url, n, func(BenchEvent) { c.hit() })
-					batch := make([]BenchEvent, 0, e2eBatch)
-					ctx := context.Background()
-					b.ReportAllocs()
-					b.ResetTimer()
-					for i := range b.N {
-						batch = append(batch, newEvent(i))
-						if len(batch) == cap(batch) || i == b.N-1 {
-							if err := rig.publishBatch(ctx, batch); err != nil {
-								b.Fatal(err)
-							}
-							batch = batch[:0]
-						}
-					}
-					c.wait(b, 5*time.Minute)
-					b.StopTimer()
-					reportThroughput(b, b.N, n)
+					runEndToEnd(b, c, n, rig.publishBatch)
 					a.waitAcked(b, rig.stream)
 				})
 			}
@@ -60,32 +42,7 @@ func BenchmarkNATSPublish(b *testing.B) {
 				b.Run(fmt.Sprintf("server=%s/impl=%s/publishers=%d", srv.name, impl.name, p), func(b *testing.B) {
 					a := newAdmin(b, srv.url)
 					rig := impl.start(b, a, srv.url, 0, nil)
-					ctx := context.Background()
-					var next atomic.Int64
-					var wg sync.WaitGroup
-					var failed atomic.Pointer[error]
-					b.ReportAllocs()
-					b.ResetTimer()
-					for range p {
-						wg.Go(func() {
-							for {
-								i := next.Add(1)
-								if i > int64(b.N) {
-									return
-								}
-								if err := rig.publish(ctx, newEvent(int(i))); err != nil {
-									failed.CompareAndSwap(nil, &err)
-									return
-								}
-							}
-						})
-					}
-					wg.Wait()
-					b.StopTimer()
-					if err := failed.Load(); err != nil {
-						b.Fatal(*err)
-					}
-					b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+					runPublishers(b, p, newCounter(0), 0, rig.publish)
 				})
 			}
 		}
@@ -104,21 +61,7 @@ func BenchmarkNATSPublishBatch(b *testing.B) {
 			b.Run(fmt.Sprintf("server=%s/impl=%s/batch=%d", srv.name, impl.name, size), func(b *testing.B) {
 				a := newAdmin(b, srv.url)
 				rig := impl.start(b, a, srv.url, 0, nil)
-				ctx := context.Background()
-				batch := make([]BenchEvent, 0, size)
-				b.ReportAllocs()
-				b.ResetTimer()
-				for i := range b.N {
-					batch = append(batch, newEvent(i))
-					if len(batch) == size || i == b.N-1 {
-						if err := rig.publishBatch(ctx, batch); err != nil {
-							b.Fatal(err)
-						}
-						batch = batch[:0]
-					}
-				}
-				b.StopTimer()
-				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+				runBatches(b, size, newCounter(0), 0, rig.publishBatch)
 			})
 		}
 	}
@@ -137,33 +80,7 @@ func BenchmarkNATSPerEvent(b *testing.B) {
 						a := newAdmin(b, srv.url)
 						c := newCounter(b.N * n)
 						rig := impl.start(b, a, srv.url, n, func(BenchEvent) { c.hit() })
-						ctx := context.Background()
-						var next atomic.Int64
-						var wg sync.WaitGroup
-						var failed atomic.Pointer[error]
-						b.ReportAllocs()
-						b.ResetTimer()
-						for range p {
-							wg.Go(func() {
-								for {
-									i := next.Add(1)
-									if i > int64(b.N) {
-										return
-									}
-									if err := rig.publish(ctx, newEvent(int(i))); err != nil {
-										failed.CompareAndSwap(nil, &err)
-										return
-									}
-								}
-							})
-						}
-						wg.Wait()
-						if err := failed.Load(); err != nil {
-							b.Fatal(*err)
-						}
-						c.wait(b, 5*time.Minute)
-						b.StopTimer()
-						reportThroughput(b, b.N, n)
+						runPublishers(b, p, c, n, rig.publish)
 						a.waitAcked(b, rig.stream)
 					})
 				}
@@ -189,19 +106,14 @@ func BenchmarkNATSPublishAsync(b *testing.B) {
 						b.Skip("no async publish")
 					}
 					ctx := context.Background()
-					b.ReportAllocs()
-					b.ResetTimer()
-					for i := range b.N {
+					runSequential(b, c, n, func(i int) {
 						if err := rig.publishAsync(ctx, newEvent(i)); err != nil {
 							b.Fatal(err)
 						}
-					}
-					c.wait(b, 5*time.Minute)
-					b.StopTimer()
+					})
 					if err := rig.asyncErr(); err != nil {
 						b.Fatal(err)
 					}
-					reportThroughput(b, b.N, n)
 					a.waitAcked(b, rig.stream)
 				})
 			}

@@ -64,16 +64,11 @@ func BenchmarkObserveMemory(b *testing.B) {
 			c := newCounter(b.N)
 			subscribeAndStart(b, hb, 1, func(BenchEvent) { c.hit() })
 			e := newEvent(1)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for range b.N {
+			runSequential(b, c, 1, func(int) {
 				if err := bus.Publish(ctx, hb, e); err != nil {
 					b.Fatal(err)
 				}
-			}
-			c.wait(b, 5*time.Minute)
-			b.StopTimer()
-			reportThroughput(b, b.N, 1)
+			})
 		})
 	}
 }
@@ -87,22 +82,7 @@ func BenchmarkObserveNATS(b *testing.B) {
 				a := newAdmin(b, srv.url)
 				c := newCounter(b.N)
 				rig := startHeraldNATSWith(b, a, srv.url, 1, func(BenchEvent) { c.hit() }, mode.opts(b)...)
-				batch := make([]BenchEvent, 0, e2eBatch)
-				ctx := context.Background()
-				b.ReportAllocs()
-				b.ResetTimer()
-				for i := range b.N {
-					batch = append(batch, newEvent(i))
-					if len(batch) == cap(batch) || i == b.N-1 {
-						if err := rig.publishBatch(ctx, batch); err != nil {
-							b.Fatal(err)
-						}
-						batch = batch[:0]
-					}
-				}
-				c.wait(b, 5*time.Minute)
-				b.StopTimer()
-				reportThroughput(b, b.N, 1)
+				runEndToEnd(b, c, 1, rig.publishBatch)
 				a.waitAcked(b, rig.stream)
 			})
 		}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	wmamqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
-	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/heraldbus/herald/adapters/rabbitmq"
@@ -105,6 +104,16 @@ func (a *rabbitAdmin) declare(b *testing.B, exchange string, queues []string) {
 	}
 }
 
+// rabbitQueues names the queues of the handlers (or, with handlers < 0,
+// the -handlers idle queues) of the raw implementations on exchange.
+func rabbitQueues(exchange string, handlers int) []string {
+	var queues []string
+	for i := range max(handlers, -handlers) {
+		queues = append(queues, fmt.Sprintf("%s.h%d", exchange, i))
+	}
+	return queues
+}
+
 // rabbitRig is one implementation running against the broker.
 type rabbitRig struct {
 	queues       []string
@@ -148,13 +157,7 @@ func startHeraldRabbit(b *testing.B, a *rabbitAdmin, url string, handlers int, f
 		_ = t.Close()
 		b.Fatal(err)
 	}
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := hb.Close(ctx); err != nil {
-			b.Error(err)
-		}
-	})
+	closeLater(b, hb)
 	if handlers > 0 {
 		subscribeAndStart(b, hb, handlers, fn)
 	} else {
@@ -172,11 +175,9 @@ func startHeraldRabbit(b *testing.B, a *rabbitAdmin, url string, handlers int, f
 			}
 		}
 	}
-	return &rabbitRig{
-		queues:       queues,
-		publish:      func(ctx context.Context, e BenchEvent) error { return bus.Publish(ctx, hb, e) },
-		publishBatch: func(ctx context.Context, es []BenchEvent) error { return bus.PublishBatch(ctx, hb, es) },
-	}
+	rig := &rabbitRig{queues: queues}
+	rig.publish, rig.publishBatch = heraldPublish(hb)
+	return rig
 }
 
 // startWatermillAMQP: raw watermill-amqp/v3 (no router, no cqrs): its topic
@@ -195,10 +196,7 @@ func startWatermillAMQP(b *testing.B, a *rabbitAdmin, url string, handlers int, 
 		c.Publish.ChannelPoolSize = 8
 		return c
 	}
-	var queues []string
-	for i := range max(handlers, -handlers) {
-		queues = append(queues, fmt.Sprintf("%s.h%d", exchange, i))
-	}
+	queues := rabbitQueues(exchange, handlers)
 	a.deleteLater(b, queues, []string{exchange})
 	if handlers < 0 {
 		a.declare(b, exchange, queues)
@@ -231,49 +229,15 @@ func startWatermillAMQP(b *testing.B, a *rabbitAdmin, url string, handlers int, 
 		if err != nil {
 			b.Fatal(err)
 		}
-		wg.Go(func() {
-			for m := range msgs {
-				var e BenchEvent
-				if err := json.Unmarshal(m.Payload, &e); err != nil {
-					b.Error(err)
-				}
-				fn(e)
-				m.Ack()
-			}
-		})
+		consumeWatermill(b, &wg, msgs, fn)
 	}
 	if handlers > 0 {
 		// Subscribe declares its queue in the background: wait for it.
 		a.waitDeclared(b, queues)
 	}
-	toMsg := func(e BenchEvent) (*message.Message, error) {
-		payload, err := json.Marshal(e)
-		if err != nil {
-			return nil, err
-		}
-		return message.NewMessage(watermill.NewUUID(), payload), nil
-	}
-	return &rabbitRig{
-		queues: queues,
-		publish: func(_ context.Context, e BenchEvent) error {
-			m, err := toMsg(e)
-			if err != nil {
-				return err
-			}
-			return pub.Publish(rabbitKey, m)
-		},
-		publishBatch: func(_ context.Context, es []BenchEvent) error {
-			msgs := make([]*message.Message, len(es))
-			for i, e := range es {
-				m, err := toMsg(e)
-				if err != nil {
-					return err
-				}
-				msgs[i] = m
-			}
-			return pub.Publish(rabbitKey, msgs...)
-		},
-	}
+	rig := &rabbitRig{queues: queues}
+	rig.publish, rig.publishBatch = watermillPublish(pub, rabbitKey)
+	return rig
 }
 
 // waitDeclared waits until every queue exists.
@@ -304,10 +268,7 @@ func (a *rabbitAdmin) waitDeclared(b *testing.B, queues []string) {
 // acked with Ack.
 func startAMQP091(b *testing.B, a *rabbitAdmin, url string, handlers int, fn func(BenchEvent)) *rabbitRig {
 	exchange := "heraldbench." + uniqueName("AQ")
-	var queues []string
-	for i := range max(handlers, -handlers) {
-		queues = append(queues, fmt.Sprintf("%s.h%d", exchange, i))
-	}
+	queues := rabbitQueues(exchange, handlers)
 	a.deleteLater(b, queues, []string{exchange})
 	a.declare(b, exchange, queues)
 	conn, err := amqp.Dial(url)
@@ -340,11 +301,7 @@ func startAMQP091(b *testing.B, a *rabbitAdmin, url string, handlers int, fn fun
 		}
 		wg.Go(func() {
 			for d := range ds {
-				var e BenchEvent
-				if err := json.Unmarshal(d.Body, &e); err != nil {
-					b.Error(err)
-				}
-				fn(e)
+				handleJSON(b, d.Body, fn)
 				_ = d.Ack(false)
 			}
 		})

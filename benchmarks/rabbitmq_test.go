@@ -1,12 +1,8 @@
 package benchmarks
 
 import (
-	"context"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 )
 
 // BenchmarkRabbitMQEndToEnd publishes b.N events in batches of e2eBatch (each
@@ -23,22 +19,7 @@ func BenchmarkRabbitMQEndToEnd(b *testing.B) {
 				a := newRabbitAdmin(b, url)
 				c := newCounter(b.N * n)
 				rig := impl.start(b, a, url, n, func(BenchEvent) { c.hit() })
-				batch := make([]BenchEvent, 0, e2eBatch)
-				ctx := context.Background()
-				b.ReportAllocs()
-				b.ResetTimer()
-				for i := range b.N {
-					batch = append(batch, newEvent(i))
-					if len(batch) == cap(batch) || i == b.N-1 {
-						if err := rig.publishBatch(ctx, batch); err != nil {
-							b.Fatal(err)
-						}
-						batch = batch[:0]
-					}
-				}
-				c.wait(b, 5*time.Minute)
-				b.StopTimer()
-				reportThroughput(b, b.N, n)
+				runEndToEnd(b, c, n, rig.publishBatch)
 				a.waitEmpty(b, rig.queues)
 			})
 		}
@@ -57,32 +38,7 @@ func BenchmarkRabbitMQPublish(b *testing.B) {
 			b.Run(fmt.Sprintf("impl=%s/queues=%d/publishers=%d", impl.name, n, publishers), func(b *testing.B) {
 				a := newRabbitAdmin(b, url)
 				rig := impl.start(b, a, url, -n, nil)
-				ctx := context.Background()
-				var next atomic.Int64
-				var wg sync.WaitGroup
-				var failed atomic.Pointer[error]
-				b.ReportAllocs()
-				b.ResetTimer()
-				for range publishers {
-					wg.Go(func() {
-						for {
-							i := next.Add(1)
-							if i > int64(b.N) {
-								return
-							}
-							if err := rig.publish(ctx, newEvent(int(i))); err != nil {
-								failed.CompareAndSwap(nil, &err)
-								return
-							}
-						}
-					})
-				}
-				wg.Wait()
-				b.StopTimer()
-				if err := failed.Load(); err != nil {
-					b.Fatal(*err)
-				}
-				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+				runPublishers(b, publishers, newCounter(0), 0, rig.publish)
 			})
 		}
 	}

@@ -1,0 +1,185 @@
+package benchmarks
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/heraldbus/herald/bus"
+)
+
+// The drivers shared by the benchmarks: each resets the clock, publishes
+// b.N events, waits until c has counted every delivery (a counter with a
+// target of 0 is done at once), stops the clock and reports throughput over
+// handlers handlers (0: events/s only).
+
+// publishFunc publishes e and returns once the broker has stored it.
+type publishFunc = func(ctx context.Context, e BenchEvent) error
+
+// publishBatchFunc publishes events and returns once the broker has stored
+// every one.
+type publishBatchFunc = func(ctx context.Context, events []BenchEvent) error
+
+// runPublishers publishes events 1 to b.N from p goroutines, each publishing
+// the next event not yet taken until none is left; it fails b with the first
+// error.
+func runPublishers(b *testing.B, p int, c *counter, handlers int, publish publishFunc) {
+	ctx := context.Background()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var failed atomic.Pointer[error]
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range p {
+		wg.Go(func() {
+			for {
+				i := next.Add(1)
+				if i > int64(b.N) {
+					return
+				}
+				if err := publish(ctx, newEvent(int(i))); err != nil {
+					failed.CompareAndSwap(nil, &err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := failed.Load(); err != nil {
+		b.Fatal(*err)
+	}
+	finish(b, c, handlers)
+}
+
+// runBatches publishes events 0 to b.N-1 from one goroutine in batches of
+// size (the last one shorter), each waiting for its batch.
+func runBatches(b *testing.B, size int, c *counter, handlers int, publishBatch publishBatchFunc) {
+	ctx := context.Background()
+	batch := make([]BenchEvent, 0, size)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		batch = append(batch, newEvent(i))
+		if len(batch) == size || i == b.N-1 {
+			if err := publishBatch(ctx, batch); err != nil {
+				b.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+	finish(b, c, handlers)
+}
+
+// runEndToEnd is the end-to-end run: batches of e2eBatch to handlers
+// handlers, each counting on c.
+func runEndToEnd(b *testing.B, c *counter, handlers int, publishBatch publishBatchFunc) {
+	runBatches(b, e2eBatch, c, handlers, publishBatch)
+}
+
+// runSequential publishes events 0 to b.N-1 one after the other from one
+// goroutine with publish (which fails b itself).
+func runSequential(b *testing.B, c *counter, handlers int, publish func(i int)) {
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		publish(i)
+	}
+	finish(b, c, handlers)
+}
+
+// finish waits until c has counted every delivery, stops the clock and
+// reports throughput over handlers handlers.
+func finish(b *testing.B, c *counter, handlers int) {
+	c.wait(b, 5*time.Minute)
+	b.StopTimer()
+	reportThroughput(b, b.N, handlers)
+}
+
+// firstError keeps the first error it is given, from any goroutine.
+type firstError struct{ p atomic.Pointer[error] }
+
+func (f *firstError) set(err error) { f.p.CompareAndSwap(nil, &err) }
+
+func (f *firstError) get() error {
+	if err := f.p.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
+// handleJSON decodes payload into an event (failing b on an error) and
+// calls fn with it.
+func handleJSON(b *testing.B, payload []byte, fn func(BenchEvent)) {
+	var e BenchEvent
+	if err := json.Unmarshal(payload, &e); err != nil {
+		b.Error(err)
+	}
+	fn(e)
+}
+
+// consumeWatermill handles every message of msgs with fn (decoded) and acks
+// it, in a goroutine of wg, until msgs is closed.
+func consumeWatermill(b *testing.B, wg *sync.WaitGroup, msgs <-chan *message.Message, fn func(BenchEvent)) {
+	wg.Go(func() {
+		for m := range msgs {
+			handleJSON(b, m.Payload, fn)
+			m.Ack()
+		}
+	})
+}
+
+// watermillPublish returns the publish functions of a watermill publisher
+// sending JSON events to topic: watermill publishes a batch by waiting for
+// each message in turn.
+func watermillPublish(pub message.Publisher, topic string) (publishFunc, publishBatchFunc) {
+	toMsg := func(e BenchEvent) (*message.Message, error) {
+		payload, err := json.Marshal(e)
+		if err != nil {
+			return nil, err
+		}
+		return message.NewMessage(watermill.NewUUID(), payload), nil
+	}
+	publish := func(_ context.Context, e BenchEvent) error {
+		m, err := toMsg(e)
+		if err != nil {
+			return err
+		}
+		return pub.Publish(topic, m)
+	}
+	publishBatch := func(_ context.Context, es []BenchEvent) error {
+		msgs := make([]*message.Message, len(es))
+		for i, e := range es {
+			m, err := toMsg(e)
+			if err != nil {
+				return err
+			}
+			msgs[i] = m
+		}
+		return pub.Publish(topic, msgs...)
+	}
+	return publish, publishBatch
+}
+
+// heraldPublish returns hb's Publish and PublishBatch of benchmark events.
+func heraldPublish(hb *bus.Bus) (publishFunc, publishBatchFunc) {
+	return func(ctx context.Context, e BenchEvent) error { return bus.Publish(ctx, hb, e) },
+		func(ctx context.Context, es []BenchEvent) error { return bus.PublishBatch(ctx, hb, es) }
+}
+
+// closeLater closes hb when b ends, within 30 seconds, failing b on an
+// error.
+func closeLater(b *testing.B, hb *bus.Bus) {
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := hb.Close(ctx); err != nil {
+			b.Error(err)
+		}
+	})
+}
