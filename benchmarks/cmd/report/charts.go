@@ -71,7 +71,7 @@ func writeCharts(res *results, dir string) ([]chart, error) {
 			return nil, err
 		}
 	}
-	nimpls := []string{"herald", "watermill-nats", "jetstream"}
+	nimpls := natsImpls
 	for _, srv := range res.values("NATSPublish", "server") {
 		p, err = linesByImpl(res, "NATSPublish", "publishers", "events/s", nimpls, []string{"server", srv},
 			"NATS JetStream publish, each waiting for its PubAck ("+srv+" server)", "concurrent publishers", "events/s", false)

@@ -240,6 +240,9 @@ func writeMemory(p printer, res *results) {
 	}
 }
 
+// natsImpls are the NATS implementations, Herald first.
+var natsImpls = []string{"herald", "watermill-nats", "jetstream"}
+
 func writeNATS(p printer, res *results) {
 	if len(res.values("NATSEndToEnd", "impl")) > 0 {
 		p("## NATS JetStream: end to end\n\n")
@@ -253,45 +256,21 @@ func writeNATS(p printer, res *results) {
 		p("publish) and a Subscriber per handler (its own connection, `AckAsync: true`, no-op logger) read directly, no\n")
 		p("router. raw jetstream: one connection, `PublishMsgAsync` with a `Nats-Msg-Id` (Herald sends one), `Consume` per\n")
 		p("handler with `Ack`. Each library's client-side prefetch is its default.\n\n")
-		natsTable(p, res, "NATSEndToEnd", "handlers")
+		implTable(p, res, "NATSEndToEnd", "server", "handlers", natsImpls)
 	}
 	if len(res.values("NATSPublish", "impl")) > 0 {
 		p("## NATS JetStream: concurrent publishers\n\n")
 		p("`BenchmarkNATSPublish`: b.N events from 1, 8 and 64 goroutines, each `Publish` waiting for its own PubAck\n")
 		p("(Herald `bus.Publish`, watermill-nats `Publish`, jetstream `PublishMsg`). No handler consumes; an idle durable\n")
 		p("consumer makes the interest-retention stream store every event.\n\n")
-		natsTable(p, res, "NATSPublish", "publishers")
+		implTable(p, res, "NATSPublish", "server", "publishers", natsImpls)
 	}
 	if len(res.values("NATSPublishBatch", "impl")) > 0 {
 		p("## NATS JetStream: batches\n\n")
 		p("`BenchmarkNATSPublishBatch`: b.N events from one goroutine in batches of 100, each batch waiting for its PubAcks:\n")
 		p("Herald `bus.PublishBatch`, watermill-nats `Publish(topic, msgs...)`, jetstream `PublishMsgAsync` then every future.\n\n")
-		natsTable(p, res, "NATSPublishBatch", "batch")
+		implTable(p, res, "NATSPublishBatch", "server", "batch", natsImpls)
 	}
-}
-
-func natsTable(p printer, res *results, base, key string) {
-	p("| server | %s | implementation | events/s | ns/event | B/event | allocs/event | ÷ watermill-nats | ÷ jetstream |\n", key)
-	p("|---|---:|---|---:|---:|---:|---:|---:|---:|\n")
-	for _, srv := range res.values(base, "server") {
-		for _, v := range res.values(base, key, "server", srv) {
-			h := res.find(base, "server", srv, "impl", "herald", key, v).stat("events/s")
-			for _, impl := range []string{"herald", "watermill-nats", "jetstream"} {
-				s := res.find(base, "server", srv, "impl", impl, key, v)
-				if s == nil {
-					continue
-				}
-				wm, js := "", ""
-				if impl == "herald" {
-					wm = fmtRatioP(ratioOf(h, res.find(base, "server", srv, "impl", "watermill-nats", key, v).stat("events/s")))
-					js = fmtRatioP(ratioOf(h, res.find(base, "server", srv, "impl", "jetstream", key, v).stat("events/s")))
-				}
-				p("| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", srv, v, label(impl), cell(s.stat("events/s"), fmtRate),
-					cell(s.stat("ns/op"), fmtNs), cell(s.stat("B/op"), fmtNum), cell(s.stat("allocs/op"), fmtNum), wm, js)
-			}
-		}
-	}
-	p("\n")
 }
 
 // cell formats a median with its confidence interval.

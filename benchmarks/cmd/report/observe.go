@@ -15,8 +15,8 @@ func writeObserve(p printer, res *results) {
 	p("span sampled into a batch span processor whose exporter discards, and a meter provider with a manual reader\n")
 	p("(every instrument aggregates, nothing is collected during the run). The cost measured is Herald's and the SDK's,\n")
 	p("not an exporter's I/O. \"both ÷ none\" is the ratio of ns/event.\n\n")
-	p("| transport | server | providers | events/s | ns/event | B/event | allocs/event | both ÷ none |\n")
-	p("|---|---|---|---:|---:|---:|---:|---:|\n")
+	p("| transport | server | providers | %s | both ÷ none |\n", perfHead)
+	p("|---|---|---|%s---:|\n", perfAlign+"|")
 	row := func(transport, srv string, s, none *series, mode string) {
 		if s == nil {
 			return
@@ -25,8 +25,7 @@ func writeObserve(p printer, res *results) {
 		if mode == "both" && none != nil {
 			r = fmtRatioP(ratioOf(s.stat("ns/op"), none.stat("ns/op")))
 		}
-		p("| %s | %s | %s | %s | %s | %s | %s | %s |\n", transport, srv, mode, cell(s.stat("events/s"), fmtRate),
-			cell(s.stat("ns/op"), fmtNs), cell(s.stat("B/op"), fmtNum), cell(s.stat("allocs/op"), fmtNum), r)
+		p("| %s | %s | %s | %s | %s |\n", transport, srv, mode, perfCells(s), r)
 	}
 	if mem {
 		none := res.find("ObserveMemory", "providers", "none")

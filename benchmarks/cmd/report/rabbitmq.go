@@ -1,5 +1,8 @@
 package main
 
+// rabbitImpls are the RabbitMQ implementations, Herald first.
+var rabbitImpls = []string{"herald", "watermill-amqp", "amqp091"}
+
 // writeRabbitMQ writes the RabbitMQ sections, when the run has them (the
 // benchmarks need RABBITMQ_URL).
 func writeRabbitMQ(p printer, res *results) {
@@ -15,35 +18,13 @@ func writeRabbitMQ(p printer, res *results) {
 		p("of 8 publisher channels (`Publish(topic, msgs...)` awaits each confirm in turn), a Subscriber per handler read\n")
 		p("directly, no router. raw amqp091-go: one connection, one confirm channel with\n")
 		p("`PublishWithDeferredConfirmWithContext` for the whole batch then every confirm, a consuming channel per handler.\n\n")
-		rabbitTable(p, res, "RabbitMQEndToEnd", "handlers")
+		implTable(p, res, "RabbitMQEndToEnd", "", "handlers", rabbitImpls)
 	}
 	if len(res.values("RabbitMQPublish", "impl")) > 0 {
 		p("## RabbitMQ: concurrent publishers\n\n")
 		p("`BenchmarkRabbitMQPublish`: b.N events from 8 goroutines, each `Publish` waiting for its own confirm, to 1\n")
 		p("and 5 bound quorum queues that nobody consumes (Herald `bus.Publish`, watermill-amqp `Publish`, amqp091-go\n")
 		p("deferred confirm on one shared channel).\n\n")
-		rabbitTable(p, res, "RabbitMQPublish", "queues")
+		implTable(p, res, "RabbitMQPublish", "", "queues", rabbitImpls)
 	}
-}
-
-func rabbitTable(p printer, res *results, base, key string) {
-	p("| %s | implementation | events/s | ns/event | B/event | allocs/event | ÷ watermill-amqp | ÷ amqp091 |\n", key)
-	p("|---:|---|---:|---:|---:|---:|---:|---:|\n")
-	for _, v := range res.values(base, key) {
-		h := res.find(base, "impl", "herald", key, v).stat("events/s")
-		for _, impl := range []string{"herald", "watermill-amqp", "amqp091"} {
-			s := res.find(base, "impl", impl, key, v)
-			if s == nil {
-				continue
-			}
-			wm, raw := "", ""
-			if impl == "herald" {
-				wm = fmtRatioP(ratioOf(h, res.find(base, "impl", "watermill-amqp", key, v).stat("events/s")))
-				raw = fmtRatioP(ratioOf(h, res.find(base, "impl", "amqp091", key, v).stat("events/s")))
-			}
-			p("| %s | %s | %s | %s | %s | %s | %s | %s |\n", v, label(impl), cell(s.stat("events/s"), fmtRate),
-				cell(s.stat("ns/op"), fmtNs), cell(s.stat("B/op"), fmtNum), cell(s.stat("allocs/op"), fmtNum), wm, raw)
-		}
-	}
-	p("\n")
 }
