@@ -3,8 +3,6 @@ package rabbitmq_test
 import (
 	"context"
 	"errors"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,47 +12,14 @@ import (
 	"github.com/heraldbus/herald/adapters/rabbitmq/rabbitmqtest"
 )
 
-// cable is a transport's TCP connections to the broker, which the test can
-// cut and, while down, refuse to dial again.
-type cable struct {
-	mu    sync.Mutex
-	conns []net.Conn
-	down  bool
-}
-
-func (c *cable) dial(network, addr string) (net.Conn, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.down {
-		return nil, errors.New("cable cut")
-	}
-	conn, err := net.DialTimeout(network, addr, 5*time.Second)
-	if err == nil {
-		c.conns = append(c.conns, conn)
-	}
-	return conn, err
-}
-
-func (c *cable) set(down bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.down = down
-	if down {
-		for _, conn := range c.conns {
-			_ = conn.Close()
-		}
-		c.conns = nil
-	}
-}
-
 // While the connection is down, a publish waits for it within its ctx and
 // then fails (never a silent drop); once the broker is reachable again the
 // transport has reconnected by itself, and a subscription of before the cut
 // receives what is published then.
 func TestPublishWhileDisconnected(t *testing.T) {
-	c := &cable{}
+	c := &rabbitmqtest.Cable{}
 	tr := started(t, rabbitmqtest.New(t), func(cfg *rabbitmq.Config) {
-		cfg.AMQP.Dial = c.dial
+		cfg.AMQP.Dial = c.Dial
 		cfg.ReconnectWait = 10 * time.Millisecond
 		cfg.MaxReconnectWait = 50 * time.Millisecond
 	})
@@ -64,7 +29,7 @@ func TestPublishWhileDisconnected(t *testing.T) {
 		t.Fatalf("got %s", m.UUID)
 	}
 
-	c.set(true)
+	c.Cut(true)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	m := message.NewMessage("during", []byte(`{}`))
@@ -80,7 +45,7 @@ func TestPublishWhileDisconnected(t *testing.T) {
 		t.Errorf("publish gave up after %v with a 300ms ctx: %v", d, err)
 	}
 
-	c.set(false)
+	c.Mend()
 	publish(t, tr, "after", nil) // waits for the reconnection within its ctx
 	for {
 		// "before" may come again: its ack may have been lost with the
