@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -600,4 +601,173 @@ func newWatermillMessage(payload []byte, headers map[string]string) *message.Mes
 		msg.Metadata.Set(k, v)
 	}
 	return msg
+}
+
+// notHandled returns the seqs in [from, to) that never succeeded.
+func (c *tally) notHandled(from, to int) []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []int
+	for seq := from; seq < to; seq++ {
+		if c.ok[seq] == 0 {
+			out = append(out, seq)
+		}
+	}
+	return out
+}
+
+// count adds the successes of tallies (distinct and duplicate) to f.
+func (f *figures) count(tallies ...*tally) {
+	for _, c := range tallies {
+		f.delivered += c.distinct()
+		f.dups += c.duplicates()
+	}
+}
+
+// oneHandler returns the figures of fault on transport for one handler
+// counting into c, sent events published and the poison records of b.
+func oneHandler(t testing.TB, fault, transport string, c *tally, sent int, b *bus.Bus) figures {
+	t.Helper()
+	f := figures{fault: fault, transport: transport, handlers: 1, sent: sent, poisoned: len(poisonList(t, b, ""))}
+	f.count(c)
+	return f
+}
+
+// waitEvery waits until every tally has every event of [0, n) and checks it.
+func waitEvery(t testing.TB, tallies []*tally, n int, timeout time.Duration) {
+	t.Helper()
+	for i, c := range tallies {
+		c.waitDistinct(t, n, timeout, fmt.Sprintf("handler %d has every event", i))
+		c.check(t, n, fmt.Sprintf("handler %d", i))
+	}
+}
+
+// work is a handler's work: it takes d, or ends with ctx.
+func work(ctx context.Context, d time.Duration) error {
+	select {
+	case <-time.After(d):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Fault 3, crash before ack, with crashEvents events and one handler named
+// crashHandler.
+const (
+	crashEvents  = 100
+	crashHandler = "crash.h"
+)
+
+// crashBeforeAck runs fault 3: dying (not started) subscribes crashHandler,
+// whose crashEvents workers each hold the event they got until the process
+// dies; once they all hold one, beforeCrash (if not nil) runs, then crash
+// kills the process. A new process (newBus) with the same handler must then
+// get every event; afterRecovery (if not nil) runs once it has. The figures
+// (but the transport and further extras, which more adds) are logged, and poison records
+// fail t. dying is closed when t ends, within a 2-second deadline.
+func crashBeforeAck(t *testing.T, dying *bus.Bus, newBus func() *bus.Bus, beforeCrash, crash, afterRecovery func(), more func(f *figures)) {
+	t.Helper()
+	const n, name = crashEvents, crashHandler
+	var entered atomic.Int32
+	if _, err := bus.Subscribe(dying, name, func(ctx context.Context, e Event) error {
+		entered.Add(1)
+		<-ctx.Done() // stuck until the process "dies"
+		return ctx.Err()
+	}, bus.WithConcurrency(n)); err != nil {
+		t.Fatal(err)
+	}
+	if err := dying.Start(ctxFor(t, wait)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		begin := time.Now()
+		_ = dying.Close(ctx) // its connection is gone: errors are expected
+		if d := time.Since(begin); d > 5*time.Second {
+			t.Errorf("Close of the crashed bus took %v with a 2s deadline", d)
+		}
+	})
+
+	publishBatch(t, newBus(), 0, n)
+	bustest.Eventually(t, wait, func() bool { return entered.Load() == n }, "all %d events in the handler (have %d)", n, entered.Load())
+	if beforeCrash != nil {
+		beforeCrash()
+	}
+
+	crashed := time.Now()
+	crash()
+	c := newTally()
+	restarted := newBus()
+	if _, err := bus.Subscribe(restarted, name, c.handler(nil)); err != nil {
+		t.Fatal(err)
+	}
+	c.waitDistinct(t, n, wait, "the new process got every unacknowledged event")
+	recovered := time.Since(crashed)
+	if afterRecovery != nil {
+		afterRecovery()
+	}
+	c.check(t, n, name)
+	f := oneHandler(t, "3-crash-before-ack", "", c, n, restarted)
+	f.recover = recovered
+	f.add("unacked_at_crash", entered.Load())
+	more(&f)
+	f.log(t)
+	if f.poisoned != 0 {
+		t.Errorf("%d poison records after a crash", f.poisoned)
+	}
+}
+
+// Fault 1, restart, with restartEvents events to restartHandlers handlers.
+const restartEvents, restartHandlers = 10000, 3
+
+// restartDuring runs fault 1 on b: restartHandlers handlers (restart.h0,
+// ...; 2 workers each) and restartEvents events, the second half published
+// while restart runs (a publish that fails is published again, as an
+// application would). Once every handler has every event, more adds to the
+// figures (its transport, extras); they are logged, and poison records or no
+// handler success after the restart fail t. what names the restarted thing.
+func restartDuring(t *testing.T, b *bus.Bus, fault, what string, restart func(), more func(f *figures)) {
+	t.Helper()
+	const n, nh = restartEvents, restartHandlers
+	fa := newFirstAfter(nh)
+	tallies := subscribeTallies(t, b, "restart.h", nh, fa.mark, bus.WithConcurrency(2))
+	pub := newPublisher(b, "restart")
+	until := time.Now().Add(2 * time.Minute)
+	if failed := pub.run(0, n/2, until); len(failed) > 0 {
+		t.Fatalf("before the restart, gave up publishing %d events: %v", len(failed), failed[:min(10, len(failed))])
+	}
+	errsBefore := pub.errs.Load()
+
+	second := make(chan []int, 1)
+	go func() { second <- pub.run(n/2, n, until) }()
+	down := time.Now()
+	restart()
+	up := time.Now()
+	fa.since.Store(up.UnixNano())
+	if failed := <-second; len(failed) > 0 {
+		t.Fatalf("after the restart, gave up publishing %d events: %v (errors: %s)", len(failed), failed[:min(10, len(failed))], pub.errorSummary())
+	}
+	published := time.Now()
+
+	waitEvery(t, tallies, n, 3*wait)
+	all := time.Now()
+	f := figures{fault: fault, handlers: nh, sent: len(pub.published())}
+	f.add("publish_errors", pub.errs.Load())
+	f.add("outage", up.Sub(down))
+	more(&f)
+	f.count(tallies...)
+	f.poisoned = len(poisonList(t, b, ""))
+	f.recover = fa.latest(down)
+	f.add("all_delivered_after_restart", all.Sub(down))
+	f.add("last_publish_after_restart", published.Sub(down))
+	f.log(t)
+	t.Logf("publish errors before the restart: %d; during and after: %d: %s", errsBefore, pub.errs.Load()-errsBefore, pub.errorSummary())
+	if f.poisoned != 0 {
+		t.Errorf("%d poison records after a %s restart, want 0: %+v", f.poisoned, what, poisonList(t, b, "")[0])
+	}
+	if f.recover < 0 {
+		t.Errorf("no handler succeeded after the restart")
+	}
 }

@@ -171,64 +171,22 @@ func TestServerRestartMidStream(t *testing.T) {
 
 func serverRestart(t *testing.T, retention hnats.Retention) {
 	be := natsBackend(t, func(c *hnats.Config) { c.Retention = retention })
-	b := be.bus(t)
-	const n, nh = 10000, 3
-	fa := newFirstAfter(nh)
-	tallies := subscribeTallies(t, b, "restart.h", nh, fa.mark, bus.WithConcurrency(2))
-	pub := newPublisher(b, "restart")
-	until := time.Now().Add(2 * time.Minute)
-	if failed := pub.run(0, n/2, until); len(failed) > 0 {
-		t.Fatalf("before the restart, gave up publishing %d events: %v", len(failed), failed[:min(10, len(failed))])
-	}
-	errsBefore := pub.errs.Load()
-
-	second := make(chan []int, 1)
-	go func() { second <- pub.run(n/2, n, until) }()
-	down := time.Now()
-	if err := be.srv.Restart(); err != nil {
-		t.Fatalf("restart: %v", err)
-	}
-	up := time.Now()
-	fa.since.Store(up.UnixNano())
-	if failed := <-second; len(failed) > 0 {
-		t.Fatalf("after the restart, gave up publishing %d events: %v (errors: %s)", len(failed), failed[:min(10, len(failed))], pub.errorSummary())
-	}
-	published := time.Now()
-
-	for i, c := range tallies {
-		c.waitDistinct(t, n, 3*wait, fmt.Sprintf("handler %d has every event", i))
-		c.check(t, n, fmt.Sprintf("handler %d", i))
-	}
-	all := time.Now()
-	f := figures{fault: "1-server-restart", transport: "nats", handlers: nh, sent: len(pub.published())}
-	if retention == hnats.RetentionLimits {
-		f.transport = "nats-limits"
-	} else {
-		f.transport = "nats-interest"
-		bustest.Eventually(t, wait, func() bool { return be.streamMsgs(t) == 0 }, "every event acknowledged by every handler")
-	}
-	for _, c := range tallies {
-		f.delivered += c.distinct()
-		f.dups += c.duplicates()
-	}
-	f.poisoned = len(poisonList(t, b, ""))
-	f.recover = fa.latest(down)
-	msgs := be.streamMsgs(t)
-	f.add("publish_errors", pub.errs.Load())
-	f.add("outage", up.Sub(down))
-	f.add("stream_msgs", msgs)
-	f.add("all_delivered_after_restart", all.Sub(down))
-	f.add("last_publish_after_restart", published.Sub(down))
-	f.log(t)
-	t.Logf("publish errors before the restart: %d; during and after: %d: %s", errsBefore, pub.errs.Load()-errsBefore, pub.errorSummary())
-
-	if f.poisoned != 0 {
-		t.Errorf("%d poison records after a server restart, want 0: %+v", f.poisoned, poisonList(t, b, "")[0])
-	}
-	if retention == hnats.RetentionLimits && msgs != n {
-		t.Errorf("the stream holds %d messages, want %d: publishing again with the same message ID stored a duplicate", msgs, n)
-	}
-	if f.recover < 0 {
-		t.Errorf("no handler succeeded after the restart")
+	var msgs uint64
+	restartDuring(t, be.bus(t), "1-server-restart", "server", func() {
+		if err := be.srv.Restart(); err != nil {
+			t.Fatalf("restart: %v", err)
+		}
+	}, func(f *figures) {
+		if retention == hnats.RetentionLimits {
+			f.transport = "nats-limits"
+		} else {
+			f.transport = "nats-interest"
+			bustest.Eventually(t, wait, func() bool { return be.streamMsgs(t) == 0 }, "every event acknowledged by every handler")
+		}
+		msgs = be.streamMsgs(t)
+		f.add("stream_msgs", msgs)
+	})
+	if retention == hnats.RetentionLimits && msgs != restartEvents {
+		t.Errorf("the stream holds %d messages, want %d: publishing again with the same message ID stored a duplicate", msgs, restartEvents)
 	}
 }

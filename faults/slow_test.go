@@ -29,12 +29,7 @@ func TestSlowHandlerBeyondAckWait(t *testing.T) {
 		if m, _ := handlers.FromContext(ctx); m.Attempt != 1 {
 			badAttempt.Add(1)
 		}
-		select {
-		case <-time.After(3 * ackWait): // the handler's work
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+		return work(ctx, 3*ackWait)
 	})); err != nil {
 		t.Fatal(err)
 	}
@@ -44,8 +39,7 @@ func TestSlowHandlerBeyondAckWait(t *testing.T) {
 	took := time.Since(begin)
 	be.settled(t, name)
 	ci := be.consumer(t, name, eventName)
-	f := figures{fault: "8-slow-handler", transport: "nats", handlers: 1, sent: n, delivered: c.distinct(),
-		dups: c.duplicates(), poisoned: len(poisonList(t, b, ""))}
+	f := oneHandler(t, "8-slow-handler", "nats", c, n, b)
 	f.add("ack_wait", ackWait)
 	f.add("handler_time", 3*ackWait)
 	f.add("calls", c.totalCalls())

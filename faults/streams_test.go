@@ -49,17 +49,17 @@ type pacedResult struct {
 }
 
 // lost is how many (sent event, handler) pairs were never handled.
-func (r *pacedResult) lost(i int) int {
-	c := r.tallies[i]
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for seq := range r.sent {
-		if c.ok[seq] == 0 {
-			n++
+func (r *pacedResult) lost(i int) int { return len(r.tallies[i].notHandled(0, r.sent)) }
+
+// checkAfterFault fails t for every handler that lost events published
+// after the fault (after what) ended.
+func (r *pacedResult) checkAfterFault(t testing.TB, after string) {
+	t.Helper()
+	for i, c := range r.tallies {
+		if late := c.notHandled(r.firstAfter, r.sent); len(late) > 0 {
+			t.Errorf("handler %d lost %d events published after %s: %v", i, len(late), after, late[:min(10, len(late))])
 		}
 	}
-	return n
 }
 
 // missingOf describes the seqs (of the sent ones) handler i never got.
@@ -108,10 +108,8 @@ func (pr pacedRun) run(t *testing.T, be *backend, fault func()) *pacedResult {
 		res.tallies = append(res.tallies, c)
 		if _, err := bus.Subscribe(b, name, c.handler(func(ctx context.Context, e Event, _ int) error {
 			if pr.work > 0 {
-				select {
-				case <-time.After(pr.work): // the handler's work
-				case <-ctx.Done():
-					return ctx.Err()
+				if err := work(ctx, pr.work); err != nil {
+					return err
 				}
 			}
 			if i == 0 {
@@ -325,18 +323,8 @@ func TestStreamDeletedMidStream(t *testing.T) {
 			f.log(t)
 			// Events published after the fault struck must all arrive, except
 			// in the documented interest-retention window.
-			for i, c := range res.tallies {
-				c.mu.Lock()
-				var late []int
-				for seq := res.firstAfter; seq < res.sent; seq++ {
-					if c.ok[seq] == 0 {
-						late = append(late, seq)
-					}
-				}
-				c.mu.Unlock()
-				if len(late) > 0 && !(tc.byOther && tc.retention == hnats.RetentionInterest) {
-					t.Errorf("handler %d lost %d events published after the stream was deleted: %v", i, len(late), late[:min(10, len(late))])
-				}
+			if !(tc.byOther && tc.retention == hnats.RetentionInterest) {
+				res.checkAfterFault(t, "the stream was deleted")
 			}
 		})
 	}
@@ -365,19 +353,7 @@ func TestMemoryStorageRestartMidStream(t *testing.T) {
 			f := res.figures("16-memory-restart", "nats-memory-"+name)
 			f.add("publish_error_kinds", fmt.Sprintf("%q", res.errSummary))
 			f.log(t)
-			for i, c := range res.tallies {
-				c.mu.Lock()
-				var late []int
-				for seq := res.firstAfter; seq < res.sent; seq++ {
-					if c.ok[seq] == 0 {
-						late = append(late, seq)
-					}
-				}
-				c.mu.Unlock()
-				if len(late) > 0 {
-					t.Errorf("handler %d lost %d events published after the restart: %v", i, len(late), late[:min(10, len(late))])
-				}
-			}
+			res.checkAfterFault(t, "the restart")
 		})
 	}
 }
@@ -392,7 +368,7 @@ func TestMemoryStorageRestartMidStream(t *testing.T) {
 func TestMixedAckWait(t *testing.T) {
 	be := natsBackend(t)
 	const name, n = "mixed.h", 6
-	const work = 1500 * time.Millisecond
+	const handling = 1500 * time.Millisecond
 	var mu sync.Mutex
 	running := map[int]bool{}
 	overlaps := 0
@@ -409,12 +385,7 @@ func TestMixedAckWait(t *testing.T) {
 			running[e.Seq] = false
 			mu.Unlock()
 		}()
-		select {
-		case <-time.After(work): // the handler's work
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+		return work(ctx, handling)
 	})
 	var pubBus *bus.Bus
 	for _, ackWait := range []time.Duration{30 * time.Second, time.Second} {
@@ -438,11 +409,10 @@ func TestMixedAckWait(t *testing.T) {
 	took := time.Since(begin)
 	be.settled(t, name)
 	ci := be.consumer(t, name, eventName)
-	f := figures{fault: "17-mixed-ack-wait", transport: "nats", handlers: 1, sent: n, delivered: c.distinct(),
-		dups: c.duplicates(), poisoned: len(poisonList(t, pubBus, ""))}
+	f := oneHandler(t, "17-mixed-ack-wait", "nats", c, n, pubBus)
 	f.add("ack_waits", "30s,1s")
 	f.add("consumer_ack_wait", ci.Config.AckWait)
-	f.add("handler_time", work)
+	f.add("handler_time", handling)
 	f.add("calls", c.totalCalls())
 	f.add("concurrent", overlaps)
 	f.add("server_deliveries", ci.Delivered.Consumer)
