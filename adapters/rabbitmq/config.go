@@ -161,55 +161,26 @@ func (c Config) withDefaults() (Config, error) {
 		return c, invalid("Prefix: %v", err)
 	}
 	const day = 24 * time.Hour
-	type dur struct {
-		name     string
-		v        *time.Duration
-		def      time.Duration
-		min, max time.Duration // of a non-zero value
-	}
-	for _, d := range []dur{
-		{"ConnectTimeout", &c.ConnectTimeout, DefaultConnectTimeout, time.Millisecond, time.Minute},
-		{"RequestTimeout", &c.RequestTimeout, DefaultRequestTimeout, time.Millisecond, 10 * time.Minute},
-		{"ReconnectWait", &c.ReconnectWait, DefaultReconnectWait, time.Millisecond, time.Minute},
-		{"MaxReconnectWait", &c.MaxReconnectWait, DefaultMaxReconnectWait, time.Millisecond, 10 * time.Minute},
-		{"NakDelay", &c.NakDelay, DefaultNakDelay, time.Millisecond, day},
-		{"MaxNakDelay", &c.MaxNakDelay, DefaultMaxNakDelay, time.Millisecond, day},
-		{"PublishTimeout", &c.PublishTimeout, DefaultPublishTimeout, time.Millisecond, 10 * time.Minute},
-		{"PoisonMaxAge", &c.PoisonMaxAge, 0, time.Second, 10 * 365 * day},
-	} {
-		switch v := *d.v; {
-		case v < 0:
-			return c, invalid("%s %v < 0", d.name, v)
-		case v > d.max:
-			return c, invalid("%s %v > %v", d.name, v, d.max)
-		case v > 0 && v < d.min:
-			return c, invalid("%s %v < %v", d.name, v, d.min)
-		case v == 0:
-			*d.v = d.def
-		}
+	if err := fill(
+		limit[time.Duration]{"ConnectTimeout", &c.ConnectTimeout, DefaultConnectTimeout, time.Millisecond, time.Minute},
+		limit[time.Duration]{"RequestTimeout", &c.RequestTimeout, DefaultRequestTimeout, time.Millisecond, 10 * time.Minute},
+		limit[time.Duration]{"ReconnectWait", &c.ReconnectWait, DefaultReconnectWait, time.Millisecond, time.Minute},
+		limit[time.Duration]{"MaxReconnectWait", &c.MaxReconnectWait, DefaultMaxReconnectWait, time.Millisecond, 10 * time.Minute},
+		limit[time.Duration]{"NakDelay", &c.NakDelay, DefaultNakDelay, time.Millisecond, day},
+		limit[time.Duration]{"MaxNakDelay", &c.MaxNakDelay, DefaultMaxNakDelay, time.Millisecond, day},
+		limit[time.Duration]{"PublishTimeout", &c.PublishTimeout, DefaultPublishTimeout, time.Millisecond, 10 * time.Minute},
+		limit[time.Duration]{"PoisonMaxAge", &c.PoisonMaxAge, 0, time.Second, 10 * 365 * day},
+	); err != nil {
+		return c, err
 	}
 	c.MaxNakDelay = max(c.MaxNakDelay, c.NakDelay)
 	c.MaxReconnectWait = max(c.MaxReconnectWait, c.ReconnectWait)
-	type num struct {
-		name string
-		v    *int
-		def  int
-		max  int
-	}
-	for _, n := range []num{
-		{"Prefetch", &c.Prefetch, DefaultPrefetch, 65535},
-		{"MaxMessageSize", &c.MaxMessageSize, DefaultMaxMessageSize, 512 << 20},
-		{"PublisherChannels", &c.PublisherChannels, DefaultPublisherChannels, 64},
-	} {
-		if *n.v < 0 {
-			return c, invalid("%s %d < 0", n.name, *n.v)
-		}
-		if *n.v > n.max {
-			return c, invalid("%s %d > %d", n.name, *n.v, n.max)
-		}
-		if *n.v == 0 {
-			*n.v = n.def
-		}
+	if err := fill(
+		limit[int]{"Prefetch", &c.Prefetch, DefaultPrefetch, 0, 65535},
+		limit[int]{"MaxMessageSize", &c.MaxMessageSize, DefaultMaxMessageSize, 0, 512 << 20},
+		limit[int]{"PublisherChannels", &c.PublisherChannels, DefaultPublisherChannels, 0, 64},
+	); err != nil {
+		return c, err
 	}
 	if c.AMQP.Dial == nil {
 		c.AMQP.Dial = amqp.DefaultDial(c.ConnectTimeout)
@@ -221,4 +192,31 @@ func (c Config) withDefaults() (Config, error) {
 		c.Logger = zap.NewNop()
 	}
 	return c, nil
+}
+
+// limit is a numeric Config field: its default (for zero) and the bounds of
+// a non-zero value.
+type limit[T int | time.Duration] struct {
+	name     string
+	v        *T
+	def      T
+	min, max T
+}
+
+// fill checks each field against its bounds (a negative one is invalid) and
+// sets a zero one to its default.
+func fill[T int | time.Duration](limits ...limit[T]) error {
+	for _, l := range limits {
+		switch v := *l.v; {
+		case v < 0:
+			return invalid("%s %v < 0", l.name, v)
+		case v > l.max:
+			return invalid("%s %v > %v", l.name, v, l.max)
+		case v > 0 && v < l.min:
+			return invalid("%s %v < %v", l.name, v, l.min)
+		case v == 0:
+			*l.v = l.def
+		}
+	}
+	return nil
 }
