@@ -166,6 +166,13 @@ func watermillPublish(pub message.Publisher, topic string) (publishFunc, publish
 	return publish, publishBatch
 }
 
+// impl is an implementation under benchmark: its name, and how it starts
+// against a broker (inspected by an admin A) to give its rig R.
+type impl[A, R any] struct {
+	name  string
+	start func(b *testing.B, a A, url string, handlers int, fn func(BenchEvent)) R
+}
+
 // heraldPublish returns hb's Publish and PublishBatch of benchmark events.
 func heraldPublish(hb *bus.Bus) (publishFunc, publishBatchFunc) {
 	return func(ctx context.Context, e BenchEvent) error { return bus.Publish(ctx, hb, e) },

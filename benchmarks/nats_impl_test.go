@@ -177,10 +177,7 @@ type natsRig struct {
 // every event they decode, then ack it. With handlers == 0 an idle consumer
 // makes the stream store the events. Everything it starts is stopped, and
 // its streams deleted, when b ends.
-type natsImpl struct {
-	name  string
-	start func(b *testing.B, a *admin, url string, handlers int, fn func(BenchEvent)) *natsRig
-}
+type natsImpl = impl[*admin, *natsRig]
 
 var natsImpls = []natsImpl{
 	{"herald", startHeraldNATS},

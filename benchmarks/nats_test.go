@@ -10,6 +10,14 @@ import (
 // waits for their PubAcks (with each implementation's own batch publish).
 const e2eBatch = 1000
 
+// startNATSCounted starts impl on srv with n handlers counting on c, which
+// waits for b.N events to each.
+func startNATSCounted(b *testing.B, srv natsServer, impl natsImpl, n int) (a *admin, c *counter, rig *natsRig) {
+	a = newAdmin(b, srv.url)
+	c = newCounter(b.N * n)
+	return a, c, impl.start(b, a, srv.url, n, func(BenchEvent) { c.hit() })
+}
+
 // BenchmarkNATSEndToEnd publishes b.N events in batches of e2eBatch (each
 // batch waits for its PubAcks) to 1 and 5 handlers, each a durable consumer
 // getting every event, decoding it (JSON) and acking it; the clock stops when
@@ -20,9 +28,7 @@ func BenchmarkNATSEndToEnd(b *testing.B) {
 		for _, impl := range natsImpls {
 			for _, n := range []int{1, 5} {
 				b.Run(fmt.Sprintf("server=%s/impl=%s/handlers=%d", srv.name, impl.name, n), func(b *testing.B) {
-					a := newAdmin(b, srv.url)
-					c := newCounter(b.N * n)
-					rig := impl.start(b, a, srv.url, n, func(BenchEvent) { c.hit() })
+					a, c, rig := startNATSCounted(b, srv, impl, n)
 					runEndToEnd(b, c, n, rig.publishBatch)
 					a.waitAcked(b, rig.stream)
 				})
@@ -77,9 +83,7 @@ func BenchmarkNATSPerEvent(b *testing.B) {
 			for _, p := range []int{8, 64} {
 				for _, n := range []int{1, 5} {
 					b.Run(fmt.Sprintf("server=%s/impl=%s/publishers=%d/handlers=%d", srv.name, impl.name, p, n), func(b *testing.B) {
-						a := newAdmin(b, srv.url)
-						c := newCounter(b.N * n)
-						rig := impl.start(b, a, srv.url, n, func(BenchEvent) { c.hit() })
+						a, c, rig := startNATSCounted(b, srv, impl, n)
 						runPublishers(b, p, c, n, rig.publish)
 						a.waitAcked(b, rig.stream)
 					})
@@ -99,9 +103,7 @@ func BenchmarkNATSPublishAsync(b *testing.B) {
 		for _, impl := range natsImpls {
 			for _, n := range []int{1, 5} {
 				b.Run(fmt.Sprintf("server=%s/impl=%s/handlers=%d", srv.name, impl.name, n), func(b *testing.B) {
-					a := newAdmin(b, srv.url)
-					c := newCounter(b.N * n)
-					rig := impl.start(b, a, srv.url, n, func(BenchEvent) { c.hit() })
+					a, c, rig := startNATSCounted(b, srv, impl, n)
 					if rig.publishAsync == nil {
 						b.Skip("no async publish")
 					}

@@ -124,10 +124,7 @@ type rabbitRig struct {
 // rabbitImpl starts an implementation with handlers consumers (one queue
 // each, getting every event) that call fn with every event they decode, then
 // ack it. With handlers < 0, -handlers queues are bound and nobody consumes.
-type rabbitImpl struct {
-	name  string
-	start func(b *testing.B, a *rabbitAdmin, url string, handlers int, fn func(BenchEvent)) *rabbitRig
-}
+type rabbitImpl = impl[*rabbitAdmin, *rabbitRig]
 
 var rabbitImpls = []rabbitImpl{
 	{"herald", startHeraldRabbit},

@@ -315,56 +315,41 @@ func fmtRatioP(r ratio) string {
 	return s
 }
 
-func fmtRate(v float64) string {
-	switch {
-	case v >= 1e6:
-		return fmt.Sprintf("%.2fM", v/1e6)
-	case v >= 1e3:
-		return fmt.Sprintf("%.1fk", v/1e3)
-	default:
-		return fmt.Sprintf("%.0f", v)
+// scale is one step of a number's format: for values (absolute) from from
+// up, divided by div, with format.
+type scale struct {
+	from, div float64
+	format    string
+}
+
+// scaled formats v with the first of scales (largest first) it reaches.
+func scaled(v float64, scales ...scale) string {
+	a := math.Abs(v)
+	for _, s := range scales {
+		if a >= s.from {
+			return fmt.Sprintf(s.format, v/s.div)
+		}
 	}
+	return fmt.Sprint(v)
+}
+
+func fmtRate(v float64) string {
+	return scaled(v, scale{1e6, 1e6, "%.2fM"}, scale{1e3, 1e3, "%.1fk"}, scale{0, 1, "%.0f"})
 }
 
 func fmtNs(v float64) string {
-	switch {
-	case v >= 1e6:
-		return fmt.Sprintf("%.2f ms", v/1e6)
-	case v >= 1e4:
-		return fmt.Sprintf("%.1f µs", v/1e3)
-	case v >= 1e3:
-		return fmt.Sprintf("%.2f µs", v/1e3)
-	default:
-		return fmt.Sprintf("%.0f ns", v)
-	}
+	return scaled(v, scale{1e6, 1e6, "%.2f ms"}, scale{1e4, 1e3, "%.1f µs"}, scale{1e3, 1e3, "%.2f µs"}, scale{0, 1, "%.0f ns"})
 }
 
 func fmtNum(v float64) string {
-	switch a := math.Abs(v); {
-	case a == 0:
+	if v == 0 {
 		return "0"
-	case a >= 1e6:
-		return fmt.Sprintf("%.3gM", v/1e6)
-	case a >= 1000:
-		return fmt.Sprintf("%.0f", v)
-	case a >= 100:
-		return fmt.Sprintf("%.0f", v)
-	case a >= 10:
-		return fmt.Sprintf("%.1f", v)
-	default:
-		return fmt.Sprintf("%.2f", v)
 	}
+	return scaled(v, scale{1e6, 1e6, "%.3gM"}, scale{100, 1, "%.0f"}, scale{10, 1, "%.1f"}, scale{0, 1, "%.2f"})
 }
 
 func fmtBytes(v float64) string {
-	switch {
-	case v >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", v/(1<<20))
-	case v >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", v/(1<<10))
-	default:
-		return fmt.Sprintf("%.0f B", v)
-	}
+	return scaled(v, scale{1 << 20, 1 << 20, "%.1f MiB"}, scale{1 << 10, 1 << 10, "%.1f KiB"}, scale{0, 1, "%.0f B"})
 }
 
 func atoi(s string) int {
