@@ -2,6 +2,7 @@ package bus
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -100,13 +101,19 @@ func (s *Subscription) nextRemote(events, replays *<-chan *message.Message) (*me
 }
 
 func (s *Subscription) handleRemote(msg *message.Message, again func()) {
-	attempt := 1
+	attempt, counted := 1, false
 	if n, err := strconv.Atoi(msg.Metadata.Get(transport.KeyDeliveryCount)); err == nil && n > 0 {
-		attempt = n
+		attempt, counted = n, true
 	}
 	event.Bind(msg, s.name, attempt)
-	s.process(msg, func(failed bool) {
+	if counted {
+		event.SetDeliveries(msg, attempt)
+	}
+	s.process(msg, func(failed bool, delay time.Duration) {
 		if failed {
+			if delay > 0 {
+				msg.Metadata.Set(transport.KeyRedeliveryDelay, delay.String())
+			}
 			msg.Nack()
 		}
 	}, again)

@@ -91,6 +91,9 @@ func (b *Bus) subscribe(name, event string, terminal message.HandlerFunc, sc sub
 	if sc.retry != nil {
 		policy = *sc.retry
 	}
+	if sc.keyOrdered {
+		policy = policy.InProcess() // a delayed retry would put the event behind its key's later ones
+	}
 	chain := buildChain(b.cfg, name, policy, sc, terminal)
 	s := &Subscription{b: b, name: name, event: event, cfg: sc, chain: chain,
 		stop: make(chan struct{}), abort: make(chan struct{}), done: make(chan struct{})}
@@ -235,11 +238,13 @@ func (s *Subscription) goWorker(loop func()) {
 	})
 }
 
-// process runs the chain on msg and settles it with settle(failed). A
+// process runs the chain on msg and settles it with settle(failed, delay),
+// delay being the redelivery delay the chain asked for (0: the transport's
+// own). A
 // runtime.Goexit in the handler (which no recover stops) ends this goroutine:
 // process then poisons the event and starts a replacement worker running
 // again, so that the handler goes on.
-func (s *Subscription) process(msg *message.Message, settle func(failed bool), again func()) {
+func (s *Subscription) process(msg *message.Message, settle func(failed bool, delay time.Duration), again func()) {
 	normal := false
 	defer func() {
 		if normal {
@@ -251,25 +256,32 @@ func (s *Subscription) process(msg *message.Message, settle func(failed bool), a
 		s.b.cfg.logger.Error("handler called runtime.Goexit; event poisoned, worker replaced",
 			zap.String("handler", s.name), zap.String("event_id", msg.UUID), zap.NamedError("store_error", perr))
 		if perr != nil || !msg.Ack() {
-			settle(true)
+			settle(true, 0)
 		}
 		s.goWorker(again)
 	}()
 	_, err := s.chain(msg)
 	failed := err != nil || !msg.Ack()
 	normal = true
+	var delay time.Duration
 	if failed {
-		s.nacked(msg, err)
+		delay = s.nacked(msg, err)
 	}
-	settle(failed)
+	settle(failed, delay)
 }
 
-func (s *Subscription) nacked(msg *message.Message, err error) {
+// nacked logs a nack and returns the redelivery delay the chain asked for.
+func (s *Subscription) nacked(msg *message.Message, err error) time.Duration {
 	if s.ctx.Err() != nil {
-		return // shutdown: expected
+		return 0 // shutdown: expected
+	}
+	var re *middleware.RedeliveryError
+	if errors.As(err, &re) {
+		return re.Delay // a delayed retry: Retry logged it
 	}
 	s.b.cfg.logger.Warn("event nacked, it will be redelivered",
 		zap.String("handler", s.name), zap.String("event_id", msg.UUID), zap.Error(err))
+	return 0
 }
 
 // Stop stops this handler alone: it takes no more events, in-flight events may

@@ -28,9 +28,11 @@ import (
 //     previous one is acked or nacked (watermill's contract), unless it
 //     was opened with SubscribeWindow(ctx, topic, n): then up to n at a time, in stream
 //     order, each settled whenever its receiver acks or nacks it. Ack acks the
-//     event on the server; Nack redelivers it after NakDelay, doubling with
-//     each delivery up to MaxNakDelay, or at once if the message's context
-//     (the Subscribe ctx) has ended, i.e. on shutdown.
+//     event on the server; Nack redelivers it after the delay the bus asked
+//     for ([transport.KeyRedeliveryDelay]) or else after NakDelay, doubling
+//     with each delivery up to MaxNakDelay, or at once if the message's
+//     context (the Subscribe ctx) has ended, i.e. on shutdown. The server
+//     keeps the event meanwhile: nothing of the process waits for it.
 //   - A received message has UUID = its Nats-Msg-Id (or Herald-Id) header,
 //     every header as metadata except Nats-* ones, and [transport.KeyDeliveryCount] =
 //     the number of deliveries to this handler. Its context is Subscribe's ctx.
@@ -344,6 +346,9 @@ func (p *pump) nak(m *nats.Msg, wm *message.Message) {
 }
 
 func (p *pump) nakDelay(wm *message.Message) time.Duration {
+	if d, ok := transport.RedeliveryDelay(wm); ok {
+		return d // the bus's delayed retry
+	}
 	c := p.s.t.cfg
 	n, _ := strconv.Atoi(wm.Metadata.Get(transport.KeyDeliveryCount))
 	d := c.NakDelay
