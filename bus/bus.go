@@ -41,6 +41,7 @@ type Bus struct {
 	startErr error      // why Start failed; Start then fails again
 	mu       sync.Mutex // guards subs and state transitions
 	subs     map[string]*Subscription
+	deleting map[string]bool // names DeleteHandler is deleting: Subscribe waits its turn
 	closed   chan struct{}
 	closeMu  sync.Mutex // serialises Close
 	workers  sync.Map   // goroutine ID → *Subscription, for the bus's workers
@@ -77,7 +78,7 @@ func New(opts ...Option) (*Bus, error) {
 			cfg.poison = membroker.NewPoisonMap()
 		}
 	}
-	b := &Bus{cfg: cfg, subs: map[string]*Subscription{}, closed: make(chan struct{})}
+	b := &Bus{cfg: cfg, subs: map[string]*Subscription{}, deleting: map[string]bool{}, closed: make(chan struct{})}
 	_, b.jsonCodec = cfg.codec.(handlers.JSON)
 	b.local = membroker.HandleOf(cfg.transport)
 	b.publisher = cfg.transport.Publisher()

@@ -189,6 +189,7 @@ type subConfig struct {
 	dedup       middleware.DedupStore
 	dedupTTL    time.Duration
 	slow        time.Duration
+	from        *time.Time // WithStartFrom
 }
 
 // WithConcurrency sets how many events the handler processes at once (n

@@ -14,7 +14,13 @@ import (
 // subscriber, one for the handler's event topic and one for its replays.
 
 func (s *Subscription) startRemote() error {
-	sub, err := s.b.cfg.transport.Subscriber(s.name)
+	var sub message.Subscriber
+	var err error
+	if h, ok := s.b.cfg.transport.(transport.History); ok && s.cfg.from != nil {
+		sub, err = h.SubscriberFrom(s.name, *s.cfg.from) // WithStartFrom
+	} else {
+		sub, err = s.b.cfg.transport.Subscriber(s.name)
+	}
 	if err != nil {
 		return err
 	}

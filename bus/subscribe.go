@@ -108,6 +108,10 @@ func (b *Bus) subscribe(name, event string, terminal message.HandlerFunc, sc sub
 		b.mu.Unlock()
 		return nil, fmt.Errorf("%w: %q", ErrDuplicateHandler, name)
 	}
+	if b.deleting[name] {
+		b.mu.Unlock()
+		return nil, fmt.Errorf("%w: %q is being deleted (DeleteHandler)", ErrDuplicateHandler, name)
+	}
 	b.subs[name] = s
 	running := b.state.Load() == stateStarted
 	b.mu.Unlock()

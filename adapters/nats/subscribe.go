@@ -62,6 +62,7 @@ func (t *Transport) Subscriber(handlerName string) (message.Subscriber, error) {
 type subscriber struct {
 	t       *Transport
 	handler string
+	from    *startFrom // where a new consumer of an event topic starts (SubscriberFrom); nil: new events
 
 	mu        sync.Mutex
 	closed    bool
@@ -118,10 +119,16 @@ func (s *subscriber) SubscribeWindow(ctx context.Context, topic string, window i
 func (s *subscriber) ensureConsumer(ctx context.Context, topic string) (jetstream.Consumer, error) {
 	name := consumerName(s.handler, topic)
 	c := s.t.cfg
+	start, err := s.deliverPolicy(ctx, name, topic) // lifecycle.go
+	if err != nil {
+		return nil, err
+	}
 	cons, err := s.t.events.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 		Durable:       name,
-		Description:   fmt.Sprintf("Herald handler %q, topic %q", s.handler, topic),
-		DeliverPolicy: jetstream.DeliverNewPolicy,
+		Description:   fmt.Sprintf(consumerDescription, s.handler, topic),
+		DeliverPolicy: start.DeliverPolicy,
+		OptStartTime:  start.OptStartTime,
+		OptStartSeq:   start.OptStartSeq,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       c.AckWait,
 		MaxDeliver:    c.MaxDeliver,
