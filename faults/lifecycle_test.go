@@ -117,9 +117,6 @@ func TestNATSRestartDuringDelayedRedelivery(t *testing.T) {
 // Now the first retry runs at once, and later ones go through the transport:
 // it must finish within a few seconds of the healthy handlers.
 func TestRetriesDoNotStallAQueue(t *testing.T) {
-	if testing.Short() {
-		t.Skip("30,000 events: not in -short")
-	}
 	be := natsBackend(t)
 	b := be.bus(t, bus.WithDefaultRetry(middleware.RetryPolicy{})) // the default policy
 	const n, publishers = 30000, 8
