@@ -18,8 +18,8 @@
 //
 // Every handler subscribed when an event is published receives it at least
 // once. A handler that returns nil acknowledges the event; an error is retried
-// in two stages (see [middleware.RetryPolicy]): a few attempts in process (the
-// first retry at once), then redeliveries through the transport after a
+// in two stages (see [middleware.RetryPolicy]): a few attempts in process,
+// back to back, then redeliveries through the transport after a
 // growing delay, while the worker takes the next events (default: 8 attempts
 // in all, 3 of them in process); a [Permanent] error, an undecodable message
 // or exhausted attempts send it to the poison queue ([Bus.Poison]), from which

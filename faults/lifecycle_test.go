@@ -111,12 +111,31 @@ func TestNATSRestartDuringDelayedRedelivery(t *testing.T) {
 }
 
 // Fault 16: retries never stall a queue. 30,000 events from 8 publishers to
-// 3 handlers on NATS, with the default retry policy; one handler fails the
-// first attempt of 5% of the events. Before two-stage retries its first retry
-// slept 100ms or more on its one worker: it finished 149s after the others.
-// Now the first retry runs at once, and later ones go through the transport:
-// it must finish within a few seconds of the healthy handlers.
+// 3 handlers on NATS, with the default retry policy; one handler fails 5% of
+// the events, twice over:
+//
+//   - first-attempt: only their first attempt. Before two-stage retries its
+//     retry slept 100ms or more on its one worker: it finished 151s after the
+//     others. Now the retry runs at once.
+//   - in-process-exhausted: their first 3 attempts, every immediate one: the
+//     events go to the delayed stage (redelivery after 1s), and the worker
+//     goes on meanwhile.
+//
+// Either way the failing handler must finish within a few seconds of the
+// healthy ones.
 func TestRetriesDoNotStallAQueue(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		fails int // attempts of a flaky event that fail
+	}{
+		{"first-attempt", 1},
+		{"in-process-exhausted", 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) { retriesDoNotStall(t, tc.name, tc.fails) })
+	}
+}
+
+func retriesDoNotStall(t *testing.T, variant string, fails int) {
 	be := natsBackend(t)
 	b := be.bus(t, bus.WithDefaultRetry(middleware.RetryPolicy{})) // the default policy
 	const n, publishers = 30000, 8
@@ -129,7 +148,7 @@ func TestRetriesDoNotStallAQueue(t *testing.T) {
 		var fail func(context.Context, Event, int) error
 		if name == "stall.flaky" {
 			fail = func(_ context.Context, e Event, call int) error {
-				if call == 1 && flaky(e.Seq) {
+				if call <= fails && flaky(e.Seq) {
 					return errors.New("transient")
 				}
 				return nil
@@ -156,7 +175,7 @@ func TestRetriesDoNotStallAQueue(t *testing.T) {
 	wg.Wait()
 	healthy := max(done["healthy-1"], done["healthy-2"])
 	lag := done["flaky"] - healthy
-	f := figures{fault: "16-retries-do-not-stall", transport: "nats", handlers: 3, sent: n, poisoned: len(poisonList(t, b, ""))}
+	f := figures{fault: "16-retries-do-not-stall-" + variant, transport: "nats", handlers: 3, sent: n, poisoned: len(poisonList(t, b, ""))}
 	for _, c := range tallies {
 		f.delivered += c.distinct()
 		f.dups += c.duplicates()
@@ -168,7 +187,10 @@ func TestRetriesDoNotStallAQueue(t *testing.T) {
 	f.add("flaky_calls", tallies[2].totalCalls())
 	f.log(t)
 	if lag > 10*time.Second {
-		t.Errorf("the handler that fails 5%% of first attempts finished %v after the healthy ones, want a few seconds", lag)
+		t.Errorf("the handler that fails 5%% of the events finished %v after the healthy ones, want a few seconds", lag)
+	}
+	if want := n + n/20*fails; tallies[2].totalCalls() != want {
+		t.Errorf("the flaky handler was called %d times, want %d", tallies[2].totalCalls(), want)
 	}
 	if f.poisoned != 0 {
 		t.Errorf("%d poison records, want 0", f.poisoned)

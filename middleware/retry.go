@@ -19,38 +19,40 @@ var ErrInvalidPolicy = errors.New("herald: invalid retry policy")
 // RetryPolicy says how often a failing handler is retried, and where. It has
 // two stages, as NServiceBus has:
 //
-//   - Immediate: the first ImmediateAttempts attempts run in process, one
-//     after another on the handler's worker, within one delivery: the first
-//     retry at once (a transient failure that the next attempt fixes costs
-//     one attempt, not a sleep), the later ones after InitialInterval,
-//     growing by Multiplier up to MaxInterval, with jitter.
+//   - Immediate: the first ImmediateAttempts attempts run in process, back to
+//     back on the handler's worker, within one delivery: a transient failure
+//     that the next attempt fixes costs one attempt, not a sleep.
 //   - Delayed: when they all failed, the event goes back to the transport,
 //     which delivers it again after RedeliveryDelay, then Multiplier times
 //     longer at each further redelivery, up to MaxRedeliveryDelay; each
 //     redelivery is one attempt. The worker takes the next event meanwhile,
-//     so a failing event does not stall its handler's queue; the cost is
-//     order: the retried event comes after events published after it.
+//     so a failing event never holds its handler's queue in a backoff; the
+//     cost is order: the retried event comes after events published after it.
 //
 // Attempts are counted across redeliveries (from the delivery count the
 // transport reports), and when MaxAttempts have failed the event goes to the
 // poison queue. A delivery that ended for another reason (shutdown, an open
-// circuit breaker, a crash) counts as a redelivery too. The delayed stage
-// needs a transport that reports delivery counts (memory and NATS do); on one
-// that does not, and for handlers with ordering by key, every attempt runs in
-// process.
+// circuit breaker, a crash) counts as a redelivery too.
+//
+// Every attempt runs in process instead, in one delivery, when
+// ImmediateAttempts is at least MaxAttempts, for handlers with ordering by key
+// (whose events must keep their place: see [RetryPolicy.InProcess]), and on a
+// transport that reports no delivery count. Those retries are spaced in
+// process: InitialInterval before the first, growing by Multiplier up to
+// MaxInterval, with jitter; the worker waits meanwhile.
 //
 // Zero fields take the defaults shown; the zero RetryPolicy is the default
-// policy: 3 attempts in process (at once, then after about 100ms), then
-// redeliveries after 1s, 2s, 4s, 8s and 16s, then the poison queue. No worker
-// waits more than about a second in all.
+// policy: 3 attempts back to back, then redeliveries after 1s, 2s, 4s, 8s and
+// 16s, then the poison queue.
 type RetryPolicy struct {
 	MaxAttempts int // attempts in all, the first included, across redeliveries; default 8; 1 disables retries
-	// ImmediateAttempts is how many of the attempts run in process, within
-	// the first delivery; default 3. Set it to MaxAttempts (or more) to make
-	// every retry in process: the event keeps its place, and the worker waits.
+	// ImmediateAttempts is how many of the attempts run in process, back to
+	// back, within the first delivery; default 3. Set it to MaxAttempts (or
+	// more) to make every retry in process, spaced by InitialInterval: the
+	// event keeps its place, and the worker waits.
 	ImmediateAttempts int
-	InitialInterval   time.Duration // wait before the second in-process retry (the first runs at once); default 100ms
-	MaxInterval       time.Duration // cap on one in-process wait; default 1s, or InitialInterval if that is longer
+	InitialInterval   time.Duration // wait before the first retry when every retry runs in process; default 100ms
+	MaxInterval       time.Duration // cap on one such wait; default 10s, or InitialInterval if that is longer
 	Multiplier        float64       // growth of the waits and of the redelivery delays; default 2
 	// Jitter randomises each in-process wait by ±Jitter of itself; default
 	// 0.5. Use a negative value for no jitter.
@@ -65,7 +67,7 @@ type RetryPolicy struct {
 
 // DefaultRetryPolicy is the policy a handler gets when none is configured.
 var DefaultRetryPolicy = RetryPolicy{MaxAttempts: 8, ImmediateAttempts: 3, InitialInterval: 100 * time.Millisecond,
-	MaxInterval: time.Second, Multiplier: 2, Jitter: 0.5, RedeliveryDelay: time.Second, MaxRedeliveryDelay: time.Minute}
+	MaxInterval: 10 * time.Second, Multiplier: 2, Jitter: 0.5, RedeliveryDelay: time.Second, MaxRedeliveryDelay: time.Minute}
 
 // maxDelay bounds the redelivery delays (a NATS server's limit is far above;
 // nothing legitimate needs more).
@@ -186,12 +188,13 @@ func (e *RetryError) Error() string {
 func (e *RetryError) Unwrap() error { return e.Err }
 
 // Retry retries a failing handler following p (see [RetryPolicy] for its two
-// stages): it calls the handler again in process, at once and then after a
-// growing, jittered wait, up to p.ImmediateAttempts attempts in the first
-// delivery; then, while attempts remain, it returns a [*RedeliveryError] and
-// the transport delivers the event again later, one attempt per redelivery.
-// It stops at once on a permanent error ([handlers.IsPermanent]: a
-// [handlers.Permanent] error or a decode error) or a deferred one
+// stages): it calls the handler again in process, back to back, up to
+// p.ImmediateAttempts attempts in the first delivery; then, while attempts
+// remain, it returns a [*RedeliveryError] and the transport delivers the
+// event again later, one attempt per redelivery. When every attempt runs in
+// process (see RetryPolicy), the retries are spaced by a growing, jittered
+// wait instead. It stops at once on a permanent error ([handlers.IsPermanent]:
+// a [handlers.Permanent] error or a decode error) or a deferred one
 // ([IsDeferred]). Each in-process retry is logged at Info ("retrying", with
 // the backoff), each delayed one too ("retrying later", with the delay).
 //
@@ -199,9 +202,8 @@ func (e *RetryError) Unwrap() error { return e.Err }
 // event is then poisoned), and the handler's error as it is for a permanent
 // or deferred one. If the message's context ends during a wait, Retry stops
 // and returns the last error (the delivery is then nacked, not poisoned). It
-// sets the Attempt of the delivery's metadata: counted across redeliveries
-// when the bus knows the delivery count ([event.Deliveries]); without it,
-// every attempt runs in process.
+// sets the Attempt of the delivery's metadata, counted across redeliveries
+// when the bus knows the delivery count ([event.Deliveries]).
 //
 // Unlike watermill's Retry it allocates nothing when the handler succeeds: the
 // backoff state is built after the first failure. Invalid policies are fixed
@@ -252,7 +254,7 @@ func retry(p RetryPolicy, logger *zap.Logger, h message.HandlerFunc, msg *messag
 	attempt := 1
 	for attempt < budget && ctx.Err() == nil {
 		var wait time.Duration
-		if attempt > 1 { // the first retry runs at once
+		if !staged { // all in process: space the retries
 			if bo == nil {
 				bo = backoff.NewExponentialBackOff()
 				bo.InitialInterval = p.InitialInterval
@@ -301,6 +303,7 @@ func retry(p RetryPolicy, logger *zap.Logger, h message.HandlerFunc, msg *messag
 	}
 	return nil, &RetryError{Attempts: made, FirstFailure: first, LastFailure: time.Now(), Err: err}
 }
+
 func deliveryFields(meta *handlers.Metadata, extra ...zap.Field) []zap.Field {
 	if meta == nil {
 		return extra

@@ -84,21 +84,40 @@ func TestRetryRedeliveryDelayCapped(t *testing.T) {
 	}
 }
 
-func TestRetryFirstRetryRunsAtOnce(t *testing.T) {
-	p := middleware.RetryPolicy{MaxAttempts: 3, InitialInterval: time.Hour}
-	calls := 0
-	h := middleware.Retry(p, nil)(func(*message.Message) ([]*message.Message, error) {
-		if calls++; calls == 1 {
-			return nil, errors.New("transient")
-		}
-		return nil, nil
-	})
-	begin := time.Now()
-	if _, err := h(redelivered(1)); err != nil || calls != 2 {
-		t.Fatalf("err %v after %d calls", err, calls)
-	}
-	if d := time.Since(begin); d > 10*time.Second {
-		t.Errorf("the first retry waited %v", d)
+// Immediate attempts run back to back: the worker never sleeps before the
+// delayed stage, whatever InitialInterval says (it spaces in-process-only
+// retries). When every retry runs in process, the first waits
+// InitialInterval.
+func TestRetryWaits(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		p          middleware.RetryPolicy
+		deliveries int
+		slow       bool
+	}{
+		{"immediate attempts back to back", middleware.RetryPolicy{MaxAttempts: 5, ImmediateAttempts: 3, InitialInterval: time.Hour}, 1, false},
+		{"in process only: spaced", middleware.RetryPolicy{MaxAttempts: 3, InitialInterval: 300 * time.Millisecond, Jitter: -1}, 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			calls := 0
+			h := middleware.Retry(tc.p, nil)(func(*message.Message) ([]*message.Message, error) {
+				if calls++; calls < 3 {
+					return nil, errors.New("transient")
+				}
+				return nil, nil
+			})
+			begin := time.Now()
+			if _, err := h(redelivered(tc.deliveries)); err != nil || calls != 3 {
+				t.Fatalf("err %v after %d calls", err, calls)
+			}
+			d := time.Since(begin)
+			if !tc.slow && d > 10*time.Second {
+				t.Errorf("immediate retries waited %v", d)
+			}
+			if tc.slow && d < 900*time.Millisecond { // 300ms, then 600ms
+				t.Errorf("in-process retries took %v, want the waits of the policy (900ms)", d)
+			}
+		})
 	}
 }
 
