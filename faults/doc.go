@@ -5,8 +5,9 @@
 // lost PubAck, a consumer that dies with events unacknowledged, transient and
 // permanent handler failures, bad input on the wire, handler panics, a
 // handler slower than AckWait, Close with events in flight or with NATS down,
-// a blocked handler among others, and the loss of the stream leader in a
-// three-node JetStream cluster. Faults that apply to both transports run on
+// a blocked handler among others, the loss of the stream leader in a
+// three-node JetStream cluster, Close with 10k events queued in memory, a
+// restart while events wait for a delayed retry, and retries at scale. Faults that apply to both transports run on
 // memory and on NATS. NATS tests use embedded servers they start, restart
 // and stop themselves (never NATS_URL).
 //
