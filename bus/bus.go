@@ -43,6 +43,7 @@ type Bus struct {
 	startErr error      // why Start failed; Start then fails again
 	mu       sync.Mutex // guards subs and state transitions
 	subs     map[string]*Subscription
+	deleting map[string]bool // names DeleteHandler is deleting: Subscribe waits its turn
 	closed   chan struct{}
 	closeMu  sync.Mutex // serialises Close
 	workers  sync.Map   // goroutine ID → *Subscription, for the bus's workers
@@ -83,7 +84,7 @@ func New(opts ...Option) (*Bus, error) {
 	if cfg.asyncWindow == 0 {
 		cfg.asyncWindow = DefaultAsyncWindow
 	}
-	b := &Bus{cfg: cfg, subs: map[string]*Subscription{}, closed: make(chan struct{})}
+	b := &Bus{cfg: cfg, subs: map[string]*Subscription{}, deleting: map[string]bool{}, closed: make(chan struct{})}
 	b.async = asyncState{slots: make(chan struct{}, cfg.asyncWindow), onError: cfg.asyncOnError}
 	_, b.jsonCodec = cfg.codec.(handlers.JSON)
 	b.local = membroker.HandleOf(cfg.transport)

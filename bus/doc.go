@@ -18,11 +18,21 @@
 //
 // Every handler subscribed when an event is published receives it at least
 // once. A handler that returns nil acknowledges the event; an error is retried
-// with exponential backoff and jitter (default: 5 attempts, 100ms doubling to
-// 10s); a [Permanent] error, an undecodable message or exhausted retries send it
-// to the poison queue ([Bus.Poison]), from which it can be replayed to that
-// handler alone. A panic counts as an error. With concurrency 1 (the default) a
-// handler sees events in publish order.
+// in two stages (see [middleware.RetryPolicy]): a few attempts in process,
+// back to back, then redeliveries through the transport after a
+// growing delay, while the worker takes the next events (default: 8 attempts
+// in all, 3 of them in process); a [Permanent] error, an undecodable message
+// or exhausted attempts send it to the poison queue ([Bus.Poison]), from which
+// it can be replayed to that handler alone. A panic counts as an error. With
+// concurrency 1 (the default) a handler sees events in publish order, except
+// that an event retried through the transport comes back after later ones.
+//
+// # A handler's life
+//
+// A handler name that never consumed starts with new events, or from a point
+// in the past with [WithStartFrom] (NATS). A handler removed for good leaves
+// durable state on NATS: [Bus.OrphanHandlers] lists it and [Bus.DeleteHandler]
+// (or [Subscription.Delete]) deletes it.
 //
 // # Defaults
 //

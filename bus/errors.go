@@ -38,6 +38,9 @@ var (
 	// Publish had accepted were still queued in process (memory transport);
 	// the error says how many, of which handlers.
 	ErrUnhandled = errors.New("herald: events not handled")
+	// ErrHandlerSubscribed: DeleteHandler (or Subscription.Delete) of a
+	// handler name that is subscribed on this bus, or still stopping.
+	ErrHandlerSubscribed = errors.New("herald: handler is subscribed")
 	// ErrPoisonStore: a poison record could not be stored; the event is nacked.
 	ErrPoisonStore = middleware.ErrPoisonStore
 )

@@ -103,6 +103,7 @@ func (s *Subscription) handleLocal(q *membroker.Queue, it membroker.Item, again 
 			md = maps.Clone(le.extra)
 		}
 		msg = event.NewMessage(s.ctx, meta, le.value, le.d.Payload, md, s.b.cfg.codec)
+		event.SetDeliveries(msg, meta.Attempt)
 	} else {
 		// Published through the watermill publisher, or a replay: decode.
 		msg = &message.Message{UUID: it.ID, Payload: it.Payload, Metadata: maps.Clone(it.Metadata)}
@@ -111,10 +112,11 @@ func (s *Subscription) handleLocal(q *membroker.Queue, it membroker.Item, again 
 		}
 		msg.SetContext(s.ctx)
 		event.Bind(msg, s.name, 1+it.Redeliveries)
+		event.SetDeliveries(msg, 1+it.Redeliveries)
 	}
-	s.process(msg, func(failed bool) {
+	s.process(msg, func(failed bool, delay time.Duration) {
 		if failed {
-			q.Nack(it, 0)
+			q.Nack(it, delay) // 0: the broker's doubling delay
 		}
 	}, again)
 }

@@ -184,10 +184,13 @@ type subConfig struct {
 	dedup       middleware.DedupStore
 	dedupTTL    time.Duration
 	slow        time.Duration
+	from        *time.Time // WithStartFrom
 }
 
 // WithConcurrency sets how many events the handler processes at once (n
-// workers, 1 to [MaxConcurrency]); the default is 1, which keeps publish order.
+// workers, 1 to [MaxConcurrency]); the default is 1, which keeps publish order
+// (except for an event retried through the transport: see
+// [middleware.RetryPolicy]).
 func WithConcurrency(n int) SubscribeOption {
 	return subOption(func(c *subConfig) error {
 		if n < 1 || n > MaxConcurrency {
@@ -235,9 +238,10 @@ func WithDecode() SubscribeOption {
 // WithOrderingByKey keeps the events of one ordering key ([WithOrderingKey]) in
 // publish order while events of different keys run in parallel on the
 // handler's workers ([WithConcurrency]): a key always goes to the same worker.
-// Events without a key are spread by ID. Order holds retries aside: an event
-// nacked for redelivery (an open circuit breaker, a failed poison store) goes
-// to the back of the queue. Keys run in parallel on transports whose
+// Events without a key are spread by ID. Every retry of such a handler runs in
+// process ([middleware.RetryPolicy.InProcess]), so that a failing event keeps
+// its place; an event nacked for redelivery for another reason (an open
+// circuit breaker, a failed poison store) goes to the back of the queue. Keys run in parallel on transports whose
 // subscribers implement [transport.WindowSubscriber] (memory and NATS); over
 // another one, order holds but events are handled one at a time.
 func WithOrderingByKey() SubscribeOption {

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -13,7 +14,13 @@ import (
 // subscriber, one for the handler's event topic and one for its replays.
 
 func (s *Subscription) startRemote() error {
-	sub, err := s.b.cfg.transport.Subscriber(s.name)
+	var sub message.Subscriber
+	var err error
+	if h, ok := s.b.cfg.transport.(transport.History); ok && s.cfg.from != nil {
+		sub, err = h.SubscriberFrom(s.name, *s.cfg.from) // WithStartFrom
+	} else {
+		sub, err = s.b.cfg.transport.Subscriber(s.name)
+	}
 	if err != nil {
 		return err
 	}
@@ -100,13 +107,19 @@ func (s *Subscription) nextRemote(events, replays *<-chan *message.Message) (*me
 }
 
 func (s *Subscription) handleRemote(msg *message.Message, again func()) {
-	attempt := 1
+	attempt, counted := 1, false
 	if n, err := strconv.Atoi(msg.Metadata.Get(transport.KeyDeliveryCount)); err == nil && n > 0 {
-		attempt = n
+		attempt, counted = n, true
 	}
 	event.Bind(msg, s.name, attempt)
-	s.process(msg, func(failed bool) {
+	if counted {
+		event.SetDeliveries(msg, attempt)
+	}
+	s.process(msg, func(failed bool, delay time.Duration) {
 		if failed {
+			if delay > 0 {
+				msg.Metadata.Set(transport.KeyRedeliveryDelay, delay.String())
+			}
 			msg.Nack()
 		}
 	}, again)

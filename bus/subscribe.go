@@ -94,6 +94,9 @@ func (b *Bus) subscribe(name, event string, terminal message.HandlerFunc, sc sub
 	if sc.retry != nil {
 		policy = *sc.retry
 	}
+	if sc.keyOrdered {
+		policy = policy.InProcess() // a delayed retry would put the event behind its key's later ones
+	}
 	st := &handlerStats{}
 	chain := b.instrument(name, event, st, terminal, func(h message.HandlerFunc) message.HandlerFunc {
 		return buildChain(b.cfg, name, policy, sc, h)
@@ -110,6 +113,10 @@ func (b *Bus) subscribe(name, event string, terminal message.HandlerFunc, sc sub
 	if _, dup := b.subs[name]; dup {
 		b.mu.Unlock()
 		return nil, fmt.Errorf("%w: %q", ErrDuplicateHandler, name)
+	}
+	if b.deleting[name] {
+		b.mu.Unlock()
+		return nil, fmt.Errorf("%w: %q is being deleted (DeleteHandler)", ErrDuplicateHandler, name)
 	}
 	b.subs[name] = s
 	running := b.state.Load() == stateStarted
@@ -241,11 +248,13 @@ func (s *Subscription) goWorker(loop func()) {
 	})
 }
 
-// process runs the chain on msg and settles it with settle(failed). A
+// process runs the chain on msg and settles it with settle(failed, delay),
+// delay being the redelivery delay the chain asked for (0: the transport's
+// own). A
 // runtime.Goexit in the handler (which no recover stops) ends this goroutine:
 // process then poisons the event and starts a replacement worker running
 // again, so that the handler goes on.
-func (s *Subscription) process(msg *message.Message, settle func(failed bool), again func()) {
+func (s *Subscription) process(msg *message.Message, settle func(failed bool, delay time.Duration), again func()) {
 	normal := false
 	defer func() {
 		if normal {
@@ -265,25 +274,32 @@ func (s *Subscription) process(msg *message.Message, settle func(failed bool), a
 		s.b.cfg.logger.Error(what,
 			zap.String("handler", s.name), zap.String("event_id", msg.UUID), zap.Error(err), zap.NamedError("store_error", perr))
 		if perr != nil || !msg.Ack() {
-			settle(true)
+			settle(true, 0)
 		}
 		s.goWorker(again)
 	}()
 	_, err := s.chain(msg)
 	failed := err != nil || !msg.Ack()
 	normal = true
+	var delay time.Duration
 	if failed {
-		s.nacked(msg, err)
+		delay = s.nacked(msg, err)
 	}
-	settle(failed)
+	settle(failed, delay)
 }
 
-func (s *Subscription) nacked(msg *message.Message, err error) {
+// nacked logs a nack and returns the redelivery delay the chain asked for.
+func (s *Subscription) nacked(msg *message.Message, err error) time.Duration {
 	if s.ctx.Err() != nil {
-		return // shutdown: expected
+		return 0 // shutdown: expected
+	}
+	var re *middleware.RedeliveryError
+	if errors.As(err, &re) {
+		return re.Delay // a delayed retry: Retry logged it
 	}
 	s.b.cfg.logger.Warn("event nacked, it will be redelivered",
 		zap.String("handler", s.name), zap.String("event_id", msg.UUID), zap.Error(err))
+	return 0
 }
 
 // Stop stops this handler alone: it takes no more events, in-flight events may

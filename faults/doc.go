@@ -7,9 +7,11 @@
 // handler slower than AckWait, Close with events in flight or with NATS down,
 // a blocked handler among others, the loss of the stream leader in a
 // three-node JetStream cluster, a handler's consumer or the events stream
-// deleted mid-stream, a restart of a server with memory storage, and two
-// processes of one handler with different AckWaits. Faults that apply to
-// both transports run on memory and on NATS. NATS tests use embedded servers they start, restart
+// deleted mid-stream, a restart of a server with memory storage, two
+// processes of one handler with different AckWaits, Close with 10k events
+// queued in memory, a restart while events wait for a delayed retry, and
+// retries at scale. Faults that apply to both transports run on memory and
+// on NATS. NATS tests use embedded servers they start, restart
 // and stop themselves (never NATS_URL).
 //
 // Every test logs one or more lines starting with "FIGURES" (key=value

@@ -86,7 +86,8 @@ func TestRetryStopsWhenTheContextEnds(t *testing.T) {
 }
 
 func TestRetryPolicyValidate(t *testing.T) {
-	for _, bad := range []middleware.RetryPolicy{{MaxAttempts: -1}, {InitialInterval: -1}, {MaxInterval: -1}, {Multiplier: 0.9}, {Jitter: 1.5}} {
+	for _, bad := range []middleware.RetryPolicy{{MaxAttempts: -1}, {InitialInterval: -1}, {MaxInterval: -1}, {Multiplier: 0.9}, {Jitter: 1.5},
+		{ImmediateAttempts: -1}, {RedeliveryDelay: -1}, {MaxRedeliveryDelay: 25 * time.Hour}} {
 		if err := bad.Validate(); !errors.Is(err, middleware.ErrInvalidPolicy) {
 			t.Errorf("%+v: %v", bad, err)
 		}
@@ -94,7 +95,7 @@ func TestRetryPolicyValidate(t *testing.T) {
 	if err := (middleware.RetryPolicy{}).Validate(); err != nil {
 		t.Error(err)
 	}
-	if d := (middleware.RetryPolicy{Jitter: -1}).WithDefaults(); d.Jitter != 0 || d.MaxAttempts != 5 {
+	if d := (middleware.RetryPolicy{Jitter: -1}).WithDefaults(); d.Jitter != 0 || d.MaxAttempts != 8 || d.ImmediateAttempts != 3 {
 		t.Errorf("%+v", d)
 	}
 }

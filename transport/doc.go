@@ -12,13 +12,18 @@
 // [Starter] (prepare at bus start), [BatchPublisher] (pipelined batches),
 // [WindowSubscriber] (more than one message in flight per subscription),
 // [PoisonStore] (keep poison records), [BacklogReporter] (how many events wait
-// for a handler) and [SystemNamer] (the name telemetry gives the transport). The bus discovers them with a type
+// for a handler), [SystemNamer] (the name telemetry gives the transport),
+// [AsyncPublisher] (publish without waiting), [History] (a new handler starts
+// from a point in the past) and [Handlers] (list and delete what is kept for
+// handler names). The bus discovers them with a type
 // assertion; a transport without one still works, with the behaviour each
 // interface's doc gives for its absence.
 //
 // Events travel as messages whose metadata carries the keys below ([KeyID],
 // [KeyEvent], ...). On NATS they are header names, so a service in another
-// language publishes Herald events by setting them.
+// language publishes Herald events by setting them. One key travels the other
+// way, from the bus to the transport on a message it nacks:
+// [KeyRedeliveryDelay], the delay the bus asks for before the redelivery.
 //
 // Errors a transport returns are tested with errors.Is against the sentinels
 // here ([ErrClosed], [ErrTooLarge], ...); the bus returns them unchanged, and

@@ -21,7 +21,8 @@ const (
 
 	// KeyDeliveryCount is set by a transport on a message it delivers, never
 	// by a publisher: how many times this message was delivered to this
-	// handler, 1 the first time. The bus takes it as the attempt number.
+	// handler, 1 the first time. The bus counts attempts across
+	// redeliveries from it; without it, every retry runs in process.
 	KeyDeliveryCount = "Herald-Delivery-Count"
 )
 

@@ -77,7 +77,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend, opts ...Option) {
 		o.apply(&c)
 	}
 	s := &suite{cfg: c, newBackend: newBackend}
-	for _, tc := range cases(s) {
+	for _, tc := range append(cases(s), lifecycleCases(s)...) {
 		t.Run(tc.name, func(t *testing.T) {
 			defer func() {
 				if t.Failed() {
@@ -134,7 +134,8 @@ type suite struct {
 	newBackend func(t *testing.T) Backend
 }
 
-var fastRetry = bus.WithDefaultRetry(middleware.RetryPolicy{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond})
+var fastRetry = bus.WithDefaultRetry(middleware.RetryPolicy{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond,
+	RedeliveryDelay: 20 * time.Millisecond, MaxRedeliveryDelay: 50 * time.Millisecond})
 
 func (s *suite) bus(t *testing.T, be Backend, opts ...bus.Option) *bus.Bus {
 	t.Helper()

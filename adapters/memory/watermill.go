@@ -50,7 +50,8 @@ func (p publisher) Close() error { return nil }
 // handler: every Subscribe call is one more member sharing the name's events.
 // It sends one message at a time per Subscribe and waits for its Ack or Nack
 // (see [transport.WindowSubscriber] for more at once); a nacked message comes
-// back after the redelivery delay. Messages carry
+// back after the delay the bus asked for ([transport.KeyRedeliveryDelay]), or
+// else the redelivery delay, without holding a slot meanwhile. Messages carry
 // transport.KeyDeliveryCount.
 func (t *Transport) Subscriber(handler string) (message.Subscriber, error) {
 	if t.err != nil {
@@ -137,7 +138,8 @@ func (s *subscriber) SubscribeWindow(ctx context.Context, topic string, window i
 				select {
 				case <-msg.Acked():
 				case <-msg.Nacked():
-					q.Nack(it, 0)
+					d, _ := transport.RedeliveryDelay(msg)
+					q.Nack(it, d)
 				case <-done:
 					q.Requeue(it)
 				}

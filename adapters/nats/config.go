@@ -156,8 +156,10 @@ type Config struct {
 	// worker stuck on one event keeps up to Prefetch events of its handler
 	// from other processes.
 	Prefetch int
-	// NakDelay is the redelivery delay of the first nack of an event; each
-	// further delivery doubles it, up to MaxNakDelay; default
+	// NakDelay is the redelivery delay of the first nack of an event that
+	// asks for none (the bus's delayed retries ask for their own: see
+	// transport.KeyRedeliveryDelay); each further delivery doubles it, up to
+	// MaxNakDelay; default
 	// [DefaultNakDelay], at most 24 hours. A nack caused by shutdown (the
 	// message's context has ended) is redelivered at once, to another process.
 	NakDelay time.Duration

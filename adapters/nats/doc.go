@@ -26,7 +26,11 @@
 // its poison records through a second one on "<SubjectPrefix>._replay.H"
 // (nats-server 2.9 allows one filter subject per consumer). A handler name
 // that never ran before starts with the events published after it first
-// subscribed. Poison records go to the stream StreamName+"_POISON" on
+// subscribed, or, subscribed with bus.WithStartFrom, from a point in the past
+// ([Transport.SubscriberFrom]); an existing consumer keeps its position.
+// Consumers stay when a handler's processes stop: [Transport.Handlers] lists
+// them, and [Transport.DeleteHandler] (bus.DeleteHandler) deletes those of a
+// handler removed for good. Poison records go to the stream StreamName+"_POISON" on
 // "<SubjectPrefix>_poison.<handler token>.<record ID>". Streams and consumers
 // are created on first use with the settings of [Config]; an existing stream
 // is used as it is.
@@ -38,8 +42,10 @@
 // transport.WindowSubscriber, for ordering by key), and acks each once the
 // bus acks it (the
 // handler succeeded, or its poison record is stored). A nack is redelivered
-// after Config.NakDelay, doubling per delivery up to Config.MaxNakDelay; a
-// nack caused by shutdown is redelivered at once, to any process. Every event
+// after the delay the bus asked for (its delayed retries:
+// transport.KeyRedeliveryDelay), else after Config.NakDelay, doubling per
+// delivery up to Config.MaxNakDelay; a nack caused by shutdown is redelivered
+// at once, to any process. The event waits in the stream meanwhile. Every event
 // the transport holds is progress-acked each AckWait/3. Closing a subscriber
 // gives back the events it prefetched. Delivery is at least once: an ack lost
 // with a crash, or AckWait passing in a process that froze, redelivers.

@@ -29,9 +29,11 @@ import (
 //     previous one is acked or nacked (watermill's contract), unless it
 //     was opened with SubscribeWindow(ctx, topic, n): then up to n at a time, in stream
 //     order, each settled whenever its receiver acks or nacks it. Ack acks the
-//     event on the server; Nack redelivers it after NakDelay, doubling with
-//     each delivery up to MaxNakDelay, or at once if the message's context
-//     (the Subscribe ctx) has ended, i.e. on shutdown.
+//     event on the server; Nack redelivers it after the delay the bus asked
+//     for ([transport.KeyRedeliveryDelay]) or else after NakDelay, doubling
+//     with each delivery up to MaxNakDelay, or at once if the message's
+//     context (the Subscribe ctx) has ended, i.e. on shutdown. The server
+//     keeps the event meanwhile: nothing of the process waits for it.
 //   - A received message has UUID = its Nats-Msg-Id (or Herald-Id) header,
 //     every header as metadata except Nats-* ones, and [transport.KeyDeliveryCount] =
 //     the number of deliveries to this handler. Its context is Subscribe's ctx.
@@ -68,6 +70,7 @@ func (t *Transport) Subscriber(handlerName string) (message.Subscriber, error) {
 type subscriber struct {
 	t       *Transport
 	handler string
+	from    *startFrom // where a new consumer of an event topic starts (SubscriberFrom); nil: new events
 
 	mu        sync.Mutex
 	closed    bool
@@ -165,7 +168,7 @@ func (s *subscriber) ensureConsumer(ctx context.Context, topic string) (jetstrea
 	c := t.cfg
 	want := jetstream.ConsumerConfig{
 		Durable:       name,
-		Description:   fmt.Sprintf("Herald handler %q, topic %q", s.handler, topic),
+		Description:   fmt.Sprintf(consumerDescription, s.handler, topic),
 		DeliverPolicy: jetstream.DeliverNewPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       c.AckWait,
@@ -190,6 +193,11 @@ func (s *subscriber) ensureConsumer(ctx context.Context, topic string) (jetstrea
 			cfg := want
 			policy, start, why := pos.resume(si)
 			cfg.DeliverPolicy, cfg.OptStartSeq = policy, start
+			if policy == jetstream.DeliverNewPolicy {
+				// New to this transport: where the bus asked it to start
+				// (WithStartFrom), once per topic.
+				cfg.DeliverPolicy, cfg.OptStartTime = s.startFrom(topic)
+			}
 			cons, err = events.CreateConsumer(ctx, cfg)
 			if errors.Is(err, jetstream.ErrConsumerExists) || errors.Is(err, jetstream.ErrConsumerNameAlreadyInUse) {
 				continue // another process created it meanwhile
@@ -511,6 +519,9 @@ func (p *pump) nak(m *nats.Msg, wm *message.Message) {
 }
 
 func (p *pump) nakDelay(wm *message.Message) time.Duration {
+	if d, ok := transport.RedeliveryDelay(wm); ok {
+		return d // the bus's delayed retry
+	}
 	c := p.s.t.cfg
 	n, _ := strconv.Atoi(wm.Metadata.Get(transport.KeyDeliveryCount))
 	d := c.NakDelay

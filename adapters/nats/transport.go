@@ -167,6 +167,15 @@ func (t *Transport) position(name string) *position {
 	return p
 }
 
+// forgetPosition drops what the transport knows of the consumer name's
+// position: the consumer was deleted on purpose (DeleteHandler), so a later
+// one of the same name starts as a new handler, not from the old position.
+func (t *Transport) forgetPosition(name string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.positions, name)
+}
+
 // Conn returns the transport's connection (its own or Config.Conn).
 func (t *Transport) Conn() *nats.Conn { return t.nc }
 

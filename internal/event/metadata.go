@@ -28,6 +28,9 @@ type delivery struct {
 	// poisoned is set by the Poison middleware once the delivery's record
 	// is stored: observers outside it read it ([Poisoned]).
 	poisoned bool
+	// deliveries is how many times the transport delivered the message to
+	// this handler, 1 the first time, when the transport says; 0 otherwise.
+	deliveries int
 }
 
 func (d *delivery) Deadline() (time.Time, bool) { return d.parent.Deadline() }
@@ -147,6 +150,24 @@ func MessageMetadata(msg *message.Message) *handlers.Metadata {
 		return &d.meta
 	}
 	return nil
+}
+
+// Deliveries returns how many times the transport delivered msg to its
+// handler, 1 the first time, as recorded by [SetDeliveries]; 0 when the
+// transport does not say. Retry counts attempts across redeliveries with it.
+func Deliveries(msg *message.Message) int {
+	if d := deliveryOf(msg); d != nil {
+		return d.deliveries
+	}
+	return 0
+}
+
+// SetDeliveries records n for [Deliveries] on a message bound by
+// [NewMessage] or [Bind]; it does nothing on another message.
+func SetDeliveries(msg *message.Message, n int) {
+	if d := deliveryOf(msg); d != nil {
+		d.deliveries = n
+	}
 }
 
 func deliveryOf(msg *message.Message) *delivery {

@@ -405,3 +405,20 @@ func (h *Handle) Backlog(groupName, topic string) int {
 	}
 	return len(g.ch) + int(g.pending.Load())
 }
+
+// GroupInfo describes one group's queue for a topic.
+type GroupInfo struct {
+	Group, Topic string
+	Len          int // events waiting: queued, and nacked ones waiting for redelivery
+}
+
+// Groups returns every group's queue of the broker, in no order.
+func (h *Handle) Groups() []GroupInfo {
+	h.b.mu.RLock()
+	defer h.b.mu.RUnlock()
+	out := make([]GroupInfo, 0, len(h.b.groups))
+	for k, g := range h.b.groups {
+		out = append(out, GroupInfo{Group: k.group, Topic: k.topic, Len: len(g.ch) + int(g.pending.Load())})
+	}
+	return out
+}

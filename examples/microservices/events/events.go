@@ -1,7 +1,11 @@
 // Package events holds the event types the services of the microservices
 // example share: the contract between them. Each type names itself with
 // EventName, so that the name (the NATS subject) does not depend on the Go
-// package it lives in.
+// package it lives in. Without EventName, a type's name is its package name
+// and type name ("events.OrderPlaced"): a service that moved the type to a
+// package of its own would publish on another subject, with no error, and its
+// handlers would wait forever. One shared package, and names that say their
+// version, avoid both traps.
 package events
 
 import "time"
