@@ -129,31 +129,46 @@ func (h *busyHandler) check(t *testing.T, n int) {
 	}
 }
 
+// whileBusy subscribes a busyHandler named name (limits retention, prefetch
+// 1) and publishes events 0 to 2; while event 2 is being handled (0 and 1
+// handled), fault strikes. Then it publishes events 3 to 12 (after the fault,
+// the handler still busy), releases the handler, publishes 13 and 14, and
+// waits until every one of the 15 was handled once. It returns the
+// inspector and the transport's warnings.
+func whileBusy(t *testing.T, b broker, name string, fault func(in *inspector)) (*inspector, *observer.ObservedLogs) {
+	t.Helper()
+	in := inspect(t, b)
+	log, logs := warnings()
+	tr := b.transport(t, func(c *nats.Config) { c.Retention = nats.RetentionLimits; c.Prefetch = 1; c.Logger = log })
+	bb := bustest.New(t, bus.WithTransport(tr))
+	h := newBusyHandler(2)
+	if _, err := bus.Subscribe(bb, name, h.handle); err != nil {
+		t.Fatal(err)
+	}
+	publishOrders(t, bb, 0, 3)
+	<-h.started // events 0 and 1 handled, 2 being handled
+	fault(in)
+	publishOrders(t, bb, 3, 10) // after the fault
+	close(h.release)
+	publishOrders(t, bb, 13, 2) // after
+	bustest.Eventually(t, recoverWait, func() bool { return h.distinct() == 15 }, "every event handled (%d)", 15)
+	h.check(t, 15)
+	return in, logs
+}
+
 // A handler's consumer deleted while the handler is busy (an operator, a
 // tool) is created again from where the handler was: the events published
 // in the gap reach it, once, and so does everything after.
 func TestConsumerDeletedWhileBusy(t *testing.T) {
 	eachBroker(t, func(t *testing.T, b broker) {
 		const name = "deleted.consumer"
-		in := inspect(t, b)
-		log, logs := warnings()
-		tr := b.transport(t, func(c *nats.Config) { c.Retention = nats.RetentionLimits; c.Prefetch = 1; c.Logger = log })
-		bb := bustest.New(t, bus.WithTransport(tr))
-		h := newBusyHandler(2)
-		if _, err := bus.Subscribe(bb, name, h.handle); err != nil {
-			t.Fatal(err)
-		}
-		publishOrders(t, bb, 0, 3)
-		<-h.started // events 0 and 1 handled, 2 being handled
-		ci := in.consumer(name, OrderPlaced{}.EventName())
-		if err := in.js.DeleteConsumer(testCtx(t), in.stream, ci.Name); err != nil {
-			t.Fatal(err)
-		}
-		publishOrders(t, bb, 3, 10) // while the consumer is gone
-		close(h.release)
-		publishOrders(t, bb, 13, 2) // after
-		bustest.Eventually(t, recoverWait, func() bool { return h.distinct() == 15 }, "every event handled (%d)", 15)
-		h.check(t, 15)
+		var ci *jetstream.ConsumerInfo
+		in, logs := whileBusy(t, b, name, func(in *inspector) {
+			ci = in.consumer(name, OrderPlaced{}.EventName())
+			if err := in.js.DeleteConsumer(testCtx(t), in.stream, ci.Name); err != nil {
+				t.Fatal(err)
+			}
+		})
 		after := in.consumer(name, OrderPlaced{}.EventName())
 		// Event 2 (stream sequence 3) was the last acknowledged.
 		if after.Config.DeliverPolicy != jetstream.DeliverByStartSequencePolicy || after.Config.OptStartSeq != 4 {
@@ -173,33 +188,22 @@ func TestConsumerDeletedWhileBusy(t *testing.T) {
 func TestStreamRecreatedWhileBusy(t *testing.T) {
 	eachBroker(t, func(t *testing.T, b broker) {
 		const name = "recreated.stream"
-		in := inspect(t, b)
-		log, logs := warnings()
-		tr := b.transport(t, func(c *nats.Config) { c.Retention = nats.RetentionLimits; c.Prefetch = 1; c.Logger = log })
-		bb := bustest.New(t, bus.WithTransport(tr))
-		h := newBusyHandler(2)
-		if _, err := bus.Subscribe(bb, name, h.handle); err != nil {
-			t.Fatal(err)
-		}
-		publishOrders(t, bb, 0, 3)
-		<-h.started
-		ctx := testCtx(t)
-		s, err := in.js.Stream(ctx, in.stream)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := s.CachedInfo().Config
-		if err := in.js.DeleteStream(ctx, in.stream); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := in.js.CreateStream(ctx, cfg); err != nil {
-			t.Fatal(err)
-		}
-		publishOrders(t, bb, 3, 10) // into the new stream, at sequences 1 to 10
-		close(h.release)
-		publishOrders(t, bb, 13, 2)
-		bustest.Eventually(t, recoverWait, func() bool { return h.distinct() == 15 }, "every event handled (%d)", 15)
-		h.check(t, 15)
+		// The events published during the fault go into the new stream, at
+		// sequences 1 to 10.
+		in, logs := whileBusy(t, b, name, func(in *inspector) {
+			ctx := testCtx(t)
+			s, err := in.js.Stream(ctx, in.stream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := s.CachedInfo().Config
+			if err := in.js.DeleteStream(ctx, in.stream); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := in.js.CreateStream(ctx, cfg); err != nil {
+				t.Fatal(err)
+			}
+		})
 		after := in.consumer(name, OrderPlaced{}.EventName())
 		if after.Config.DeliverPolicy != jetstream.DeliverAllPolicy {
 			t.Errorf("consumer created again with deliver policy %v, want all", after.Config.DeliverPolicy)
