@@ -315,19 +315,21 @@ func (a *app) eachRecord(ctx context.Context, sel *selection, args []string, ver
 	if err := check(len(ids)); err != nil {
 		return err
 	}
+	if len(args) == 1 {
+		if err := do(ctx, b, args[0]); err != nil {
+			return poisonErr(err)
+		}
+		fmt.Fprintf(a.stdout, "%s %s\n", verb, args[0])
+		return nil
+	}
 	for i, id := range ids {
 		if err := do(ctx, b, id); err != nil {
-			if errors.Is(err, bus.ErrPoisonNotFound) && len(ids) > 1 {
+			if errors.Is(err, bus.ErrPoisonNotFound) {
 				continue // replayed or purged by someone else meanwhile
 			}
-			return poisonErr(fmt.Errorf("%s %d of %d records, then %s: %w", verb, i, len(ids), id, err))
-		}
-		if len(ids) == 1 {
-			fmt.Fprintf(a.stdout, "%s %s\n", verb, id)
+			return failed(fmt.Errorf("%s %d of %d records, then %s: %w", verb, i, len(ids), id, err))
 		}
 	}
-	if len(ids) != 1 {
-		fmt.Fprintf(a.stdout, "%s %d records\n", verb, len(ids))
-	}
+	fmt.Fprintf(a.stdout, "%s %d records\n", verb, len(ids))
 	return nil
 }
