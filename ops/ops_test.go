@@ -147,7 +147,7 @@ func TestPages(t *testing.T) {
 		code, body := get(t, base+"/record?id="+url.QueryEscape(s.records[0]))
 		for _, want := range []string{
 			"&#34;email&#34;: &#34;a@example.com&#34;", // pretty-printed, escaped
-			"alert(&#39;payload&#39;)", // the JSON codec escapes < and > as \u003c, \u003e
+			"alert(&#39;payload&#39;)",                 // the JSON codec escapes < and > as \u003c, \u003e
 			"smtp refused &lt;script&gt;",
 			`href="confirm?action=replay&amp;id=` + s.records[0],
 			"Herald-Event",
