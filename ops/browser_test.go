@@ -125,7 +125,7 @@ func TestBrowser(t *testing.T) {
 	if flash := text(`#flash`); flash != "replayed record "+first {
 		t.Errorf("after replay the page says %q", flash)
 	}
-	if !eval(`!document.querySelector('tr[data-id="`+first+`"]') && document.querySelectorAll("#records tbody tr").length === 2`) {
+	if !eval(`!document.querySelector('tr[data-id="` + first + `"]') && document.querySelectorAll("#records tbody tr").length === 2`) {
 		t.Error("after replay the replayed record is still listed, or others are gone")
 	}
 
