@@ -70,9 +70,16 @@ type world struct {
 
 func newWorld(t *testing.T) world {
 	t.Helper()
-	srv := natstest.New(t)
+	return newWorldOn(t, natstest.New(t).URL(), nats.Config{})
+}
+
+// newWorldOn makes the world on the server at url, with the stream and
+// prefix of cfg.
+func newWorldOn(t *testing.T, url string, cfg nats.Config) world {
+	t.Helper()
 	ctx := context.Background()
-	b := newBus(t, srv.URL())
+	cfg.URL = url
+	b := newBusCfg(t, cfg)
 	if _, err := bus.Subscribe(b, "welcome", func(_ context.Context, e Signup) error {
 		return bus.Permanent(errors.New("smtp refused <script>alert(1)</script> for " + e.Email))
 	}); err != nil {
@@ -90,7 +97,7 @@ func newWorld(t *testing.T) world {
 	if err := b.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	pub := newBus(t, srv.URL())
+	pub := newBusCfg(t, cfg)
 	if err := pub.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -100,12 +107,17 @@ func newWorld(t *testing.T) world {
 	if err := pub.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return world{url: srv.URL(), records: recs}
+	return world{url: url, records: recs}
 }
 
 func newBus(t *testing.T, url string) *bus.Bus {
 	t.Helper()
-	tr, err := nats.New(nats.Config{URL: url})
+	return newBusCfg(t, nats.Config{URL: url})
+}
+
+func newBusCfg(t *testing.T, cfg nats.Config) *bus.Bus {
+	t.Helper()
+	tr, err := nats.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
