@@ -45,8 +45,13 @@ type shop struct {
 // it returns once welcome has poisoned them all.
 func newShop(t *testing.T, n int) *shop {
 	t.Helper()
-	srv := natstest.New(t)
-	tr, err := nats.New(nats.Config{URL: srv.URL()})
+	return newShopOn(t, n, nats.Config{URL: natstest.New(t).URL()})
+}
+
+// newShopOn is newShop on the server, stream and prefix of cfg.
+func newShopOn(t *testing.T, n int, cfg nats.Config) *shop {
+	t.Helper()
+	tr, err := nats.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
