@@ -209,9 +209,10 @@ func (a *app) confirm(yes bool, format string, args ...any) error {
 	return refused("%s: not confirmed", q)
 }
 
-// isTerminal reports whether r is a character device (a terminal).
-func isTerminal(r io.Reader) bool {
-	f, ok := r.(*os.File)
+// isTerminal reports whether v (stdin or stdout) is a character device (a
+// terminal).
+func isTerminal(v any) bool {
+	f, ok := v.(*os.File)
 	if !ok {
 		return false
 	}

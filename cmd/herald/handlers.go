@@ -60,7 +60,7 @@ func (a *app) handlersCommand() *cobra.Command {
 				if err != nil {
 					return failed(err)
 				}
-				if watch && isTerminal(a.stdin) {
+				if watch && isTerminal(a.stdout) {
 					fmt.Fprint(a.stdout, "\033[H\033[2J") // clear the screen
 				}
 				if asJSON {
