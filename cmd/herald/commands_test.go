@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/heraldbus/herald/adapters/nats/natstest"
 )
 
 func TestHandlers(t *testing.T) {
@@ -231,5 +233,20 @@ func TestBadInput(t *testing.T) {
 				t.Fatalf("the error is not one line: %q", r.stderr)
 			}
 		})
+	}
+}
+
+// A server where no Herald service ran has no handlers and no records: empty
+// lists, not errors.
+func TestEmptyServer(t *testing.T) {
+	url := natstest.New(t).URL()
+	if hs := decode[[]handlerRow](t, herald(t, url, "handlers", "--json")); len(hs) != 0 {
+		t.Fatalf("handlers: %+v", hs)
+	}
+	if r := herald(t, url, "handlers"); r.code != 0 || strings.TrimSpace(r.stdout) != "HANDLER  EVENT  BACKLOG  ACK PENDING  REDELIVERED  LAST ACTIVE" {
+		t.Fatalf("handlers: exit %d: %q", r.code, r.stdout)
+	}
+	if recs := decode[[]recordJSON](t, herald(t, url, "poison", "list", "--json")); len(recs) != 0 {
+		t.Fatalf("poison list: %+v", recs)
 	}
 }

@@ -147,14 +147,14 @@ func parseDescription(d string) (handler, topic string, ok bool) {
 }
 
 func writeHandlers(w io.Writer, rows []handlerRow) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "HANDLER\tEVENT\tBACKLOG\tACK PENDING\tREDELIVERED\tLAST ACTIVE\t")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "HANDLER\tEVENT\tBACKLOG\tACK PENDING\tREDELIVERED\tLAST ACTIVE")
 	for _, r := range rows {
 		last := "never"
 		if r.LastActive != nil {
 			last = ago(*r.LastActive)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t\n", r.Name, strings.Join(r.Events, ","), r.Backlog, r.AckPending, r.Redelivered, last)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\n", r.Name, strings.Join(r.Events, ","), r.Backlog, r.AckPending, r.Redelivered, last)
 	}
 	_ = tw.Flush()
 }
