@@ -16,6 +16,11 @@
 //	go run ./examples/microservices
 //	go run ./examples/microservices -nats nats://127.0.0.1:4222 -orders 20
 //	go run ./examples/microservices -rabbitmq amqp://guest:guest@127.0.0.1:5672/
+//
+// With -ops ADDR it serves each service's operator page (package ops) under
+// /ops/<service>/ on ADDR, and stays up after the orders until interrupted:
+//
+//	go run ./examples/microservices -ops 127.0.0.1:8080
 package main
 
 import (
@@ -25,6 +30,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"sync"
 	"time"
 
@@ -41,7 +47,9 @@ import (
 )
 
 func main() {
-	if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "microservices:", err)
 		os.Exit(1)
 	}
@@ -57,12 +65,14 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	stream := fs.String("stream", nats.DefaultStreamName, "JetStream stream of the events")
 	prefix := fs.String("prefix", nats.DefaultSubjectPrefix, "subject prefix of the events (NATS), or prefix of exchange and queue names (RabbitMQ)")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
+	opsAddr := fs.String("ops", "", "serve the services' operator pages on this address (e.g. 127.0.0.1:8080) and stay up until interrupted")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *orders < 1 {
 		return errors.New("-orders must be at least 1")
 	}
+	parent := ctx // with -ops, the pages stay up until it ends
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 
@@ -160,6 +170,15 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
+	if *opsAddr != "" {
+		url, stop, err := serveOps(*opsAddr, map[string]*bus.Bus{"billing": started[0], "shipping": started[1], "orders": ordersBus},
+			[]string{"billing", "shipping", "orders"})
+		if err != nil {
+			return err
+		}
+		defer stop()
+		say("operator pages at %s", url)
+	}
 
 	// Order IDs unique to this run (a shared server may hold older ones): a
 	// few random characters of an ID.
@@ -177,6 +196,10 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 		return fmt.Errorf("waiting for shipping: %w", err)
 	}
 	say("done: %d of %d orders shipped", len(ids), len(ids))
+	if *opsAddr != "" {
+		say("serving the operator pages until interrupted")
+		<-parent.Done()
+	}
 	return nil
 }
 

@@ -5,7 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"io"
+	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -89,6 +92,42 @@ func TestRunNATSURL(t *testing.T) {
 	out := runOK(t, "-nats", url, "-stream", stream, "-prefix", prefix, "-orders", "5", "-timeout", "20s")
 	if !strings.Contains(out, "done: 5 of 5 orders shipped") {
 		t.Errorf("output:\n%s", out)
+	}
+}
+
+// With -ops, each service's operator page shows its handler and what it
+// handled, and run returns once its ctx ends.
+func TestRunOps(t *testing.T) {
+	var out syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"-orders", "3", "-timeout", "20s", "-ops", "127.0.0.1:0"}, &out) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(out.String(), "serving the operator pages until interrupted") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the orders did not ship:\n%s", out.String())
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition, with a deadline
+	}
+	m := regexp.MustCompile(`operator pages at (\S+)`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no URL of the pages:\n%s", out.String())
+	}
+	for page, want := range map[string]string{"": `href="shipping/"`, "billing/": `data-handler="` + billing.HandlerName + `"`, "shipping/": `data-k="handled">3<`} {
+		resp, err := http.Get(m[1] + page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), want) {
+			t.Errorf("%s%s lacks %q", m[1], page, want)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
 

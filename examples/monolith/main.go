@@ -10,13 +10,21 @@
 // 0 when everything happened as described.
 //
 //	go run ./examples/monolith
+//
+// With -ops ADDR it serves the operator page (package ops) on ADDR under
+// /ops/, and stays up after the story until interrupted:
+//
+//	go run ./examples/monolith -ops 127.0.0.1:8080
 package main
 
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"net"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -108,7 +116,9 @@ func (s *shop) receipt(ctx context.Context, e PaymentCaptured) error {
 	return nil
 }
 
-func run(ctx context.Context, log *zap.Logger) error {
+// run tells the story on a new bus. With opsLn, it serves the operator page
+// on it, and returns only once ctx ends.
+func run(ctx context.Context, log *zap.Logger, opsLn net.Listener) error {
 	b, err := bus.New(bus.WithLogger(log),
 		// Short backoff so the demo is quick; the default starts at 100ms.
 		bus.WithDefaultRetry(middleware.RetryPolicy{InitialInterval: 20 * time.Millisecond}))
@@ -129,6 +139,14 @@ func run(ctx context.Context, log *zap.Logger) error {
 		return err
 	}
 	defer func() { _ = b.Close(context.WithoutCancel(ctx)) }()
+	if opsLn != nil {
+		stop, err := serveOps(b, opsLn)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		log.Info("operator page", zap.String("url", "http://"+opsLn.Addr().String()+"/ops/"))
+	}
 
 	orders := []OrderPlaced{
 		{OrderID: "o-1", Email: "ada@example.com", Items: []string{"kettle"}, Cents: 4900},
@@ -176,6 +194,10 @@ func run(ctx context.Context, log *zap.Logger) error {
 		}
 	}
 	log.Info("all orders handled", zap.Any("handled", s.done))
+	if opsLn != nil {
+		log.Info("serving the operator page until interrupted")
+		<-ctx.Done()
+	}
 	return nil
 }
 
@@ -198,9 +220,22 @@ func (s *shop) await(ctx context.Context, n int) error {
 func main() {
 	log, _ := zap.NewDevelopment(zap.WithCaller(false), zap.AddStacktrace(zap.DPanicLevel))
 	defer func() { _ = log.Sync() }()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	opsAddr := flag.String("ops", "", "serve the operator page on this address (e.g. 127.0.0.1:8080) and stay up until interrupted")
+	flag.Parse()
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer cancel()
-	if err := run(ctx, log); err != nil {
+	var opsLn net.Listener
+	if *opsAddr == "" {
+		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+	} else {
+		var err error
+		if opsLn, err = net.Listen("tcp", *opsAddr); err != nil {
+			log.Error("monolith: -ops", zap.Error(err))
+			os.Exit(2)
+		}
+	}
+	if err := run(ctx, log, opsLn); err != nil {
 		log.Error("monolith failed", zap.Error(err))
 		os.Exit(1)
 	}

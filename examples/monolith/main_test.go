@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +20,7 @@ func TestMonolith(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := run(ctx, zap.New(core)); err != nil {
+	if err := run(ctx, zap.New(core), nil); err != nil {
 		t.Fatal(err)
 	}
 	if n := logs.FilterMessage("retrying").Len(); n != 2 {
@@ -46,5 +49,44 @@ func TestMonolith(t *testing.T) {
 		if !strings.Contains(joined, want) {
 			t.Errorf("correlation %s log story lacks %q: %s", corr, want, joined)
 		}
+	}
+}
+
+// TestMonolithOps runs the story with the operator page: it shows the four
+// handlers and what they handled, and run returns once ctx ends.
+func TestMonolithOps(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	core, logs := observer.New(zap.InfoLevel)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, zap.New(core), ln) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for logs.FilterMessage("serving the operator page until interrupted").Len() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the story did not end")
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition, with a deadline
+	}
+	resp, err := http.Get("http://" + ln.Addr().String() + "/ops/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, h := range []string{"billing.charge-card", "inventory.reserve", "email.confirm", "accounting.receipt"} {
+		if !strings.Contains(string(body), `data-handler="`+h+`"`) {
+			t.Errorf("the operator page does not show %s", h)
+		}
+	}
+	if !strings.Contains(string(body), `data-k="handled">2<`) {
+		t.Error("the operator page does not show the handled counts")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
