@@ -55,11 +55,11 @@ func (o *Outbox) Forward(ctx context.Context) error {
 	var backoff time.Duration
 	for {
 		n, err := o.forwardBatch(ctx, pub)
-		if o.afterRound != nil {
-			o.afterRound(n, err)
-		}
 		if ctx.Err() != nil {
 			return nil
+		}
+		if o.afterRound != nil {
+			o.afterRound(n, err)
 		}
 		var wait <-chan struct{}
 		switch {
