@@ -202,6 +202,11 @@ WHERE xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY xid, seq LIMIT $1`
 // Table returns the outbox table's name, as given to [WithTable].
 func (o *Outbox) Table() string { return o.table }
 
+// Channel returns the channel a committed [Store] notifies and the forwarder
+// listens to (LISTEN/NOTIFY), derived from the table's name: for operators
+// looking at pg_stat_activity.
+func (o *Outbox) Channel() string { return o.channel }
+
 // MigrationSQL returns the SQL that creates the outbox table named table
 // ("table" or "schema.table", as [WithTable] takes it) and its index, for a
 // migration tool. It is idempotent (IF NOT EXISTS). The table:
