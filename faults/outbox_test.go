@@ -305,4 +305,3 @@ func TestOutboxPostgresConnectionDropped(t *testing.T) {
 		f.log(t)
 	})
 }
-
