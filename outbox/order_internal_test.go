@@ -1,0 +1,76 @@
+package outbox
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/heraldbus/herald/bustest"
+	"github.com/heraldbus/herald/outbox/outboxtest"
+)
+
+type placed struct {
+	Seq int `json:"seq"`
+}
+
+func (placed) EventName() string { return "outbox_internal_test.Placed" }
+
+// An open transaction holds back the events of every transaction that began
+// writing after it, even committed ones: forwarding them first would break
+// the order when it commits. Once it commits, its events come first.
+func TestOpenTransactionHoldsBackLaterEvents(t *testing.T) {
+	db := outboxtest.DB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b := bustest.New(t)
+	rec := bustest.Record[placed](t, b, "billing")
+	ob, err := New(db, b, WithTable(outboxtest.Table(t, db)), WithPollInterval(10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ob.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var rounds, forwarded atomic.Int64
+	ob.afterRound = func(n int, err error) {
+		if err != nil {
+			t.Errorf("round: %v", err)
+		}
+		forwarded.Add(int64(n))
+		rounds.Add(1)
+	}
+	fctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- ob.Forward(fctx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("Forward: %v", err)
+		}
+	}()
+
+	older, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = older.Rollback() }()
+	if err := Store(ctx, ob, older, placed{Seq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Store(ctx, ob, db, placed{Seq: 2}); err != nil { // commits at once
+		t.Fatal(err)
+	}
+	from := rounds.Load()
+	bustest.Eventually(t, 10*time.Second, func() bool { return rounds.Load() >= from+3 }, "the forwarder ran no rounds")
+	if n := forwarded.Load(); n != 0 || rec.Len() != 0 {
+		t.Fatalf("%d events forwarded, %d delivered while an older transaction was open; want none", n, rec.Len())
+	}
+	if err := older.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	got := rec.Wait(t, 2, 10*time.Second)
+	if got[0].Seq != 1 || got[1].Seq != 2 {
+		t.Errorf("delivered %v, want [{1} {2}]: the older transaction's event first", got)
+	}
+}

@@ -1,0 +1,92 @@
+// Package outboxtest gives tests a Postgres database and an outbox table of
+// their own on it: the database at POSTGRES_URL, and a schema per table (so
+// that runs and tests never see each other's events), dropped when the test
+// ends.
+//
+//	func TestX(t *testing.T) {
+//		db := outboxtest.DB(t) // fails under CI=true without POSTGRES_URL, skips otherwise
+//		ob, err := outbox.New(db, b, outbox.WithTable(outboxtest.Table(t, db)))
+//		...
+//	}
+package outboxtest
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // the pgx driver, as the outbox wants
+)
+
+// EnvURL is the variable that names the database of the tests.
+const EnvURL = "POSTGRES_URL"
+
+// URL returns POSTGRES_URL. Without it, t fails when CI=true (CI must run
+// these tests) and is skipped otherwise, with a message that says so.
+func URL(t testing.TB) string {
+	t.Helper()
+	if url := os.Getenv(EnvURL); url != "" {
+		return url
+	}
+	const msg = EnvURL + " is not set: these tests need a Postgres database (e.g. POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test?sslmode=disable)"
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// DB opens a pool on the database at POSTGRES_URL (see URL), checks that it
+// answers, and closes it when t ends.
+func DB(t testing.TB) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("pgx", URL(t))
+	if err != nil {
+		t.Fatalf("outboxtest: open %s: %v", EnvURL, err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := db.PingContext(ctx); err != nil {
+		t.Fatalf("outboxtest: Postgres at %s does not answer: %v", EnvURL, err)
+	}
+	return db
+}
+
+// Table returns "schema.outbox" in a new schema of the test's own, dropped
+// with everything in it when t ends. The table itself is not created.
+func Table(t testing.TB, db *sql.DB) string {
+	t.Helper()
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	schema := "herald_test_" + hex.EncodeToString(b[:])
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := db.ExecContext(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE"); err != nil {
+			t.Errorf("outboxtest: drop schema %s: %v", schema, err)
+		}
+	})
+	return schema + ".outbox"
+}
+
+// Count returns how many events wait in table.
+func Count(t testing.TB, db *sql.DB, table string) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRow("SELECT count(*) FROM " + table).Scan(&n); err != nil {
+		t.Fatalf("outboxtest: count %s: %v", table, err)
+	}
+	return n
+}
+
+// Schema returns the schema part of a "schema.table" name.
+func Schema(table string) string {
+	s, _, _ := strings.Cut(table, ".")
+	return s
+}
