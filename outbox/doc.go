@@ -91,4 +91,13 @@
 // database/sql directly is a few hundred lines, keeps the stored row equal to
 // the wire message (inspectable with SQL), and lets one transaction read,
 // publish and delete a batch.
+// # Refused events
+//
+// An event the transport refuses for good (larger than it carries, an
+// invalid name or event: transport.ErrTooLarge, ErrInvalidName,
+// ErrInvalidEvent) would otherwise be retried forever and hold back every
+// event behind it. The forwarder publishes such a batch one event at a time,
+// moves each refused row, with the error, to the table "<table>_dead"
+// (created by the migration), tells the error handler, and goes on with the
+// others. Operators read and re-store those rows with SQL.
 package outbox

@@ -111,7 +111,16 @@ func (o *Outbox) forwardBatch(ctx context.Context, t transport.Transport) (int, 
 		return 0, err
 	}
 	if err := publish(ctx, t, rows); err != nil {
-		return 0, fmt.Errorf("herald/outbox: forward %s: %w", o.table, err)
+		if !refused(err) {
+			return 0, fmt.Errorf("herald/outbox: forward %s: %w", o.table, err)
+		}
+		// The transport refuses an event for good (too large, an invalid
+		// name or event): find it, one at a time, and move it aside to
+		// <table>_dead with the error, so that it does not hold back the
+		// events behind it forever.
+		if err := o.publishEach(ctx, tx, t, rows); err != nil {
+			return 0, fmt.Errorf("herald/outbox: forward %s: %w", o.table, err)
+		}
 	}
 	seqs := make([]int64, len(rows))
 	for i, r := range rows {
@@ -153,6 +162,33 @@ func (o *Outbox) read(ctx context.Context, tx *sql.Tx) ([]row, error) {
 		return nil, fmt.Errorf("herald/outbox: forward %s: read: %w", o.table, err)
 	}
 	return out, nil
+}
+
+// refused reports whether err is a transport's refusal that no retry can
+// change.
+func refused(err error) bool {
+	return errors.Is(err, transport.ErrTooLarge) || errors.Is(err, transport.ErrInvalidName) ||
+		errors.Is(err, transport.ErrInvalidEvent)
+}
+
+// publishEach publishes rows one at a time, in order, moving each that the
+// transport refuses for good to the dead table (in tx, committed with the
+// deletion of the batch).
+func (o *Outbox) publishEach(ctx context.Context, tx *sql.Tx, t transport.Transport, rows []row) error {
+	for _, r := range rows {
+		err := publish(ctx, t, []row{r})
+		if err == nil {
+			continue
+		}
+		if !refused(err) {
+			return err
+		}
+		if _, derr := tx.ExecContext(ctx, o.deadSQL, r.seq, err.Error()); derr != nil {
+			return fmt.Errorf("event %s refused (%w); moving it aside: %w", r.msg.UUID, err, derr)
+		}
+		o.cfg.onError(fmt.Errorf("herald/outbox: event %s moved to %s_dead: %w", r.msg.UUID, o.table, err))
+	}
+	return nil
 }
 
 // publish publishes rows in order, each run of one topic at once.

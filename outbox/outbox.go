@@ -51,6 +51,7 @@ type Outbox struct {
 	lockKey int64  // the advisory lock of the forwarder
 
 	insertSQL, selectSQL, deleteSQL string
+	deadSQL                         string // moves a row the transport refuses for good to <table>_dead
 
 	afterRound func(n int, err error) // tests: called after every round
 }
@@ -196,6 +197,8 @@ SELECT pg_notify($5, '') FROM ins`
 	o.selectSQL = `SELECT seq, topic, event_id, payload, metadata::text FROM ` + o.table + `
 WHERE xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY xid, seq LIMIT $1`
 	o.deleteSQL = `DELETE FROM ` + o.table + ` WHERE seq = ANY($1)`
+	o.deadSQL = `INSERT INTO ` + o.table + `_dead (seq, topic, event_id, payload, metadata, stored_at, error)
+	SELECT seq, topic, event_id, payload, metadata, stored_at, $2 FROM ` + o.table + ` WHERE seq = $1`
 	return o, nil
 }
 
@@ -242,7 +245,17 @@ func MigrationSQL(table string) (string, error) {
 	stored_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS %s_order ON %s (xid, seq);
-`, table, index, table)
+CREATE TABLE IF NOT EXISTS %s_dead (
+	seq       bigint PRIMARY KEY,
+	topic     text NOT NULL,
+	event_id  text NOT NULL,
+	payload   bytea NOT NULL,
+	metadata  jsonb NOT NULL,
+	stored_at timestamptz NOT NULL,
+	error     text NOT NULL,
+	dead_at   timestamptz NOT NULL DEFAULT now()
+);
+`, table, index, table, table)
 	return sb.String(), nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -332,5 +333,47 @@ func TestTwoForwarders10k(t *testing.T) {
 		if e.Seq != i {
 			t.Fatalf("delivery %d is event %d: out of order or duplicated", i, e.Seq)
 		}
+	}
+}
+
+// An event the transport refuses for good (here: larger than the NATS
+// transport's MaxPayload, though within the bus's limit) does not hold back
+// the events behind it forever: it is moved to <table>_dead with the error,
+// and the others are forwarded in order.
+func TestRefusedEventMovedAside(t *testing.T) {
+	db := outboxtest.DB(t)
+	srv := natstest.New(t)
+	tr, err := hnats.New(hnats.Config{URL: srv.URL(), MaxPayload: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBus(t, tr)
+	ctx := testCtx(t)
+	rec := bustest.Record[OrderPlaced](t, b, "billing")
+	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var refusals atomic.Int32
+	ob := newOutbox(t, db, b, outbox.WithErrorHandler(func(err error) {
+		if errors.Is(err, transport.ErrTooLarge) {
+			refusals.Add(1)
+		}
+	}))
+	forward(t, ob)
+	storeTx(t, ctx, db, ob, true, OrderPlaced{ID: "o-1"}, OrderPlaced{ID: strings.Repeat("x", 8192)}, OrderPlaced{ID: "o-3"})
+	rec.Wait(t, 2, wait)
+	if got := ids(rec.Events()); got != "o-1,o-3" {
+		t.Errorf("handled %s, want o-1,o-3", got)
+	}
+	bustest.Eventually(t, wait, func() bool { return outboxtest.Count(t, db, ob.Table()) == 0 }, "the outbox table was not emptied")
+	if n := outboxtest.Count(t, db, ob.Table()+"_dead"); n != 1 {
+		t.Errorf("%d rows in %s_dead, want the refused one", n, ob.Table())
+	}
+	var reason string
+	if err := db.QueryRowContext(ctx, "SELECT error FROM "+ob.Table()+"_dead").Scan(&reason); err != nil || !strings.Contains(reason, "too large") {
+		t.Errorf("dead row's error %q, %v", reason, err)
+	}
+	if refusals.Load() == 0 {
+		t.Error("the error handler never heard of the refusal")
 	}
 }
