@@ -1,0 +1,2 @@
+// Package kafka is a Herald transport over Apache Kafka.
+package kafka
