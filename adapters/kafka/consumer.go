@@ -42,7 +42,7 @@ type consumer struct {
 	detachCh  chan *outlet
 	ready     chan *rec // run -> forwarders
 	settled   chan settlement
-	want      chan int       // run -> poll: how many records
+	want      chan int           // run -> poll: how many records
 	polled    chan []*kgo.Record // poll -> run
 	revokes   chan *revokeReq
 	committed chan commitResult // capacity 1: one commit in flight at a time
