@@ -29,6 +29,9 @@ const (
 	// DefaultPrefetch is how many records a consumer holds ahead of its
 	// handler.
 	DefaultPrefetch = 256
+	// DefaultLocalRedeliveries is how many times a nacked event is
+	// redelivered from memory before it moves to the replay topic.
+	DefaultLocalRedeliveries = 3
 	// DefaultNakDelay is the redelivery delay of an event's first nack.
 	DefaultNakDelay = time.Second
 	// DefaultMaxNakDelay caps the redelivery delay of a nack.
@@ -145,6 +148,14 @@ type Config struct {
 	// topic in a process) holds that its workers have not taken yet;
 	// default [DefaultPrefetch], at most 100 000.
 	Prefetch int
+	// LocalRedeliveries is how many times a nacked event is delivered again
+	// by the consumer that holds it, after the nack delay, before it is moved
+	// to the handler's replay topic; default [DefaultLocalRedeliveries], -1
+	// for none (moved at the first nack), at most 100. While it is held, its
+	// partition's commit point stays at it (a crash then redelivers the
+	// events after it too); once moved, it comes back after the events
+	// published behind it.
+	LocalRedeliveries int
 	// NakDelay is the redelivery delay of the first nack of an event; each
 	// further delivery doubles it, up to MaxNakDelay; default
 	// [DefaultNakDelay], at most 24 hours.
@@ -263,6 +274,14 @@ func (c Config) withDefaults() (Config, error) {
 		case v == 0:
 			*n.v = n.def
 		}
+	}
+	switch {
+	case c.LocalRedeliveries == 0:
+		c.LocalRedeliveries = DefaultLocalRedeliveries
+	case c.LocalRedeliveries == -1:
+		c.LocalRedeliveries = 0
+	case c.LocalRedeliveries < -1 || c.LocalRedeliveries > 100:
+		return c, invalid("LocalRedeliveries %d: -1 to 100", c.LocalRedeliveries)
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()

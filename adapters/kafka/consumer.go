@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -38,14 +39,16 @@ type consumer struct {
 	kt    string // Kafka topic
 	cl    *kgo.Client
 
-	attachCh  chan *outlet
-	detachCh  chan *outlet
-	ready     chan *rec // run -> forwarders
-	settled   chan settlement
-	want      chan int           // run -> poll: how many records
-	polled    chan []*kgo.Record // poll -> run
-	revokes   chan *revokeReq
-	committed chan commitResult // capacity 1: one commit in flight at a time
+	attachCh   chan *outlet
+	detachCh   chan *outlet
+	ready      chan *rec // run -> forwarders
+	settled    chan settlement
+	want       chan int           // run -> poll: how many records
+	polled     chan []*kgo.Record // poll -> run
+	revokes    chan *revokeReq
+	commitReq  chan map[int32]kgo.EpochOffset // run -> commit; capacity 1, one commit at a time
+	committed  chan commitResult              // commit -> run; capacity 1
+	commitDone chan struct{}                  // closed when commit returns
 
 	copyMu     sync.Mutex
 	copies     []copyResult  // produce results of redelivery copies
@@ -65,7 +68,9 @@ type consumer struct {
 	parts      map[int32]*partState
 	order      []int32 // partitions, for a round robin of hand-outs
 	rr         int
-	queued     int // records polled and not handed out
+	delayed    []*rec // nacked, redelivered from here when due, before the queues
+	headIdx    int    // index in delayed of the record head returned, or -1
+	queued     int    // records polled (or requeued) and not handed out
 	wantOut    bool
 	outlets    int
 	stopping   bool
@@ -141,7 +146,8 @@ func newConsumer(s *subscriber, topic, kt string) *consumer {
 	c := &consumer{s: s, t: s.t, topic: topic, kt: kt,
 		attachCh: make(chan *outlet), detachCh: make(chan *outlet), ready: make(chan *rec),
 		settled: make(chan settlement), want: make(chan int, 1), polled: make(chan []*kgo.Record),
-		revokes: make(chan *revokeReq), committed: make(chan commitResult, 1), copySignal: make(chan struct{}, 1),
+		revokes: make(chan *revokeReq), commitReq: make(chan map[int32]kgo.EpochOffset, 1),
+		committed: make(chan commitResult, 1), commitDone: make(chan struct{}), copySignal: make(chan struct{}, 1),
 		pollDone: make(chan struct{}), quit: make(chan struct{}), stopped: make(chan struct{}), done: make(chan struct{}),
 		parts: map[int32]*partState{},
 		log:   s.t.cfg.Logger.With(zap.String("handler", s.handler), zap.String("topic", kt)),
@@ -151,7 +157,7 @@ func newConsumer(s *subscriber, topic, kt string) *consumer {
 }
 
 func (c *consumer) start() {
-	c.wg.Add(2)
+	c.wg.Add(3)
 	go func() {
 		defer c.wg.Done()
 		c.run()
@@ -160,6 +166,30 @@ func (c *consumer) start() {
 		defer c.wg.Done()
 		c.poll()
 	}()
+	go func() {
+		defer c.wg.Done()
+		c.commit()
+	}()
+}
+
+// commit commits the offsets run asks it to, one request at a time, and
+// reports each result. It runs apart from run because a commit waits while
+// the group rebalances, and a rebalance may wait for run (onRevoked).
+func (c *consumer) commit() {
+	defer close(c.commitDone)
+	for offs := range c.commitReq {
+		ctx, cancel := context.WithTimeout(context.Background(), c.t.cfg.RequestTimeout)
+		done := make(chan commitResult, 1)
+		c.cl.CommitOffsets(ctx, map[string]map[int32]kgo.EpochOffset{c.kt: offs}, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+			done <- commitResult{offs: offs, resp: resp, err: err}
+		})
+		res := <-done
+		cancel()
+		select {
+		case c.committed <- res:
+		case <-c.stopped:
+		}
+	}
 }
 
 // poll polls the client for as many records as run asks for, hands them to
@@ -282,7 +312,7 @@ func (c *consumer) run() {
 		case <-c.copySignal:
 			c.copied()
 		case res := <-c.committed:
-			c.commitDone(res)
+			c.commitResult(res)
 		case rq := <-c.revokes:
 			c.revoke(rq)
 		case <-c.attachCh:
@@ -308,6 +338,25 @@ func (c *consumer) run() {
 // earliest head that is not due yet becomes due.
 func (c *consumer) head(now time.Time, due *time.Timer) *rec {
 	var next time.Time
+	c.headIdx = -1
+	for i, r := range c.delayed {
+		if r.due.After(now) {
+			if next.IsZero() || r.due.Before(next) {
+				next = r.due
+			}
+			continue
+		}
+		if c.headIdx < 0 || r.due.Before(c.delayed[c.headIdx].due) {
+			c.headIdx = i
+		}
+	}
+	if c.headIdx >= 0 {
+		r := c.delayed[c.headIdx]
+		if r.msg == nil {
+			r.msg = c.message(r)
+		}
+		return r
+	}
 	for i := range c.order {
 		ps := c.parts[c.order[(c.rr+i)%len(c.order)]]
 		if len(ps.queue) == 0 {
@@ -332,12 +381,16 @@ func (c *consumer) head(now time.Time, due *time.Timer) *rec {
 }
 
 func (c *consumer) handedOut(r *rec) {
-	ps := r.ps
-	ps.queue[0] = nil
-	ps.queue = ps.queue[1:]
+	if c.headIdx >= 0 {
+		c.delayed = append(c.delayed[:c.headIdx], c.delayed[c.headIdx+1:]...)
+	} else {
+		ps := r.ps
+		ps.queue[0] = nil
+		ps.queue = ps.queue[1:]
+		c.rr++
+	}
 	c.queued--
 	r.state = out
-	c.rr++
 }
 
 // message builds the watermill message of r's next delivery.
@@ -392,17 +445,24 @@ func (c *consumer) add(recs []*kgo.Record) {
 }
 
 // current reports whether r belongs to a partition the consumer still holds
-// as it was when r was polled.
-func (c *consumer) current(r *rec) bool {
-	ps := c.parts[r.r.Partition]
-	return ps == r.ps && !ps.revoking
-}
+// (or is giving up) as it was when r was polled.
+func (c *consumer) current(r *rec) bool { return c.parts[r.r.Partition] == r.ps }
 
 // settle applies a handed-out record's outcome.
 func (c *consumer) settle(st settlement) {
 	r := st.r
 	if r.state != out || !c.current(r) {
 		return // its partition was revoked meanwhile: its new owner has it
+	}
+	if r.ps.revoking {
+		// Being given up: an ack moves the commit point; anything else
+		// leaves the record to the partition's next owner.
+		if st.acked {
+			c.finish(r)
+		} else {
+			r.state, r.msg = queued, nil
+		}
+		return
 	}
 	switch {
 	case st.returned:
@@ -412,20 +472,27 @@ func (c *consumer) settle(st settlement) {
 	case st.ctxEnded || c.stopping:
 		// Shutdown: keep it uncommitted, for this consumer or the next owner.
 		c.requeue(r, true, time.Time{})
+	case r.deliveries < c.t.cfg.LocalRedeliveries:
+		c.requeue(r, true, time.Now().Add(c.nakDelay(r.deliveries+1)))
 	default:
 		c.copyForRedelivery(r)
 	}
 }
 
-// requeue puts r back at the head of its partition's queue.
+// requeue puts r back: at the head of its partition's queue when due is
+// zero, else among the delayed records.
 func (c *consumer) requeue(r *rec, delivered bool, due time.Time) {
 	if delivered {
 		r.deliveries++
 	}
 	r.state, r.msg, r.due = queued, nil, due
+	c.queued++
+	if !due.IsZero() {
+		c.delayed = append(c.delayed, r)
+		return
+	}
 	ps := r.ps
 	ps.queue = append([]*rec{r}, ps.queue...)
-	c.queued++
 }
 
 // finish marks r settled.
@@ -491,12 +558,15 @@ func (c *consumer) copied() {
 			c.finish(r)
 			continue
 		}
+		if r.ps.revoking {
+			r.state = queued // the partition's next owner delivers it
+			continue
+		}
 		// The copy failed (the cluster is unreachable?): the consumer keeps
 		// the record and delivers it again itself after the delay.
 		c.log.Warn("could not store a nacked event for redelivery; redelivering it from this process",
 			zap.Int64("offset", r.r.Offset), zap.Error(cr.err))
-		r.deliveries++
-		c.requeue(r, false, time.Now().Add(c.nakDelay(r.deliveries)))
+		c.requeue(r, true, time.Now().Add(c.nakDelay(r.deliveries+1)))
 	}
 }
 
@@ -513,6 +583,7 @@ func (c *consumer) revoke(rq *revokeReq) {
 		c.queued -= len(ps.queue)
 		ps.queue = nil // not handed out: the next owner reads them again
 	}
+	c.dropDelayed(rq.parts)
 	if rq.lost {
 		c.drop(rq.parts)
 		rq.reply <- nil
@@ -572,8 +643,24 @@ func (c *consumer) points(parts []int32, force bool) map[int32]kgo.EpochOffset {
 	return offs
 }
 
+// dropDelayed forgets the delayed records of parts: uncommitted, they go to
+// the partitions' next owner.
+func (c *consumer) dropDelayed(parts []int32) {
+	left := c.delayed[:0]
+	for _, r := range c.delayed {
+		if slices.Contains(parts, r.r.Partition) {
+			c.queued--
+			continue
+		}
+		left = append(left, r)
+	}
+	clear(c.delayed[len(left):])
+	c.delayed = left
+}
+
 // drop forgets parts.
 func (c *consumer) drop(parts []int32) {
+	c.dropDelayed(parts)
 	for _, p := range parts {
 		if ps := c.parts[p]; ps != nil {
 			c.queued -= len(ps.queue)
@@ -609,14 +696,10 @@ func (c *consumer) maybeCommit(now time.Time, tick *time.Timer) {
 		return
 	}
 	c.committing, c.lastCommit = true, now
-	ctx, cancel := context.WithTimeout(context.Background(), c.t.cfg.RequestTimeout)
-	c.cl.CommitOffsets(ctx, map[string]map[int32]kgo.EpochOffset{c.kt: offs}, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
-		cancel()
-		c.committed <- commitResult{offs: offs, resp: resp, err: err} // capacity 1, one in flight
-	})
+	c.commitReq <- offs // never blocks: the last commit is done
 }
 
-func (c *consumer) commitDone(res commitResult) {
+func (c *consumer) commitResult(res commitResult) {
 	c.committing = false
 	err := res.err
 	if err == nil {
@@ -649,14 +732,23 @@ func commitErr(resp *kmsg.OffsetCommitResponse) error {
 	return nil
 }
 
-// shutdown stops the consumer: no more attaches, the poller ends, what was
-// settled is committed (synchronously), every goroutine is told to end, and
-// the client leaves the group.
+// shutdown stops the consumer: no more attaches; the poller and the
+// committer end; what was settled is committed, synchronously; every
+// goroutine is told to end; the client leaves the group. It keeps answering
+// revocations meanwhile: a rebalance may be waiting for them.
 func (c *consumer) shutdown() {
 	c.stopping = true
 	close(c.stopped)
 	c.pollCancel()
-	for polling := true; polling; {
+	close(c.commitReq)
+	polling, committing := true, true
+	pollDone, commitDone := c.pollDone, c.commitDone
+	var final chan struct{}
+	for {
+		if !polling && !committing && final == nil {
+			final = make(chan struct{})
+			go c.finalCommit(c.points(c.order, false), final)
+		}
 		select {
 		case <-c.polled:
 		case st := <-c.settled:
@@ -670,27 +762,39 @@ func (c *consumer) shutdown() {
 			c.drop(rq.parts)
 		case <-c.copySignal:
 			c.copied()
-		case <-c.pollDone:
-			polling = false
+		case res := <-c.committed:
+			c.commitResult(res)
+		case <-pollDone:
+			polling, pollDone = false, nil
+			for _, rq := range c.revoking {
+				rq.reply <- c.points(rq.parts, true)
+				c.drop(rq.parts)
+			}
+			c.revoking = nil
+		case <-commitDone:
+			committing, commitDone = false, nil
+		case <-final:
+			close(c.done)
+			c.cl.Close()
+			return
 		}
 	}
-	for _, rq := range c.revoking {
-		rq.reply <- c.points(rq.parts, true)
-		c.drop(rq.parts)
+}
+
+// finalCommit commits offs synchronously and closes done.
+func (c *consumer) finalCommit(offs map[int32]kgo.EpochOffset, done chan struct{}) {
+	defer close(done)
+	if len(offs) == 0 {
+		return
 	}
-	c.revoking = nil
-	if offs := c.points(c.order, false); len(offs) > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), c.t.cfg.RequestTimeout)
-		c.cl.CommitOffsetsSync(ctx, map[string]map[int32]kgo.EpochOffset{c.kt: offs}, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
-			if err == nil {
-				err = commitErr(resp)
-			}
-			if err != nil {
-				c.log.Warn("final commit failed: some settled events will be delivered again", zap.Error(err))
-			}
-		})
-		cancel()
-	}
-	close(c.done)
-	c.cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), c.t.cfg.RequestTimeout)
+	defer cancel()
+	c.cl.CommitOffsetsSync(ctx, map[string]map[int32]kgo.EpochOffset{c.kt: offs}, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err == nil {
+			err = commitErr(resp)
+		}
+		if err != nil {
+			c.log.Warn("final commit failed: some settled events will be delivered again", zap.Error(err))
+		}
+	})
 }

@@ -172,6 +172,7 @@ func (s *subscriber) newConsumer(ctx context.Context, topic string) (*consumer, 
 		kgo.OnPartitionsLost(c.onLost),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.SessionTimeout(t.cfg.SessionTimeout),
+		kgo.HeartbeatInterval(min(3*time.Second, t.cfg.SessionTimeout/3)),
 		kgo.FetchMaxWait(time.Second),
 	)...)
 	if err != nil {
