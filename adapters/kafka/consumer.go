@@ -775,6 +775,11 @@ func (c *consumer) shutdown() {
 			committing, commitDone = false, nil
 		case <-final:
 			close(c.done)
+			// Leave within RequestTimeout: Close alone retries the leave
+			// for as long as the cluster does not answer.
+			ctx, cancel := context.WithTimeout(context.Background(), c.t.cfg.RequestTimeout)
+			_ = c.cl.LeaveGroupContext(ctx)
+			cancel()
 			c.cl.Close()
 			return
 		}

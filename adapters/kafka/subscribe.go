@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -74,6 +75,7 @@ type subscriber struct {
 	mu        sync.Mutex
 	closed    bool
 	consumers map[string]*consumer // by topic; a stopped one is replaced
+	all       []*consumer          // every consumer started, for Close to wait for
 }
 
 var _ transport.WindowSubscriber = (*subscriber)(nil)
@@ -107,6 +109,7 @@ func (s *subscriber) SubscribeWindow(ctx context.Context, topic string, window i
 				return nil, err
 			}
 			s.consumers[topic] = c
+			s.all = append(s.all, c)
 		}
 		if ch, ok := c.attach(ctx, window); ok {
 			return ch, nil
@@ -117,14 +120,12 @@ func (s *subscriber) SubscribeWindow(ctx context.Context, topic string, window i
 }
 
 // Close stops every consumer of the subscriber (each commits what was
-// settled and leaves its group) and waits for their goroutines.
+// settled and leaves its group) and waits for their goroutines, also when
+// another Close started first.
 func (s *subscriber) Close() error {
 	s.mu.Lock()
 	s.closed = true
-	cs := make([]*consumer, 0, len(s.consumers))
-	for _, c := range s.consumers {
-		cs = append(cs, c)
-	}
+	cs := slices.Clone(s.all)
 	clear(s.consumers)
 	s.mu.Unlock()
 	for _, c := range cs {
