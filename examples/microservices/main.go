@@ -12,8 +12,14 @@
 // connects to a server instead. It places a few orders, waits until shipping
 // has handled them all, closes the services and exits 0.
 //
+// With -kafka the services talk over Kafka instead, with the same handlers:
+// -kafka with broker addresses connects to that cluster, -kafka kfake (or
+// -kafka=) starts an in-process one (franz-go's kfake).
+//
 //	go run ./examples/microservices
 //	go run ./examples/microservices -nats nats://127.0.0.1:4222 -orders 20
+//	go run ./examples/microservices -kafka kfake
+//	go run ./examples/microservices -kafka 127.0.0.1:9092
 package main
 
 import (
@@ -23,9 +29,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/heraldbus/herald/adapters/kafka"
+	"github.com/heraldbus/herald/adapters/kafka/kafkatest"
 	"github.com/heraldbus/herald/adapters/nats"
 	"github.com/heraldbus/herald/adapters/nats/natstest"
 	"github.com/heraldbus/herald/bus"
@@ -34,6 +43,7 @@ import (
 	"github.com/heraldbus/herald/examples/microservices/shipping"
 	"github.com/heraldbus/herald/handlers"
 	"github.com/heraldbus/herald/internal/event"
+	"github.com/heraldbus/herald/transport"
 )
 
 func main() {
@@ -52,16 +62,34 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	stream := fs.String("stream", nats.DefaultStreamName, "JetStream stream of the events")
 	prefix := fs.String("prefix", nats.DefaultSubjectPrefix, "subject prefix of the events")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
+	brokers := fs.String("kafka", "", "Kafka seed brokers, comma separated, to use Kafka instead of NATS; kfake (or empty) starts an in-process cluster")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	useKafka := false
+	fs.Visit(func(f *flag.Flag) { useKafka = useKafka || f.Name == "kafka" })
 	if *orders < 1 {
 		return errors.New("-orders must be at least 1")
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 
-	if *url == "" {
+	var newTransport func() (transport.Transport, error)
+	switch {
+	case useKafka:
+		if *brokers == "" || *brokers == "kfake" {
+			c, err := kafkatest.Start()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			*brokers = strings.Join(c.Brokers(), ",")
+			fmt.Fprintf(out, "in-process Kafka cluster (kfake) at %s\n", *brokers)
+		}
+		newTransport = func() (transport.Transport, error) {
+			return kafka.New(kafka.Config{Brokers: strings.Split(*brokers, ",")})
+		}
+	case *url == "":
 		srv, err := natstest.Start()
 		if err != nil {
 			return err
@@ -70,13 +98,18 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 		*url = srv.URL()
 		fmt.Fprintf(out, "embedded nats-server at %s\n", *url)
 	}
+	if newTransport == nil {
+		newTransport = func() (transport.Transport, error) {
+			return nats.New(nats.Config{URL: *url, StreamName: *stream, SubjectPrefix: *prefix})
+		}
+	}
 	say := newSay(out)
 
 	// One bus per service, each with its own transport (its own connection),
 	// as separate processes would have. Only the transport differs from a
 	// monolith's bus.New().
 	newService := func(name string) (*bus.Bus, error) {
-		t, err := nats.New(nats.Config{URL: *url, StreamName: *stream, SubjectPrefix: *prefix})
+		t, err := newTransport()
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
