@@ -746,6 +746,7 @@ func (c *consumer) shutdown() {
 	var final chan struct{}
 	for {
 		if !polling && !committing && final == nil {
+			c.ackedMeanwhile()
 			final = make(chan struct{})
 			go c.finalCommit(c.points(c.order, false), final)
 		}
@@ -782,6 +783,24 @@ func (c *consumer) shutdown() {
 			cancel()
 			c.cl.Close()
 			return
+		}
+	}
+}
+
+// ackedMeanwhile settles the records handed out whose message was acked and
+// whose watcher has not reported it yet: an Ack that happened before Close
+// is committed.
+func (c *consumer) ackedMeanwhile() {
+	for _, ps := range c.parts {
+		for _, r := range ps.pending {
+			if r.state != out {
+				continue
+			}
+			select {
+			case <-r.msg.Acked():
+				c.finish(r)
+			default:
+			}
 		}
 	}
 }

@@ -39,7 +39,7 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	return p.t.publish(nil, topic, msgs)
+	return p.t.publish(topic, msgs, (*message.Message).Context)
 }
 
 // Close does nothing: the transport owns the client.
@@ -57,7 +57,7 @@ func (t *Transport) PublishBatch(ctx context.Context, topic string, msgs []*mess
 	if len(msgs) == 0 {
 		return nil
 	}
-	return t.publish(ctx, topic, msgs)
+	return t.publish(topic, msgs, func(*message.Message) context.Context { return ctx })
 }
 
 // produced is the outcome of one record's produce.
@@ -67,19 +67,13 @@ type produced struct {
 }
 
 // publish produces msgs on topic and waits for their acks, each bounded by
-// ctx or, when ctx is nil, by its message's Context.
-func (t *Transport) publish(ctx context.Context, topic string, msgs []*message.Message) error {
+// the context msgCtx gives for it.
+func (t *Transport) publish(topic string, msgs []*message.Message, msgCtx func(*message.Message) context.Context) error {
 	if t.isClosed() {
 		return fmt.Errorf("herald/kafka: publish: %w", transport.ErrClosed)
 	}
 	if topic == "" {
 		return fmt.Errorf("herald/kafka: publish: %w: empty topic", transport.ErrInvalidName)
-	}
-	msgCtx := func(m *message.Message) context.Context {
-		if ctx != nil {
-			return ctx
-		}
-		return m.Context()
 	}
 	first := msgCtx(msgs[0])
 	if err := first.Err(); err != nil {
