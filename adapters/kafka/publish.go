@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -109,22 +110,24 @@ func (t *Transport) publish(topic string, msgs []*message.Message, msgCtx func(*
 			close(out.done)
 		})
 	}
+	// One ProduceTimeout for the call, for the messages whose ctx has no
+	// deadline.
+	timeout := time.NewTimer(t.cfg.ProduceTimeout)
+	defer timeout.Stop()
 	var errs []error
 	for i, m := range msgs {
-		if err := t.waitProduced(msgCtx(m), m, &outs[i]); err != nil {
+		if err := t.waitProduced(msgCtx(m), m, &outs[i], timeout.C); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// waitProduced waits for the ack of m's record.
-func (t *Transport) waitProduced(ctx context.Context, m *message.Message, out *produced) error {
-	var timeout <-chan struct{}
-	if _, ok := ctx.Deadline(); !ok {
-		tctx, cancel := context.WithTimeout(ctx, t.cfg.ProduceTimeout)
-		defer cancel()
-		timeout = tctx.Done()
+// waitProduced waits for the ack of m's record; timeout bounds the wait when
+// ctx has no deadline.
+func (t *Transport) waitProduced(ctx context.Context, m *message.Message, out *produced, timeout <-chan time.Time) error {
+	if _, ok := ctx.Deadline(); ok {
+		timeout = nil
 	}
 	select {
 	case <-out.done:
