@@ -37,13 +37,15 @@ import (
 //     settled: an acked record, and every record before it, is never
 //     delivered to this handler again, except after a crash between the ack
 //     and the next commit (each CommitInterval).
-//   - Nack: the record is copied to the handler's replay topic with a
-//     redelivery time (NakDelay, doubling with each delivery up to
-//     MaxNakDelay) and counts as settled once the copy is stored; the copy
-//     is delivered, to any process of the handler, once that time has come.
-//     When the message's context has ended (shutdown), the record is not
-//     copied: it stays uncommitted, and the partition's next owner gets it at
-//     once.
+//   - Nack: the record is delivered again by this member after NakDelay
+//     (doubling with each delivery up to MaxNakDelay), up to
+//     LocalRedeliveries times, while its partition's commit point waits
+//     for it and the records behind it flow on. After that it is copied to
+//     the handler's replay topic with its redelivery time, and counts as
+//     settled once the copy is stored; the copy is delivered, to any process
+//     of the handler, once that time has come. When the message's context
+//     has ended (shutdown), the record stays uncommitted, and the
+//     partition's next owner gets it at once.
 //   - A received message has UUID = its Herald-Id header (or
 //     "<topic>-<partition>-<offset>"), every header as metadata except the
 //     transport's own, and [transport.KeyDeliveryCount] = the deliveries of
