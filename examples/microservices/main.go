@@ -13,9 +13,15 @@
 // broker (the same handlers: only the transport constructor differs). It places a few orders, waits until shipping
 // has handled them all, closes the services and exits 0.
 //
+// With -kafka the services talk over Kafka instead, with the same handlers:
+// -kafka with broker addresses connects to that cluster, -kafka kfake (or
+// -kafka=) starts an in-process one (franz-go's kfake).
+//
 //	go run ./examples/microservices
 //	go run ./examples/microservices -nats nats://127.0.0.1:4222 -orders 20
 //	go run ./examples/microservices -rabbitmq amqp://guest:guest@127.0.0.1:5672/
+//	go run ./examples/microservices -kafka kfake
+//	go run ./examples/microservices -kafka 127.0.0.1:9092
 //
 // With -ops ADDR it serves each service's operator page (package ops) under
 // /ops/<service>/ on ADDR, and stays up after the orders until interrupted:
@@ -31,9 +37,12 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/heraldbus/herald/adapters/kafka"
+	"github.com/heraldbus/herald/adapters/kafka/kafkatest"
 	"github.com/heraldbus/herald/adapters/nats"
 	"github.com/heraldbus/herald/adapters/nats/natstest"
 	"github.com/heraldbus/herald/adapters/rabbitmq"
@@ -66,9 +75,12 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	prefix := fs.String("prefix", nats.DefaultSubjectPrefix, "subject prefix of the events (NATS), or prefix of exchange and queue names (RabbitMQ)")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
 	opsAddr := fs.String("ops", "", "serve the services' operator pages on this address (e.g. 127.0.0.1:8080) and stay up until interrupted")
+	brokers := fs.String("kafka", "", "Kafka seed brokers, comma separated, to use Kafka instead of NATS; kfake (or empty) starts an in-process cluster")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	useKafka := false
+	fs.Visit(func(f *flag.Flag) { useKafka = useKafka || f.Name == "kafka" })
 	if *orders < 1 {
 		return errors.New("-orders must be at least 1")
 	}
@@ -76,7 +88,24 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 
-	if *url == "" && *amqpURL == "" {
+	var newTransport func() (transport.Transport, error)
+	switch {
+	case useKafka:
+		if *brokers == "" || *brokers == "kfake" {
+			c, err := kafkatest.Start()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			*brokers = strings.Join(c.Brokers(), ",")
+			fmt.Fprintf(out, "in-process Kafka cluster (kfake) at %s\n", *brokers)
+		}
+		newTransport = func() (transport.Transport, error) {
+			return kafka.New(kafka.Config{Brokers: strings.Split(*brokers, ",")})
+		}
+	case *amqpURL != "":
+		newTransport = func() (transport.Transport, error) { return newRabbitMQ(*amqpURL, *prefix) }
+	case *url == "":
 		srv, err := natstest.Start()
 		if err != nil {
 			return err
@@ -85,19 +114,16 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 		*url = srv.URL()
 		fmt.Fprintf(out, "embedded nats-server at %s\n", *url)
 	}
+	if newTransport == nil {
+		newTransport = func() (transport.Transport, error) { return newNATS(*url, *stream, *prefix) }
+	}
 	say := newSay(out)
 
 	// One bus per service, each with its own transport (its own connection),
 	// as separate processes would have. Only the transport differs from a
 	// monolith's bus.New().
 	newService := func(name string) (*bus.Bus, error) {
-		var t transport.Transport
-		var err error
-		if *amqpURL != "" {
-			t, err = newRabbitMQ(*amqpURL, *prefix)
-		} else {
-			t, err = newNATS(*url, *stream, *prefix)
-		}
+		t, err := newTransport()
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}

@@ -64,6 +64,15 @@ func TestRunEmbedded(t *testing.T) {
 	}
 }
 
+// The same services over Kafka, on an in-process cluster.
+func TestRunKafka(t *testing.T) {
+	out := runOK(t, "-kafka", "kfake", "-orders", "5", "-timeout", "30s")
+	if !strings.Contains(out, "in-process Kafka cluster") || !strings.Contains(out, "done: 5 of 5 orders shipped") ||
+		strings.Count(out, "shipping: shipped") < 5 {
+		t.Errorf("output:\n%s", out)
+	}
+}
+
 // With NATS_URL set, the example runs against that server, on a stream of its
 // own, deleted afterwards.
 func TestRunNATSURL(t *testing.T) {

@@ -23,6 +23,7 @@ var implStyle = map[string]struct {
 	"chan":           {"Go channel (floor)", color.RGBA{R: 0x7f, G: 0x7f, B: 0x7f, A: 0xff}, []vg.Length{vg.Points(4), vg.Points(3)}},
 	"watermill-nats": {"raw watermill-nats", color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff}, nil},
 	"jetstream":      {"raw nats.go jetstream (floor)", color.RGBA{R: 0x7f, G: 0x7f, B: 0x7f, A: 0xff}, []vg.Length{vg.Points(4), vg.Points(3)}},
+	"franz-go":       {"raw franz-go (floor)", color.RGBA{R: 0x7f, G: 0x7f, B: 0x7f, A: 0xff}, []vg.Length{vg.Points(4), vg.Points(3)}},
 }
 
 func label(impl string) string {

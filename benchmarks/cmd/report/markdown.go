@@ -28,6 +28,7 @@ func writeReport(w io.Writer, res *results, info runInfo, chartDir string, chart
 	writeNATS(p, res)
 	writeObserve(p, res)
 	writeRabbitMQ(p, res)
+	writeKafka(p, res)
 	p("## Charts\n\n")
 	for _, c := range charts {
 		p("**%s**\n\n![%s](%s/%s)\n\n", c.title, c.title, chartDir, c.file)
