@@ -57,6 +57,25 @@ import (
 // does so for every topic and waits for the subscriber's goroutines.
 // Subscriber fails with [transport.ErrClosed] on a closed transport.
 func (t *Transport) Subscriber(handlerName string) (message.Subscriber, error) {
+	return t.subscriber(handlerName, nil)
+}
+
+var _ transport.History = (*Transport)(nil)
+
+// SubscriberFrom is Subscriber, except that a handler name that never
+// consumed a topic begins at from (transport.History, bus.WithStartFrom):
+// with the first record at or after it, or, for the zero time, with the
+// oldest record the topic still holds; it overrides Config.StartFrom. A
+// group that has consumed keeps its position.
+func (t *Transport) SubscriberFrom(handlerName string, from time.Time) (message.Subscriber, error) {
+	start := StartEarliest()
+	if !from.IsZero() {
+		start = StartAt(from)
+	}
+	return t.subscriber(handlerName, &start)
+}
+
+func (t *Transport) subscriber(handlerName string, start *StartPosition) (message.Subscriber, error) {
 	if err := transport.ValidName(handlerName); err != nil {
 		return nil, fmt.Errorf("herald/kafka: handler name: %w", err)
 	}
@@ -65,7 +84,7 @@ func (t *Transport) Subscriber(handlerName string) (message.Subscriber, error) {
 	if t.isClosed() {
 		return nil, fmt.Errorf("herald/kafka: subscriber %q: %w", handlerName, transport.ErrClosed)
 	}
-	s := &subscriber{t: t, handler: handlerName, consumers: map[string]*consumer{}}
+	s := &subscriber{t: t, handler: handlerName, start: start, consumers: map[string]*consumer{}}
 	t.subs[s] = struct{}{}
 	return s, nil
 }
@@ -73,6 +92,7 @@ func (t *Transport) Subscriber(handlerName string) (message.Subscriber, error) {
 type subscriber struct {
 	t       *Transport
 	handler string
+	start   *StartPosition // from SubscriberFrom; nil: Config.StartFrom
 
 	mu        sync.Mutex
 	closed    bool
@@ -159,6 +179,9 @@ func (s *subscriber) newConsumer(ctx context.Context, topic string) (*consumer, 
 	}
 	group := t.Group(s.handler)
 	start := t.cfg.StartFrom
+	if s.start != nil {
+		start = *s.start
+	}
 	if replay {
 		start = StartEarliest() // every record there is this handler's
 	}
