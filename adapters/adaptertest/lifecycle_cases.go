@@ -139,11 +139,14 @@ func (s *suite) breaker(t *testing.T, be Backend) {
 		return nil
 	}}
 	if _, err := bus.Subscribe(b, "mw.breaker", r.Handle, bus.WithRetry(middleware.RetryPolicy{MaxAttempts: 1}),
-		bus.WithCircuitBreaker(middleware.BreakerConfig{ConsecutiveFailures: 2, OpenFor: 200 * time.Millisecond})); err != nil {
+		bus.WithCircuitBreaker(middleware.BreakerConfig{ConsecutiveFailures: 2, OpenFor: 2 * time.Second})); err != nil {
 		t.Fatal(err)
 	}
 	s.publish(t, b, 0, 6, "")
-	s.poison(t, b, "mw.breaker", 2) // the two failures that tripped it
+	// The two failures that tripped it. OpenFor is long enough that no
+	// half-open probe runs (and fails, and is poisoned) before the
+	// dependency is healthy again, even on a loaded machine.
+	s.poison(t, b, "mw.breaker", 2)
 	healthy.Store(true)
 	// The other four were deferred while it was open: redelivered by the
 	// transport and handled once it closed.
