@@ -296,6 +296,15 @@ type Queue struct {
 // broker closed.
 func (q *Queue) Next(stop <-chan struct{}) (Item, bool) {
 	g := q.g
+	if g.pending.Load() == 0 {
+		// The common case: nothing nacked, an event queued. A plain
+		// non-blocking receive is far cheaper than the select below.
+		select {
+		case it := <-g.ch:
+			return it, true
+		default:
+		}
+	}
 	for {
 		p := g.pending.Load()
 		if p > 0 {
