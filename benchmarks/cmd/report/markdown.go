@@ -29,6 +29,8 @@ func writeReport(w io.Writer, res *results, info runInfo, chartDir string, chart
 	writeObserve(p, res)
 	writeRabbitMQ(p, res)
 	writeKafka(p, res)
+	writePerEvent(p, res)
+	writeOutbox(p, res)
 	p("## Charts\n\n")
 	for _, c := range charts {
 		p("**%s**\n\n![%s](%s/%s)\n\n", c.title, c.title, chartDir, c.file)
