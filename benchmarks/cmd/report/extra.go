@@ -64,8 +64,8 @@ func writeOutbox(p printer, res *results) {
 	p("|---|---|---:|---:|---:|\n")
 	for _, tr := range []string{"memory", "nats"} {
 		for _, path := range []string{"direct", "outbox"} {
-			thr := res.find("Outbox", tr, "", "throughput", "", path, "")
-			lat := res.find("Outbox", tr, "", "latency", "", path, "")
+			thr := res.named("Outbox", tr, "throughput", path)
+			lat := res.named("Outbox", tr, "latency", path)
 			if thr == nil && lat == nil {
 				continue
 			}
@@ -86,3 +86,21 @@ func writeOutbox(p printer, res *results) {
 
 // fmtMicros formats a duration given in µs.
 func fmtMicros(v float64) string { return fmtNs(v * 1000) }
+
+// named returns base's series whose name has every part (parts without
+// "=", such as "Outbox/memory/latency/direct"), or nil.
+func (r *results) named(base string, parts ...string) *series {
+next:
+	for _, s := range r.series {
+		if s.base != base {
+			continue
+		}
+		for _, p := range parts {
+			if _, ok := s.config[p]; !ok {
+				continue next
+			}
+		}
+		return s
+	}
+	return nil
+}
