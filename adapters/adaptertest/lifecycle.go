@@ -3,6 +3,7 @@ package adaptertest
 import (
 	"context"
 	"errors"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -60,6 +61,13 @@ func (s *suite) startFrom(t *testing.T, be Backend) {
 		t.Fatal(err)
 	}
 	s.publish(t, b1, 0, 5, "old")
+	// Brokers keep millisecond timestamps (Kafka): the cut must fall in a
+	// later millisecond than the old events, or those of the same
+	// millisecond count as at or after it. Wait for the clock to pass the
+	// next millisecond boundary (at most 1 ms).
+	for last := time.Now().UnixMilli(); time.Now().UnixMilli() == last; {
+		runtime.Gosched()
+	}
 	cut := time.Now() // after the PubAcks of 0-4, before the publish of 5
 	s.publish(t, b1, 5, 5, "recent")
 
