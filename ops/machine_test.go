@@ -1,52 +1,21 @@
 package ops_test
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"testing"
-	"time"
-
-	natsgo "github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldbus/herald/adapters/nats"
+	"github.com/heraldbus/herald/adapters/nats/natstest"
 )
 
 // TestMachineNATS runs the page against the machine's NATS ($NATS_URL, set by
 // .ci/run when a server listens on 127.0.0.1:4222), on a stream and subject
 // prefix of its own, deleted afterwards: list, open and replay a record.
 func TestMachineNATS(t *testing.T) {
-	addr := os.Getenv("NATS_URL")
-	if addr == "" {
-		const msg = "NATS_URL not set: the machine's NATS is not tested (.ci/run sets it when a server listens on 127.0.0.1:4222)"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	var r [6]byte
-	_, _ = rand.Read(r[:])
-	id := hex.EncodeToString(r[:])
-	stream, prefix := "HERALDOPS_"+strings.ToUpper(id), "heraldops_"+id
-	t.Cleanup(func() {
-		nc, err := natsgo.Connect(addr)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer nc.Close()
-		js, _ := jetstream.New(nc)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		for _, s := range []string{stream, stream + "_POISON"} {
-			_ = js.DeleteStream(ctx, s)
-		}
-	})
+	m := natstest.NewMachine(t, "heraldops")
+	addr, stream, prefix := m.URL, m.StreamName, m.SubjectPrefix
 	s := newShopOn(t, 2, nats.Config{URL: addr, StreamName: stream, SubjectPrefix: prefix})
 	srv := serve(t, s.b)
 	base := srv.URL + "/ops"

@@ -1,50 +1,19 @@
 package main
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"os"
 	"strings"
 	"testing"
-	"time"
-
-	natsgo "github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldbus/herald/adapters/nats"
+	"github.com/heraldbus/herald/adapters/nats/natstest"
 )
 
 // TestMachineNATS runs the command against the machine's NATS ($NATS_URL, set
 // by .ci/run when a server listens on 127.0.0.1:4222), on a stream and
 // subject prefix of its own, deleted afterwards.
 func TestMachineNATS(t *testing.T) {
-	url := os.Getenv("NATS_URL")
-	if url == "" {
-		const msg = "NATS_URL not set: the machine's NATS is not tested (.ci/run sets it when a server listens on 127.0.0.1:4222)"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	var r [6]byte
-	_, _ = rand.Read(r[:])
-	id := hex.EncodeToString(r[:])
-	stream, prefix := "HERALDCLI_"+strings.ToUpper(id), "heraldcli_"+id
-	t.Cleanup(func() {
-		nc, err := natsgo.Connect(url)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer nc.Close()
-		js, _ := jetstream.New(nc)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		for _, s := range []string{stream, stream + "_POISON"} {
-			_ = js.DeleteStream(ctx, s)
-		}
-	})
+	m := natstest.NewMachine(t, "heraldcli")
+	url, stream, prefix := m.URL, m.StreamName, m.SubjectPrefix
 	w := newWorldOn(t, url, nats.Config{StreamName: stream, SubjectPrefix: prefix})
 	cli := func(args ...string) result {
 		t.Helper()

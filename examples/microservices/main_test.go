@@ -3,21 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"io"
 	"net/http"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	natsgo "github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
+	"github.com/heraldbus/herald/adapters/nats/natstest"
 	"github.com/heraldbus/herald/adapters/rabbitmq/rabbitmqtest"
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
@@ -76,28 +72,8 @@ func TestRunKafka(t *testing.T) {
 // With NATS_URL set, the example runs against that server, on a stream of its
 // own, deleted afterwards.
 func TestRunNATSURL(t *testing.T) {
-	url := os.Getenv("NATS_URL")
-	if url == "" {
-		t.Skip("NATS_URL not set")
-	}
-	var r [6]byte
-	_, _ = rand.Read(r[:])
-	id := hex.EncodeToString(r[:])
-	stream, prefix := "HERALDEX_"+strings.ToUpper(id), "heraldex_"+id
-	t.Cleanup(func() {
-		nc, err := natsgo.Connect(url)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer nc.Close()
-		js, _ := jetstream.New(nc)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		for _, s := range []string{stream, stream + "_POISON"} {
-			_ = js.DeleteStream(ctx, s)
-		}
-	})
+	m := natstest.NewMachine(t, "heraldex")
+	url, stream, prefix := m.URL, m.StreamName, m.SubjectPrefix
 	out := runOK(t, "-nats", url, "-stream", stream, "-prefix", prefix, "-orders", "5", "-timeout", "20s")
 	if !strings.Contains(out, "done: 5 of 5 orders shipped") {
 		t.Errorf("output:\n%s", out)
