@@ -57,3 +57,16 @@ func ExampleRecord() {
 	fmt.Println(got, err, rec.Metadata()[2].Handler)
 	// Output: [{0} {1} {2}] <nil> pings
 }
+
+// KeyOrder counts the steps of a key handled out of order; a step handled
+// again (a retry) is in order.
+func ExampleKeyOrder() {
+	var o bustest.KeyOrder
+	o.Step("order-1", 0)
+	o.Step("order-2", 0)
+	o.Step("order-1", 1)
+	o.Step("order-1", 1) // retried
+	o.Step("order-2", 2) // step 1 of order-2 not handled yet
+	fmt.Println(o.OutOfOrder(), o.Distinct())
+	// Output: 1 4
+}

@@ -46,8 +46,9 @@ type optionFunc func(*config)
 func (f optionFunc) apply(c *config) { f(c) }
 
 type config struct {
-	durable bool
-	timeout time.Duration
+	durable       bool
+	keyedReplicas bool
+	timeout       time.Duration
 }
 
 // Durable says the transport keeps events for a handler name while no process
@@ -126,6 +127,7 @@ func cases(s *suite) []testCase {
 		{"CircuitBreakerDefersNotPoisons", "failures: an open circuit breaker defers events (redelivered later), never poisons them", s.breaker},
 		{"DedupAcrossInstances", "failures: with a dedup store, a handler completes an event once across replicas", s.dedup},
 		{"OrderingByKey", "ordering: with ordering by key, one key's events stay in publish order while keys run in parallel", s.orderingByKey},
+		{"OrderingByKeyAcrossReplicas", "ordering: with ordering by key, one key's events are handled one after another in publish order, retries included, over every replica of the handler where the transport orders keys across replicas (in one process elsewhere); none is lost, and a poisoned event lets its key go on", s.orderingByKeyReplicas},
 	}
 }
 

@@ -43,6 +43,11 @@ const (
 	DefaultConnectTimeout = 2 * time.Second
 	// DefaultRequestTimeout bounds a JetStream API request.
 	DefaultRequestTimeout = 5 * time.Second
+	// DefaultPartitions is how many partitions the keyed events of a topic
+	// are spread over (see Config.Partitions).
+	DefaultPartitions = 8
+	// MaxPartitions bounds Config.Partitions.
+	MaxPartitions = 1024
 )
 
 // Retention says when the events stream deletes an event.
@@ -181,6 +186,32 @@ type Config struct {
 	// 10 minutes.
 	PubAckTimeout time.Duration
 
+	// Partitions is how many partitions the events of a topic that carry an
+	// ordering key (bus.WithOrderingKey) are spread over, so that a handler
+	// ordering by key (bus.WithOrderingByKey) keeps each key in order across
+	// all its processes; default [DefaultPartitions], at most
+	// [MaxPartitions]; -1 turns partitions off. A keyed event of topic T goes
+	// on the subject "<SubjectPrefix>._keyed.<p>.T", p being
+	// transport.KeyPartition(key, Partitions); events without a key, and
+	// replays, stay on "<SubjectPrefix>.T".
+	//
+	// Cost on the server: each handler ordering by key has a consumer per
+	// partition (each with MaxAckPending 1) besides its consumer of T and its
+	// replay one: Partitions+2 consumers per topic; any other handler has one
+	// more consumer per topic, for every partition of T (3 in all). More
+	// partitions let more keys of a handler run at once (at most Partitions
+	// over all its processes), for more consumers on the server. With -1, a
+	// keyed event goes on "<SubjectPrefix>.T" and its key is ordered within
+	// one process only.
+	//
+	// Every process publishing or consuming on the stream must use the same
+	// Partitions: a handler ordering by key with fewer partitions than a
+	// publisher misses the keyed events of the partitions it lacks. To change
+	// it on a live system, drain first: stop the publishers, let the handlers
+	// empty their backlog, then start every process with the new value. See
+	// the package doc.
+	Partitions int
+
 	// Logger receives the transport's logs: connection changes, stream
 	// creation, fetch errors; never a line per event. Default: no logs.
 	Logger *zap.Logger
@@ -274,6 +305,14 @@ func (c Config) withDefaults() (Config, error) {
 		if *n.v == 0 {
 			*n.v = n.def
 		}
+	}
+	switch {
+	case c.Partitions == 0:
+		c.Partitions = DefaultPartitions
+	case c.Partitions < -1:
+		return c, invalid("Partitions %d < -1", c.Partitions)
+	case c.Partitions > MaxPartitions:
+		return c, invalid("Partitions %d > %d", c.Partitions, MaxPartitions)
 	}
 	switch {
 	case c.MaxDeliver == 0:

@@ -99,7 +99,8 @@ func handlerOf(info *jetstream.ConsumerInfo) (handler, topic string, ok bool) {
 // Handlers lists the handler names that have durable consumers on the events
 // stream (transport.Handlers), whether a process of theirs runs or not,
 // sorted by name, each with its topics and the events the stream keeps for
-// it (pending and unacknowledged, summed over its consumers). It reads the
+// it (pending and unacknowledged, summed over its consumers, those of keyed
+// partitions included: a topic appears once). It reads the
 // stream's consumers a page (256) per request.
 func (t *Transport) Handlers(ctx context.Context) ([]transport.HandlerInfo, error) {
 	byName, err := t.consumers(ctx)
@@ -111,10 +112,11 @@ func (t *Transport) Handlers(ctx context.Context) ([]transport.HandlerInfo, erro
 		h := transport.HandlerInfo{Name: name}
 		for _, info := range infos {
 			_, topic, _ := handlerOf(info)
-			h.Topics = append(h.Topics, topic)
+			h.Topics = append(h.Topics, publicTopic(topic)) // a partition's is its topic's
 			h.Pending += info.NumPending + uint64(info.NumAckPending)
 		}
 		slices.Sort(h.Topics)
+		h.Topics = slices.Compact(h.Topics)
 		out = append(out, h)
 	}
 	slices.SortFunc(out, func(a, b transport.HandlerInfo) int { return strings.Compare(a.Name, b.Name) })
@@ -122,7 +124,8 @@ func (t *Transport) Handlers(ctx context.Context) ([]transport.HandlerInfo, erro
 }
 
 // DeleteHandler deletes every durable consumer of handler on the events stream
-// (transport.Handlers): one per event topic and the replay one. With the
+// (transport.Handlers): those of each event topic (with its keyed
+// partitions: see Config.Partitions) and the replay one. With the
 // default RetentionInterest the stream then stops keeping events for it, and
 // drops those only it still needed. Its poison records stay (purge them with
 // the bus's poison queue). found is false if it had no consumer. Call it only

@@ -108,7 +108,7 @@ func TestConformance(t *testing.T) {
 			adaptertest.Run(t, func(t *testing.T) adaptertest.Backend {
 				b := newBroker(t)
 				return func(t *testing.T) transport.Transport { return b.transport(t) }
-			}, adaptertest.Durable())
+			}, adaptertest.Durable(), adaptertest.KeyedReplicas())
 		})
 	}
 }
