@@ -30,6 +30,7 @@ func writeReport(w io.Writer, res *results, info runInfo, chartDir string, chart
 	writeRabbitMQ(p, res)
 	writeKafka(p, res)
 	writePerEvent(p, res)
+	writeKeyed(p, res)
 	writeOutbox(p, res)
 	p("## Charts\n\n")
 	for _, c := range charts {
