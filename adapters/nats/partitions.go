@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"go.uber.org/zap"
 
 	"github.com/heraldbus/herald/transport"
 )
@@ -137,5 +138,38 @@ func (s *subscriber) SubscribeKeyed(ctx context.Context, topic string, window in
 	for p := range s.t.cfg.Partitions {
 		feeds = append(feeds, feed{partitionTopic(topic, p), 1})
 	}
-	return s.open(ctx, feeds)
+	ch, err := s.open(ctx, feeds)
+	if err == nil {
+		s.checkMode(ctx, topic, true)
+	}
+	return ch, err
+}
+
+// checkMode warns, once per topic, when the handler has a consumer of the
+// other way of consuming topic's keyed events (ordering by key or not): left
+// by an earlier version of the handler, no process consumes it, yet with
+// interest retention the stream keeps every keyed event for it.
+func (s *subscriber) checkMode(ctx context.Context, topic string, keyed bool) {
+	if !s.t.partitioned(topic) {
+		return
+	}
+	if _, done := s.checked.LoadOrStore(topic, true); done {
+		return
+	}
+	other, mode := partitionTopic(topic, 0), "ordering by key"
+	if keyed {
+		other, mode = allPartitionsTopic(topic), "not ordering by key"
+	}
+	name := consumerName(s.handler, other)
+	rctx, cancel := s.t.requestCtx(ctx)
+	defer cancel()
+	if _, err := s.t.eventsStream().Consumer(rctx, name); err != nil {
+		return // not found, or not known: nothing to say
+	}
+	s.t.cfg.Logger.Warn("the handler has consumers of keyed events from when it was "+mode+
+		"; once no process of it runs that way, delete them, or the stream keeps every keyed event for them",
+		zap.String("handler", s.handler), zap.String("topic", topic), zap.String("consumer", name),
+		zap.String("stream", s.t.cfg.StreamName),
+		zap.String("hint", "delete the consumers whose description names this handler and topic \"_keyed.*."+topic+
+			"\" (not ordering by key) or \"_keyed.<p>."+topic+"\" (ordering by key), e.g. with the nats CLI: nats consumer rm"))
 }

@@ -322,3 +322,34 @@ func TestKeyedPartitionsOff(t *testing.T) {
 		r.wait(t, 1)
 	})
 }
+
+// A handler that stops ordering by key (or starts) finds the consumers of
+// its other way, which the stream keeps keyed events for: it says so.
+func TestKeyedModeSwitchWarns(t *testing.T) {
+	eachBroker(t, func(t *testing.T, br broker) {
+		b := newBus(t, br)
+		sub, err := bus.Subscribe(b, "switch", func(context.Context, OrderPlaced) error { return nil }, bus.WithOrderingByKey())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := testCtx(t)
+		if err := sub.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+		log, warns := warnings()
+		b2 := bustest.New(t, bus.WithTransport(br.transport(t, func(c *nats.Config) { c.Logger = log })))
+		if _, err := bus.Subscribe(b2, "switch", func(context.Context, OrderPlaced) error { return nil }, bus.WithConcurrency(3)); err != nil {
+			t.Fatal(err)
+		}
+		if n := warns.FilterMessageSnippet("consumers of keyed events from when it was ordering by key").Len(); n != 1 {
+			t.Errorf("%d warnings of the other mode's consumers, want 1: %v", n, warns.All())
+		}
+		// Not the other way round on a handler that never ordered by key.
+		if _, err := bus.Subscribe(b2, "fresh", func(context.Context, OrderPlaced) error { return nil }, bus.WithOrderingByKey()); err != nil {
+			t.Fatal(err)
+		}
+		if n := warns.FilterMessageSnippet("from when it was not ordering by key").Len(); n != 0 {
+			t.Errorf("%d warnings for a new handler", n)
+		}
+	})
+}

@@ -77,6 +77,7 @@ type subscriber struct {
 	closed    bool
 	closing   chan struct{}
 	consumers map[string]jetstream.Consumer // by topic
+	checked   sync.Map                      // topics whose other-mode consumers were looked for (checkMode)
 	wg        sync.WaitGroup
 }
 
@@ -92,7 +93,11 @@ func (s *subscriber) SubscribeWindow(ctx context.Context, topic string, window i
 	if err := validSubject(topic); err != nil {
 		return nil, fmt.Errorf("herald/nats: topic: %w: %w", transport.ErrInvalidName, err)
 	}
-	return s.open(ctx, s.t.unkeyedFeeds(topic, window))
+	ch, err := s.open(ctx, s.t.unkeyedFeeds(topic, window))
+	if err == nil {
+		s.checkMode(ctx, topic, false)
+	}
+	return ch, err
 }
 
 // open starts a pump per feed, each on the consumer of its topic, all
