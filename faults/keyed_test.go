@@ -16,7 +16,7 @@ import (
 	"github.com/heraldbus/herald/handlers"
 )
 
-// Fault 25: one of three replicas of a handler ordering by key dies mid-stream
+// Fault 26: one of three replicas of a handler ordering by key dies mid-stream
 // (its connection closed abruptly: nothing acked, nacked or drained). Each
 // key's events must still be handled in publish order, and none lost: the
 // events the dead replica held come again after AckWait, to another replica,
@@ -159,7 +159,7 @@ func keyedReplicaKilled(t *testing.T, cfg hnats.Config, server string) {
 		dups += c - 1
 	}
 	mu.Unlock()
-	f := figures{fault: "25-keyed-replica-killed", transport: "nats-" + server, handlers: 1, sent: n,
+	f := figures{fault: "26-keyed-replica-killed", transport: "nats-" + server, handlers: 1, sent: n,
 		delivered: int(handled.Load()), dups: dups, recover: recovered}
 	f.poisoned = len(poisonList(t, live[0], name))
 	f.add("replicas", replicas)
