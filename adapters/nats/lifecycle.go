@@ -84,14 +84,47 @@ func (s *subscriber) startFrom(topic string) (jetstream.DeliverPolicy, *time.Tim
 }
 
 // consumerDescription is the description of the consumer of (handler,
-// topic); Handlers reads the names back from it.
-const consumerDescription = "Herald handler %q, topic %q"
+// topic); Handlers reads the names back from it. The consumers of a topic's
+// keyed partitions (see Config.Partitions) name the topic, then the
+// partition: keyedAllDescription or keyedOneDescription follows.
+const (
+	consumerDescription = "Herald handler %q, topic %q"
+	keyedAllDescription = " (keyed partitions)"
+	keyedOneDescription = " (keyed partition %d)"
+)
 
-// handlerOf returns the handler and topic of a consumer the transport
-// created, and false for any other consumer of the stream.
+// describe is the description of the consumer of handler on an internal
+// topic (a topic, or one or all of its keyed partitions).
+func describe(handler, topic string) string {
+	d := fmt.Sprintf(consumerDescription, handler, publicTopic(topic))
+	rest, ok := strings.CutPrefix(topic, keyedPrefix)
+	if !ok {
+		return d
+	}
+	if strings.HasPrefix(rest, "*.") {
+		return d + keyedAllDescription
+	}
+	p, _, _ := strings.Cut(rest, ".")
+	return d + strings.Replace(keyedOneDescription, "%d", p, 1)
+}
+
+// handlerOf returns the handler and internal topic of a consumer the
+// transport created, and false for any other consumer of the stream.
 func handlerOf(info *jetstream.ConsumerInfo) (handler, topic string, ok bool) {
-	if _, err := fmt.Sscanf(info.Config.Description, consumerDescription, &handler, &topic); err != nil {
+	d := info.Config.Description
+	if _, err := fmt.Sscanf(d, consumerDescription, &handler, &topic); err != nil {
 		return "", "", false
+	}
+	switch rest := d[len(fmt.Sprintf(consumerDescription, handler, topic)):]; {
+	case rest == "":
+	case rest == keyedAllDescription:
+		topic = allPartitionsTopic(topic)
+	default:
+		var p int
+		if _, err := fmt.Sscanf(rest, keyedOneDescription, &p); err != nil {
+			return "", "", false
+		}
+		topic = partitionTopic(topic, p)
 	}
 	return handler, topic, consumerName(handler, topic) == info.Name
 }

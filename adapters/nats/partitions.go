@@ -115,6 +115,21 @@ func (t *Transport) consumerTopics(topic string) []string {
 	return topics
 }
 
+// EventSubjects returns the subjects the events of topic are published on,
+// for a tool that reads them from the stream (such as herald tail): the
+// topic's own, "<SubjectPrefix>.<topic>", and, with partitions on (see
+// Config.Partitions), the wildcard of its keyed partitions,
+// "<SubjectPrefix>._keyed.*.<topic>". topic may hold wildcards; ">" alone
+// gives one subject, which covers both. Reading both subjects with one
+// consumer needs nats-server 2.10 or newer (FilterSubjects).
+func (t *Transport) EventSubjects(topic string) []string {
+	subjects := []string{t.Subject(topic)}
+	if topic != ">" && t.partitioned(topic) {
+		subjects = append(subjects, t.Subject(allPartitionsTopic(topic)))
+	}
+	return subjects
+}
+
 var _ transport.KeyedSubscriber = (*subscriber)(nil)
 
 // SubscribeKeyed is SubscribeWindow for a handler that orders by key

@@ -21,8 +21,8 @@ import (
 
 const orderTopic = "herald_test.OrderPlaced"
 
-// consumersOf returns the consumers the transport made for handler, by the
-// topic their description names.
+// consumersOf returns the consumers the transport made for handler, by their
+// filter subject without the prefix (the topic, or "_keyed.<p>.<topic>").
 func (in *inspector) consumersOf(handler string) map[string]*jetstream.ConsumerInfo {
 	in.t.Helper()
 	ctx := testCtx(in.t)
@@ -35,7 +35,8 @@ func (in *inspector) consumersOf(handler string) map[string]*jetstream.ConsumerI
 	for ci := range l.Info() {
 		var h, topic string
 		if _, err := fmt.Sscanf(ci.Config.Description, "Herald handler %q, topic %q", &h, &topic); err == nil && h == handler {
-			out[topic] = ci
+			_, sub, _ := strings.Cut(ci.Config.FilterSubject, ".")
+			out[sub] = ci
 		}
 	}
 	if err := l.Err(); err != nil {

@@ -190,7 +190,7 @@ func (s *subscriber) ensureConsumer(ctx context.Context, topic string) (jetstrea
 	c := t.cfg
 	want := jetstream.ConsumerConfig{
 		Durable:       name,
-		Description:   fmt.Sprintf(consumerDescription, s.handler, topic),
+		Description:   describe(s.handler, topic),
 		DeliverPolicy: jetstream.DeliverNewPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       c.AckWait,
