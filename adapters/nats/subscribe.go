@@ -20,7 +20,11 @@ import (
 
 // Subscriber returns a watermill subscriber that consumes as the handler
 // handlerName. Its Subscribe(ctx, topic) creates (or reuses) the durable
-// consumer of (handlerName, topic) and returns a channel of its messages:
+// consumer of (handlerName, topic) and returns a channel of its messages;
+// with partitions on (Config.Partitions), also the consumer of topic's keyed
+// partitions, whose messages come on the same channel (so up to one of each
+// is handed out at a time). SubscribeKeyed, for a handler ordering by key,
+// consumes each partition on its own instead (see [Config.Partitions]).
 //
 //   - Every handler name gets every event of its topic; the Subscribe calls of
 //     one name, in this process or others, share (compete for) its events;

@@ -418,8 +418,10 @@ func atLeast(v string, major, minor int) bool {
 }
 
 // Publisher returns the transport's publisher. Its Publish(topic, msgs...)
-// publishes each message on the subject "<SubjectPrefix>.<topic>" and returns
-// nil only once the stream has acknowledged (PubAck) every one:
+// publishes each message on the subject "<SubjectPrefix>.<topic>" (one with an
+// ordering key, transport.KeyOrderingKey, on its key's partition subject:
+// see Config.Partitions) and returns nil only once the stream has
+// acknowledged (PubAck) every one:
 //
 //   - Messages are sent at once, pipelined on the connection with those of
 //     every other goroutine, each with a reply subject for its PubAck (no
