@@ -438,7 +438,7 @@ func (be *backend) consumer(t testing.TB, handler, topic string) *jetstream.Cons
 	var found *jetstream.ConsumerInfo
 	lister := s.ListConsumers(ctx)
 	for ci := range lister.Info() { // to the end: the lister's goroutine must return
-		if strings.Contains(ci.Config.Description, want) {
+		if strings.HasSuffix(ci.Config.Description, want) { // not a keyed partition's
 			found = ci
 		}
 		names = append(names, ci.Config.Description)

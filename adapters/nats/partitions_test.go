@@ -11,6 +11,7 @@ import (
 
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
 
 	"github.com/heraldbus/herald/adapters/nats"
 	"github.com/heraldbus/herald/bus"
@@ -351,6 +352,46 @@ func TestKeyedModeSwitchWarns(t *testing.T) {
 		}
 		if n := warns.FilterMessageSnippet("from when it was not ordering by key").Len(); n != 0 {
 			t.Errorf("%d warnings for a new handler", n)
+		}
+	})
+}
+
+// A partition's consumer deleted under a running handler ordering by key is
+// created again from where the partition was: nothing lost, keys in order.
+func TestKeyedPartitionConsumerDeleted(t *testing.T) {
+	eachBroker(t, func(t *testing.T, br broker) {
+		log, warns := warnings()
+		tr := br.transport(t, func(c *nats.Config) { c.Partitions, c.Retention, c.Logger = 2, nats.RetentionLimits, log })
+		b := bustest.New(t, bus.WithTransport(tr))
+		r := &keyedRecorder{}
+		if _, err := bus.Subscribe(b, "ordered", r.handle, bus.WithOrderingByKey(), bus.WithConcurrency(2)); err != nil {
+			t.Fatal(err)
+		}
+		ks := []string{"a", "b", "c", "d"}
+		publishKeyed(t, b, ks, 5)
+		r.wait(t, 20)
+		in := inspect(t, br)
+		victim := in.consumersOf("ordered")["_keyed.1."+orderTopic]
+		if victim == nil {
+			t.Fatal("no consumer of partition 1")
+		}
+		if err := in.js.DeleteConsumer(testCtx(t), in.stream, victim.Name); err != nil {
+			t.Fatal(err)
+		}
+		for i := 5; i < 10; i++ {
+			for _, k := range ks {
+				if err := bus.Publish(testCtx(t), b, OrderPlaced{ID: fmt.Sprint(k, "-", i), Seq: i}, bus.WithOrderingKey(k)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		bustest.Eventually(t, recoverWait, func() bool { return r.count() >= 40 }, "every event handled (%d of 40)", r.count())
+		r.wait(t, 40)
+		if n := warns.FilterMessageSnippet("created again").FilterField(zap.String("consumer", victim.Name)).Len(); n != 1 {
+			t.Errorf("%d warnings of the partition consumer created again, want 1", n)
+		}
+		if ci := in.consumersOf("ordered")["_keyed.1."+orderTopic]; ci == nil || ci.Config.MaxAckPending != 1 {
+			t.Errorf("partition 1 consumer after: %+v", ci)
 		}
 	})
 }
