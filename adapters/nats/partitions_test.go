@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/middleware"
 	"github.com/heraldbus/herald/transport"
 )
 
@@ -392,6 +394,48 @@ func TestKeyedPartitionConsumerDeleted(t *testing.T) {
 		}
 		if ci := in.consumersOf("ordered")["_keyed.1."+orderTopic]; ci == nil || ci.Config.MaxAckPending != 1 {
 			t.Errorf("partition 1 consumer after: %+v", ci)
+		}
+	})
+}
+
+// A keyed event retried in process for longer than AckWait stays with its
+// worker: progress acks keep the server from handing it (or the key's next
+// event) to another replica meanwhile.
+func TestKeyedRetryBeyondAckWait(t *testing.T) {
+	eachBroker(t, func(t *testing.T, br broker) {
+		var running, overlap atomic.Int32
+		var calls atomic.Int32
+		var replicas []*bus.Bus
+		r := &keyedRecorder{fail: func(key string, seq int) error {
+			if seq == 0 && calls.Add(1) < 3 {
+				return errors.New("not yet")
+			}
+			return nil
+		}}
+		handle := func(ctx context.Context, e OrderPlaced) error {
+			if running.Add(1) > 1 {
+				overlap.Add(1)
+			}
+			defer running.Add(-1)
+			return r.handle(ctx, e)
+		}
+		for range 2 {
+			tr := br.transport(t, func(c *nats.Config) { c.Partitions, c.AckWait = 2, 300*time.Millisecond })
+			b := bustest.New(t, bus.WithTransport(tr), bus.WithDefaultRetry(middleware.RetryPolicy{
+				MaxAttempts: 3, InitialInterval: 400 * time.Millisecond, MaxInterval: 400 * time.Millisecond}))
+			if _, err := bus.Subscribe(b, "ordered", handle, bus.WithOrderingByKey()); err != nil {
+				t.Fatal(err)
+			}
+			replicas = append(replicas, b)
+		}
+		publishKeyed(t, replicas[0], []string{"k"}, 2)
+		r.wait(t, 2)
+		if calls.Load() != 3 || overlap.Load() != 0 {
+			t.Errorf("%d calls of the retried event (want 3), %d overlapping", calls.Load(), overlap.Load())
+		}
+		part := fmt.Sprintf("_keyed.%d.%s", transport.KeyPartition("k", 2), orderTopic)
+		if ci := inspect(t, br).consumersOf("ordered")[part]; ci == nil || ci.Delivered.Consumer != 2 || ci.NumRedelivered != 0 {
+			t.Errorf("partition consumer after: %+v, want 2 deliveries and no redelivery", ci)
 		}
 	})
 }
