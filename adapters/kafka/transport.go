@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/heraldbus/herald/internal/adapterkit"
 	"github.com/heraldbus/herald/transport"
 )
 
@@ -87,14 +88,7 @@ func (t *Transport) Group(handler string) string { return t.cfg.GroupPrefix + ha
 // PoisonTopic returns the Kafka topic of the poison records.
 func (t *Transport) PoisonTopic() string { return t.cfg.TopicPrefix + "_poison" }
 
-func (t *Transport) isClosed() bool {
-	select {
-	case <-t.closed:
-		return true
-	default:
-		return false
-	}
-}
+func (t *Transport) isClosed() bool { return adapterkit.IsClosed(t.closed) }
 
 // Start reaches the cluster and creates the poison topic if it is missing.
 // It honours ctx and does its work once: later calls return nil at once; it
@@ -217,15 +211,7 @@ func (t *Transport) Publisher() message.Publisher { return publisher{t} }
 func (t *Transport) Close() error {
 	t.closeOnce.Do(func() {
 		close(t.closed)
-		t.mu.Lock()
-		subs := make([]*subscriber, 0, len(t.subs))
-		for s := range t.subs {
-			subs = append(subs, s)
-		}
-		t.mu.Unlock()
-		for _, s := range subs {
-			_ = s.Close()
-		}
+		adapterkit.CloseAll(&t.mu, t.subs)
 		t.poison.close()
 		t.cl.Close()
 	})

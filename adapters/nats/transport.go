@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/heraldbus/herald/internal/adapterkit"
 	"github.com/heraldbus/herald/transport"
 )
 
@@ -193,14 +194,7 @@ func (t *Transport) Subject(topic string) string { return t.cfg.SubjectPrefix + 
 func (t *Transport) poisonPrefix() string     { return t.cfg.SubjectPrefix + "_poison" }
 func (t *Transport) poisonStreamName() string { return t.cfg.StreamName + "_POISON" }
 
-func (t *Transport) isClosed() bool {
-	select {
-	case <-t.closed:
-		return true
-	default:
-		return false
-	}
-}
+func (t *Transport) isClosed() bool { return adapterkit.IsClosed(t.closed) }
 
 // Start checks the server (nats-server 2.9 or newer, JetStream enabled) and
 // creates the events and poison streams, or checks that existing ones capture
@@ -447,15 +441,7 @@ func (t *Transport) Publisher() message.Publisher { return publisher{t} }
 func (t *Transport) Close() error {
 	t.closeOnce.Do(func() {
 		close(t.closed)
-		t.mu.Lock()
-		subs := make([]*subscriber, 0, len(t.subs))
-		for s := range t.subs {
-			subs = append(subs, s)
-		}
-		t.mu.Unlock()
-		for _, s := range subs {
-			_ = s.Close()
-		}
+		adapterkit.CloseAll(&t.mu, t.subs)
 		t.acks.close()
 		if t.nc.IsConnected() {
 			if err := t.nc.FlushTimeout(t.cfg.RequestTimeout); err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/heraldbus/herald/internal/adapterkit"
 	"github.com/heraldbus/herald/transport"
 )
 
@@ -76,14 +77,7 @@ func New(cfg Config, opts ...Option) (*Transport, error) {
 // Config returns the transport's configuration, with defaults filled in.
 func (t *Transport) Config() Config { return t.cfg }
 
-func (t *Transport) isClosed() bool {
-	select {
-	case <-t.closed:
-		return true
-	default:
-		return false
-	}
-}
+func (t *Transport) isClosed() bool { return adapterkit.IsClosed(t.closed) }
 
 // Start declares the events exchange (a durable topic exchange) and the
 // poison stream, waiting for the connection if it is being re-established. It
@@ -197,15 +191,7 @@ func (t *Transport) Close() error {
 	t.closeOnce.Do(func() {
 		first = true
 		close(t.closed)
-		t.mu.Lock()
-		subs := make([]*subscriber, 0, len(t.subs))
-		for s := range t.subs {
-			subs = append(subs, s)
-		}
-		t.mu.Unlock()
-		for _, s := range subs {
-			_ = s.Close()
-		}
+		adapterkit.CloseAll(&t.mu, t.subs)
 		t.poison.close()
 		t.pub.close()
 		t.link.shutdown()
