@@ -26,8 +26,7 @@ type Transport struct {
 
 	topics sync.Map // Kafka topic name -> struct{}: known to exist
 
-	startMu sync.Mutex
-	started bool
+	started adapterkit.Prepared
 
 	poison *poisonView
 
@@ -94,24 +93,14 @@ func (t *Transport) isClosed() bool { return adapterkit.IsClosed(t.closed) }
 // It honours ctx and does its work once: later calls return nil at once; it
 // may be called again after it failed. The bus calls it at bus Start.
 func (t *Transport) Start(ctx context.Context) error {
-	if t.isClosed() {
-		return transport.ErrClosed
-	}
-	t.startMu.Lock()
-	defer t.startMu.Unlock()
-	if t.started {
-		return nil
-	}
-	ctx, cancel := t.requestCtx(ctx)
-	defer cancel()
-	if err := t.cl.Ping(ctx); err != nil {
-		return fmt.Errorf("herald/kafka: reach %v: %w", t.cfg.Brokers, err)
-	}
-	if err := t.ensureTopic(ctx, t.PoisonTopic(), 1, t.poisonTopicConfigs()); err != nil {
-		return err
-	}
-	t.started = true
-	return nil
+	return t.started.Do(t.closed, func() error {
+		ctx, cancel := t.requestCtx(ctx)
+		defer cancel()
+		if err := t.cl.Ping(ctx); err != nil {
+			return fmt.Errorf("herald/kafka: reach %v: %w", t.cfg.Brokers, err)
+		}
+		return t.ensureTopic(ctx, t.PoisonTopic(), 1, t.poisonTopicConfigs())
+	})
 }
 
 // requestCtx bounds ctx by RequestTimeout when it has no deadline.

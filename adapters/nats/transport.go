@@ -16,7 +16,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/heraldbus/herald/internal/adapterkit"
-	"github.com/heraldbus/herald/transport"
 )
 
 // Transport is a Herald transport over NATS JetStream: give it to the bus with
@@ -51,11 +50,10 @@ type Transport struct {
 	acks     *acker
 
 	// The streams, prepared by prepare, and again when found missing.
-	readyMu   sync.Mutex // serialises prepare
-	ready     atomic.Bool
+	ready     adapterkit.Prepared
 	gen       atomic.Uint64 // how many times the streams were prepared
 	strm      atomic.Pointer[streams]
-	lastErr   error // of the last prepare that failed, and when (readyMu)
+	lastErr   error // of the last prepare that failed, and when (in prepare)
 	lastErrAt time.Time
 
 	status      chan nats.Status
@@ -221,30 +219,21 @@ func (t *Transport) poisonStream() jetstream.Stream { return t.strm.Load().poiso
 const prepareBackoff = 100 * time.Millisecond
 
 func (t *Transport) prepare(ctx context.Context) error {
-	if t.ready.Load() {
-		return nil
-	}
-	if t.isClosed() {
-		return transport.ErrClosed
-	}
-	t.readyMu.Lock()
-	defer t.readyMu.Unlock()
-	if t.ready.Load() {
-		return nil
-	}
-	if err := ctx.Err(); err != nil {
+	return t.ready.Do(t.closed, func() error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if t.lastErr != nil && time.Since(t.lastErrAt) < prepareBackoff {
+			return t.lastErr
+		}
+		err := t.prepareLocked(ctx)
+		if err != nil && ctx.Err() == nil {
+			t.lastErr, t.lastErrAt = err, time.Now()
+		} else {
+			t.lastErr = nil
+		}
 		return err
-	}
-	if t.lastErr != nil && time.Since(t.lastErrAt) < prepareBackoff {
-		return t.lastErr
-	}
-	err := t.prepareLocked(ctx)
-	if err != nil && ctx.Err() == nil {
-		t.lastErr, t.lastErrAt = err, time.Now()
-	} else {
-		t.lastErr = nil
-	}
-	return err
+	})
 }
 
 func (t *Transport) prepareLocked(ctx context.Context) error {
@@ -297,7 +286,6 @@ func (t *Transport) prepareLocked(ctx context.Context) error {
 		t.recreateConsumers(ctx)
 	}
 	t.gen.Add(1)
-	t.ready.Store(true)
 	return nil
 }
 
@@ -345,7 +333,7 @@ func streamMissing(err error) bool {
 // operation that started before they were prepared again does not make
 // them prepared a second time.
 func (t *Transport) streamsLost(gen uint64, err error) {
-	if t.gen.Load() == gen && t.ready.CompareAndSwap(true, false) {
+	if t.gen.Load() == gen && t.ready.Reset() {
 		t.cfg.Logger.Warn("a stream is missing (a server with memory storage restarted, or the stream was deleted); preparing the streams again",
 			zap.String("stream", t.cfg.StreamName), zap.String("poison_stream", t.poisonStreamName()), zap.Error(err))
 	}

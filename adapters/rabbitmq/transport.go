@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -23,8 +22,7 @@ type Transport struct {
 	link *link
 	pub  *publisher
 
-	readyMu sync.Mutex
-	ready   atomic.Bool
+	ready adapterkit.Prepared
 
 	waitMu       sync.Mutex
 	waitDeclared map[string]bool // wait queues declared by this transport
@@ -85,34 +83,21 @@ func (t *Transport) isClosed() bool { return adapterkit.IsClosed(t.closed) }
 func (t *Transport) Start(ctx context.Context) error { return t.prepare(ctx) }
 
 func (t *Transport) prepare(ctx context.Context) error {
-	if t.ready.Load() {
-		return nil
+	return t.ready.Do(t.closed, func() error { return t.withChannel(ctx, t.declare) })
+}
+
+// declare declares the events exchange and the poison stream.
+func (t *Transport) declare(ch *amqp.Channel) error {
+	if err := ch.ExchangeDeclare(t.exchange(), amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+		return fmt.Errorf("declare exchange %q: %w", t.exchange(), err)
 	}
-	if t.isClosed() {
-		return transport.ErrClosed
+	args := amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeStream}
+	if t.cfg.PoisonMaxAge > 0 {
+		args[amqp.StreamMaxAgeArg] = fmt.Sprintf("%ds", int64(t.cfg.PoisonMaxAge.Seconds()))
 	}
-	t.readyMu.Lock()
-	defer t.readyMu.Unlock()
-	if t.ready.Load() {
-		return nil
+	if _, err := ch.QueueDeclare(t.poisonName(), true, false, false, false, args); err != nil {
+		return fmt.Errorf("declare poison stream %q: %w", t.poisonName(), err)
 	}
-	err := t.withChannel(ctx, func(ch *amqp.Channel) error {
-		if err := ch.ExchangeDeclare(t.exchange(), amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
-			return fmt.Errorf("declare exchange %q: %w", t.exchange(), err)
-		}
-		args := amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeStream}
-		if t.cfg.PoisonMaxAge > 0 {
-			args[amqp.StreamMaxAgeArg] = fmt.Sprintf("%ds", int64(t.cfg.PoisonMaxAge.Seconds()))
-		}
-		if _, err := ch.QueueDeclare(t.poisonName(), true, false, false, false, args); err != nil {
-			return fmt.Errorf("declare poison stream %q: %w", t.poisonName(), err)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	t.ready.Store(true)
 	return nil
 }
 

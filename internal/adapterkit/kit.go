@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/heraldbus/herald/transport"
@@ -85,3 +86,38 @@ func CloseAll[S interface {
 		_ = s.Close()
 	}
 }
+
+// Prepared runs a transport's preparation (reaching the broker, declaring
+// its streams or topics) until one run succeeds, one run at a time. The zero
+// value has not prepared yet.
+type Prepared struct {
+	mu sync.Mutex // one run at a time
+	ok atomic.Bool
+}
+
+// Do returns an error wrapping [transport.ErrClosed] once done is closed,
+// nil if a run of prepare succeeded since the last [Prepared.Reset], and
+// otherwise runs prepare, after any run in progress, and returns its error.
+func (p *Prepared) Do(done <-chan struct{}, prepare func() error) error {
+	if IsClosed(done) {
+		return transport.ErrClosed
+	}
+	if p.ok.Load() {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ok.Load() {
+		return nil
+	}
+	if err := prepare(); err != nil {
+		return err
+	}
+	p.ok.Store(true)
+	return nil
+}
+
+// Reset makes the next Do prepare again (the broker lost what was
+// prepared). It reports whether this call undid a success: of callers
+// racing to reset, one gets true.
+func (p *Prepared) Reset() bool { return p.ok.CompareAndSwap(true, false) }

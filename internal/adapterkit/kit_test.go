@@ -243,3 +243,62 @@ func TestPoisonIndexStaysCorrectThroughCompaction(t *testing.T) {
 		}
 	}
 }
+
+func TestPreparedRetriesUntilASuccessAndAgainAfterReset(t *testing.T) {
+	var p adapterkit.Prepared
+	done := make(chan struct{})
+	runs := 0
+	fail := errors.New("broker away")
+	prepare := func(err error) func() error {
+		return func() error { runs++; return err }
+	}
+	if err := p.Do(done, prepare(fail)); !errors.Is(err, fail) {
+		t.Fatalf("failed run: %v", err)
+	}
+	if err := p.Do(done, prepare(nil)); err != nil || runs != 2 {
+		t.Fatalf("a failed run is retried: %v after %d runs", err, runs)
+	}
+	if err := p.Do(done, prepare(fail)); err != nil || runs != 2 {
+		t.Fatalf("after a success no run: %v after %d runs", err, runs)
+	}
+	if !p.Reset() || p.Reset() {
+		t.Fatal("one Reset undoes the success")
+	}
+	if err := p.Do(done, prepare(nil)); err != nil || runs != 3 {
+		t.Fatalf("after Reset a run: %v after %d runs", err, runs)
+	}
+	close(done)
+	if err := p.Do(done, prepare(nil)); !errors.Is(err, transport.ErrClosed) || runs != 3 {
+		t.Fatalf("after close: %v after %d runs", err, runs)
+	}
+}
+
+func TestPreparedRunsOneAtATime(t *testing.T) {
+	var p adapterkit.Prepared
+	done := make(chan struct{})
+	var running, runs int
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			_ = p.Do(done, func() error {
+				mu.Lock()
+				running++
+				runs++
+				overlap := running > 1
+				mu.Unlock()
+				mu.Lock()
+				running--
+				mu.Unlock()
+				if overlap {
+					t.Error("two runs at once")
+				}
+				return nil
+			})
+		})
+	}
+	wg.Wait()
+	if runs != 1 {
+		t.Fatalf("%d runs, want 1", runs)
+	}
+}
