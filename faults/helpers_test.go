@@ -409,8 +409,8 @@ func (be *backend) subject(topic string) string {
 	return p + "." + topic
 }
 
-// streamMsgs returns how many messages the events stream holds.
-func (be *backend) streamMsgs(t testing.TB) uint64 {
+// streamState returns the state of the events stream.
+func (be *backend) streamState(t testing.TB) jetstream.StreamState {
 	t.Helper()
 	ctx := ctxFor(t, 10*time.Second)
 	s, err := be.js(t).Stream(ctx, be.streamName())
@@ -421,8 +421,11 @@ func (be *backend) streamMsgs(t testing.TB) uint64 {
 	if err != nil {
 		t.Fatalf("stream %s info: %v", be.streamName(), err)
 	}
-	return info.State.Msgs
+	return info.State
 }
+
+// streamMsgs returns how many messages the events stream holds.
+func (be *backend) streamMsgs(t testing.TB) uint64 { return be.streamState(t).Msgs }
 
 // consumer returns the info of the durable consumer of handler on topic.
 // The transport names consumers itself; its description names the handler.
