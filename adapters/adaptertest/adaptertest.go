@@ -441,8 +441,11 @@ func (s *suite) correlation(t *testing.T, be Backend) {
 	root.Wait(t, 1, s.cfg.timeout)
 	next.Wait(t, 1, s.cfg.timeout)
 	rm, nm := root.Metadata()[0], next.Metadata()[0]
-	if nm.CorrelationID != rm.ID || nm.CausationID != rm.ID || rm.CorrelationID != rm.ID {
+	if nm.CorrelationID != rm.ID || nm.CausationID != rm.ID || nm.ID == rm.ID || rm.CorrelationID != rm.ID || rm.CausationID != "" {
 		t.Errorf("root %+v, consequence %+v", rm, nm)
+	}
+	if nm.Handler != "corr.next" || nm.PublishedAt.IsZero() {
+		t.Errorf("consequence's metadata %+v: want its handler and publish time", nm)
 	}
 }
 
