@@ -43,11 +43,7 @@ const wait = 10 * time.Second
 
 var fast = bus.WithDefaultRetry(middleware.RetryPolicy{InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond})
 
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	t.Cleanup(cancel)
-	return ctx
-}
+func ctxT(t *testing.T) context.Context { return bustest.Context(t, wait) }
 
 func publishN(t *testing.T, b *bus.Bus, n int) {
 	t.Helper()

@@ -35,11 +35,7 @@ func (OrderShipped) EventName() string { return "outbox_test.OrderShipped" }
 
 const wait = 30 * time.Second
 
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testCtx(t *testing.T) context.Context { return bustest.Context(t, wait) }
 
 // eachTransport runs fn on a memory bus and on a NATS bus (embedded server),
 // as subtests. The bus is not started: fn subscribes, then starts it.

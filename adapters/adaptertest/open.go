@@ -42,3 +42,11 @@ func RunOn[B any](t *testing.T, brokers map[string]func(*testing.T) B, connect f
 		})
 	}
 }
+
+// Each runs fn once per broker of brokers, each as a subtest named by its
+// key, on a broker made for it.
+func Each[B any](t *testing.T, brokers map[string]func(*testing.T) B, fn func(*testing.T, B)) {
+	for name, newBroker := range brokers {
+		t.Run(name, func(t *testing.T) { fn(t, newBroker(t)) })
+	}
+}
