@@ -70,3 +70,18 @@ func ExampleKeyOrder() {
 	fmt.Println(o.OutOfOrder(), o.Distinct())
 	// Output: 1 4
 }
+
+func TestContextEndsAfterItsTimeout(t *testing.T) {
+	ctx := bustest.Context(t, 20*time.Millisecond)
+	if _, ok := ctx.Deadline(); !ok {
+		t.Fatal("no deadline")
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the context did not end after its timeout")
+	}
+	if ctx.Err() != context.DeadlineExceeded {
+		t.Fatalf("Err = %v", ctx.Err())
+	}
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/heraldbus/herald/adapters/nats/natstest"
 	"github.com/heraldbus/herald/bus"
+	"github.com/heraldbus/herald/bustest"
 )
 
 func TestHandlers(t *testing.T) {
@@ -33,7 +34,7 @@ func TestHandlers(t *testing.T) {
 
 func TestHandlersWatchStopsWithContext(t *testing.T) {
 	w := newWorld(t)
-	var out, errb syncBuffer
+	var out, errb bustest.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {
@@ -152,7 +153,7 @@ func TestPoisonPurge(t *testing.T) {
 
 func TestTail(t *testing.T) {
 	w := newWorld(t)
-	var out, errb syncBuffer
+	var out, errb bustest.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(context.Background(), []string{"--url", w.url, "tail", "--json", "--count", "2", "users.Signup"}, strings.NewReader(""), &out, &errb)
