@@ -333,7 +333,13 @@ func (be *backend) transport(t testing.TB) transport.Transport {
 		t.Cleanup(func() { _ = tr.Close() })
 		return tr
 	}
-	cfg := be.cfg
+	return natsTransport(t, be.cfg)
+}
+
+// natsTransport returns a new NATS transport with cfg and the suite's
+// logger (another process), closed when t ends if no bus closed it first.
+func natsTransport(t testing.TB, cfg hnats.Config) *hnats.Transport {
+	t.Helper()
 	cfg.Logger = logger(t)
 	tr, err := hnats.New(cfg)
 	if err != nil {

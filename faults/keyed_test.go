@@ -44,16 +44,7 @@ func keyedReplicaKilled(t *testing.T, cfg hnats.Config, server string) {
 		killAfter           = n / 4
 	)
 	cfg.AckWait = time.Second
-	newTransport := func() *hnats.Transport {
-		c := cfg
-		c.Logger = logger(t)
-		tr, err := hnats.New(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = tr.Close() })
-		return tr
-	}
+	newTransport := func() *hnats.Transport { return natsTransport(t, cfg) }
 	opts := func(tr *hnats.Transport) []bus.Option {
 		return []bus.Option{bus.WithTransport(tr), bus.WithDefaultRetry(fastRetry), bus.WithLogger(logger(t))}
 	}
