@@ -17,7 +17,9 @@ import (
 // leader is elected) and every event reaches the handler.
 func TestStreamLeaderLoss(t *testing.T) {
 	c := natstest.NewCluster(t, 3)
-	tr := broker{url: c.URL()}.transport(t, func(cfg *nats.Config) { cfg.Replicas = 3 })
+	// An R3 stream is placed by a Raft vote: on a loaded machine that takes
+	// longer than the default RequestTimeout.
+	tr := broker{url: c.URL()}.transport(t, func(cfg *nats.Config) { cfg.Replicas = 3; cfg.RequestTimeout = 30 * time.Second })
 	b := bustest.New(t, bus.WithTransport(tr))
 	r := bustest.Record[OrderPlaced](t, b, "leader.loss", bus.WithConcurrency(2))
 	publishOrders(t, b, 0, 10)
