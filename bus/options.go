@@ -53,6 +53,7 @@ type config struct {
 	asyncWindow     int
 	asyncOnError    func(id string, err error)
 	observe         observeConfig // WithTracing, WithPropagator, WithMetrics (observe.go)
+	trackTTL        time.Duration // WithTracking (track.go); 0: off
 }
 
 func invalid(format string, args ...any) error {
