@@ -146,6 +146,9 @@ func (b *Bus) publishAsync(ctx context.Context, et *eventType, v any, opts []Pub
 		if err != nil {
 			return nil, err
 		}
+		if b.tracker != nil {
+			b.tracker.queued(meta.Event, true)
+		}
 		close(a.done)
 		return a, nil
 	}
@@ -162,6 +165,9 @@ func (b *Bus) publishAsync(ctx context.Context, et *eventType, v any, opts []Pub
 	as.wg.Add(1)
 	complete := func(err error) {
 		observed(err)
+		if err == nil && b.tracker != nil {
+			b.tracker.queued(meta.Event, false) // done must not block
+		}
 		a.err = err
 		close(a.done)
 		<-as.slots

@@ -4,8 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
+	"go.uber.org/zap"
+
+	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/event"
+	"github.com/heraldbus/herald/internal/membroker"
 	"github.com/heraldbus/herald/transport"
 )
 
@@ -105,15 +113,278 @@ func (t Tracking) Finished() bool {
 // polls Track until [Tracking.Finished].
 //
 // Errors: [ErrNoTracking] on a bus without [WithTracking], [ErrUnknownEvent]
-// when nothing is recorded for id (never published with tracking on, or
-// expired), ctx's error, or the store's. Records are written in the
-// background: an event Publish just returned may take a moment to appear.
+// when nothing is recorded for id (never published with tracking on to a
+// handler the bus knew, or expired), ctx's error, or the store's. Records are
+// written in the background: an event Publish just returned may take a moment
+// to appear.
 func (b *Bus) Track(ctx context.Context, id string) (Tracking, error) {
-	if b.cfg.trackTTL == 0 {
+	if b.tracker == nil {
 		return Tracking{}, ErrNoTracking
 	}
 	if err := ctx.Err(); err != nil {
 		return Tracking{}, err
 	}
-	return Tracking{}, fmt.Errorf("%w: %q (tracking not implemented yet)", ErrUnknownEvent, id)
+	ds, err := b.tracker.store.Deliveries(ctx, id)
+	if err != nil {
+		return Tracking{}, fmt.Errorf("herald: track %q: %w", id, err)
+	}
+	if len(ds) == 0 {
+		return Tracking{}, fmt.Errorf("%w: %q", ErrUnknownEvent, id)
+	}
+	return Tracking{EventID: id, Event: ds[0].Event, Handlers: ds}, nil
+}
+
+// tracker writes the bus's tracking records.
+type tracker struct {
+	b     *Bus
+	store transport.DeliveryStore
+	// direct: the store is in process memory; puts are made by the caller.
+	// Otherwise they go through lanes to writer goroutines, a record's lane
+	// chosen by its event and handler so that one delivery's records are
+	// written in order.
+	direct bool
+	lanes  []chan transport.Delivery
+	mu     sync.RWMutex // read-held while sending on a lane; closing takes it
+	closed bool
+	wg     sync.WaitGroup
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// On a broker, the handlers of each event other processes run, for
+	// queued records: read from the transport (transport.Handlers) at most
+	// every handlersRefresh, in the background.
+	hmu     sync.Mutex
+	known   map[string][]string // event name → handler names
+	loaded  time.Time
+	loading bool
+}
+
+const (
+	trackLanes      = 4
+	trackLaneSize   = 256
+	trackPutTimeout = 5 * time.Second
+	handlersRefresh = 5 * time.Second
+)
+
+func newTracker(b *Bus) (*tracker, error) {
+	t := &tracker{b: b}
+	if tr, ok := b.cfg.transport.(transport.Tracker); ok {
+		s, err := tr.DeliveryStore(b.cfg.trackTTL)
+		if err != nil {
+			return nil, fmt.Errorf("herald: tracking store: %w", err)
+		}
+		t.store = s
+	} else {
+		t.store = membroker.NewTrackMap(b.cfg.trackTTL, nil)
+	}
+	_, t.direct = t.store.(*membroker.TrackMap)
+	return t, nil
+}
+
+// start starts the writers (bus Start).
+func (t *tracker) start() {
+	if t.direct || t.lanes != nil {
+		return
+	}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	t.lanes = make([]chan transport.Delivery, trackLanes)
+	for i := range t.lanes {
+		ch := make(chan transport.Delivery, trackLaneSize)
+		t.lanes[i] = ch
+		t.wg.Go(func() {
+			for d := range ch {
+				t.write(d)
+			}
+		})
+	}
+}
+
+func (t *tracker) write(d transport.Delivery) {
+	ctx, cancel := context.WithTimeout(t.ctx, trackPutTimeout)
+	defer cancel()
+	if err := t.store.PutDelivery(ctx, d); err != nil && t.ctx.Err() == nil {
+		t.b.cfg.logger.Warn("cannot write a tracking record", zap.String("event_id", d.EventID),
+			zap.String("handler", d.Handler), zap.Stringer("state", d.State), zap.Error(err))
+	}
+}
+
+// stop writes what is queued, until ctx ends (bus Close).
+func (t *tracker) stop(ctx context.Context) {
+	if t.lanes == nil {
+		return
+	}
+	t.mu.Lock()
+	if !t.closed {
+		t.closed = true
+		for _, ch := range t.lanes {
+			close(ch)
+		}
+	}
+	t.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		t.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		t.cancel() // the writers fail their puts at once and return
+		<-done
+		t.b.cfg.logger.Warn("tracking records not written before Close's deadline", zap.Error(ctx.Err()))
+	}
+	t.cancel()
+}
+
+// put records d: at once in process memory, else queued for its lane. When
+// wait is false and the lane is full, d is dropped (a later record of the
+// delivery supersedes it).
+func (t *tracker) put(d transport.Delivery, wait bool) {
+	if t.direct {
+		_ = t.store.PutDelivery(context.Background(), d)
+		return
+	}
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if t.closed || t.lanes == nil {
+		return
+	}
+	ch := t.lanes[lane(d.EventID, d.Handler)]
+	if wait {
+		ch <- d
+		return
+	}
+	select {
+	case ch <- d:
+	default:
+	}
+}
+
+// lane hashes an event ID and handler name (FNV-1a) to a lane.
+func lane(id, handler string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(id); i++ {
+		h = (h ^ uint32(id[i])) * 16777619
+	}
+	for i := 0; i < len(handler); i++ {
+		h = (h ^ uint32(handler[i])) * 16777619
+	}
+	return int(h % trackLanes)
+}
+
+// queued records the event as queued for every handler known to consume it.
+func (t *tracker) queued(ev transport.Event, wait bool) {
+	now := time.Now()
+	for _, h := range t.handlersOf(ev.Name) {
+		t.put(transport.Delivery{EventID: ev.ID, Event: ev.Name, Handler: h, State: StateQueued,
+			Queued: ev.PublishedAt, Updated: now}, wait)
+	}
+}
+
+// handlersOf returns the handlers known to consume the event name: in
+// process, the broker's; on a broker, this bus's and those the transport
+// lists (refreshed in the background when older than handlersRefresh).
+func (t *tracker) handlersOf(name string) []string {
+	if l := t.b.local; l != nil {
+		return l.GroupsOf(name)
+	}
+	var out []string
+	t.b.mu.Lock()
+	for _, s := range t.b.subs {
+		if s.event == name && !s.serve {
+			out = append(out, s.name)
+		}
+	}
+	t.b.mu.Unlock()
+	if _, ok := t.b.cfg.transport.(transport.Handlers); !ok {
+		return out
+	}
+	t.hmu.Lock()
+	known := t.known[name]
+	if !t.loading && time.Since(t.loaded) > handlersRefresh {
+		t.mu.RLock()
+		if !t.closed && t.lanes != nil {
+			t.loading = true
+			t.wg.Go(t.loadHandlers)
+		}
+		t.mu.RUnlock()
+	}
+	t.hmu.Unlock()
+	for _, h := range known {
+		if !slices.Contains(out, h) {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+func (t *tracker) loadHandlers() {
+	ctx, cancel := context.WithTimeout(t.ctx, trackPutTimeout)
+	defer cancel()
+	hs, err := t.b.cfg.transport.(transport.Handlers).Handlers(ctx)
+	known := map[string][]string{}
+	for _, h := range hs {
+		for _, topic := range h.Topics {
+			known[topic] = append(known[topic], h.Name)
+		}
+	}
+	t.hmu.Lock()
+	defer t.hmu.Unlock()
+	t.loading = false
+	t.loaded = time.Now()
+	if err != nil {
+		t.b.cfg.logger.Debug("cannot list handlers for tracking", zap.Error(err))
+		return
+	}
+	t.known = known
+}
+
+// attempt is the per-attempt half of tracking, around the handler: running
+// when an attempt starts; done when it succeeds; retrying when it fails and
+// another attempt follows (a failure that poisons the event is recorded by
+// the delivery half, once the poison record is stored).
+func (t *tracker) attempt(maxAttempts int) message.HandlerMiddleware {
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			meta := event.MessageMetadata(msg)
+			if meta == nil || meta.ID == "" || meta.Name == "" {
+				return h(msg)
+			}
+			now := time.Now()
+			d := transport.Delivery{EventID: meta.ID, Event: meta.Name, Handler: meta.Handler, State: StateRunning,
+				Attempt: meta.Attempt, Queued: meta.PublishedAt, Started: now, Updated: now}
+			t.put(d, true)
+			out, err := h(msg)
+			d.Updated = time.Now()
+			if err == nil {
+				d.State, d.Finished = StateDone, d.Updated
+				t.put(d, true)
+				return out, nil
+			}
+			d.LastError = err.Error()
+			event.SetFailure(msg, d.LastError)
+			if !event.Stopping(msg) && (handlers.IsPermanent(err) || meta.Attempt >= maxAttempts) {
+				return out, err // poisoned next, or nacked if the record cannot be stored
+			}
+			d.State = StateRetrying
+			t.put(d, true)
+			return out, err
+		}
+	}
+}
+
+// delivery is the per-delivery half, outside Poison: poisoned once the
+// poison record is stored.
+func (t *tracker) delivery(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		out, err := h(msg)
+		if event.Poisoned(msg) {
+			if meta := event.MessageMetadata(msg); meta != nil && meta.ID != "" && meta.Name != "" {
+				now := time.Now()
+				t.put(transport.Delivery{EventID: meta.ID, Event: meta.Name, Handler: meta.Handler, State: StatePoisoned,
+					Attempt: meta.Attempt, LastError: event.Failure(msg), Queued: meta.PublishedAt, Updated: now, Finished: now}, true)
+			}
+		}
+		return out, err
+	}
 }
