@@ -93,7 +93,7 @@ func shared(t *testing.T, url string) broker {
 		js, _ := jetstream.New(nc)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		for _, s := range []string{b.stream, b.stream + "_POISON"} {
+		for _, s := range []string{b.stream, b.stream + "_POISON", "KV_" + b.stream + "_TRACK"} { // the KV bucket is the stream KV_<bucket>
 			if err := js.DeleteStream(ctx, s); err != nil && err != jetstream.ErrStreamNotFound {
 				t.Errorf("cleanup: delete stream %s: %v", s, err)
 			}

@@ -67,6 +67,7 @@ type Transport struct {
 	mu        sync.Mutex
 	subs      map[*subscriber]struct{}
 	positions map[string]*position // by consumer name
+	track     *tracker             // delivery tracking, once DeliveryStore was called (track.go)
 }
 
 // New returns a transport configured by cfg. Unless cfg.Conn is
@@ -214,7 +215,20 @@ func (t *Transport) isClosed() bool {
 // does not exist. The first to find it prepares them again, with the
 // consumers of every running subscriber, while the others wait for it; then
 // each retries its operation once.
-func (t *Transport) Start(ctx context.Context) error { return t.prepare(ctx) }
+func (t *Transport) Start(ctx context.Context) error {
+	if err := t.prepare(ctx); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	tr := t.track
+	t.mu.Unlock()
+	if tr != nil {
+		if _, err := tr.bucket(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // streams are the transport's two streams.
 type streams struct{ events, poison jetstream.Stream }
