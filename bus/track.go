@@ -160,7 +160,8 @@ type tracker struct {
 }
 
 const (
-	trackLanes      = 4
+	trackLanes      = 8
+	trackBatch      = 64 // records a writer takes at once
 	trackLaneSize   = 256
 	trackPutTimeout = 5 * time.Second
 	handlersRefresh = 5 * time.Second
@@ -191,12 +192,46 @@ func (t *tracker) start() {
 	for i := range t.lanes {
 		ch := make(chan transport.Delivery, trackLaneSize)
 		t.lanes[i] = ch
-		t.wg.Go(func() {
-			for d := range ch {
-				t.write(d)
-			}
-		})
+		t.wg.Go(func() { t.writer(ch) })
 	}
+}
+
+// writer writes the records of one lane. It takes what the lane holds, up
+// to trackBatch records, and writes one record per delivery, their merge: a
+// delivery whose states came faster than the store takes them costs one
+// write, not one per state.
+func (t *tracker) writer(ch <-chan transport.Delivery) {
+	batch := make([]transport.Delivery, 0, trackBatch)
+	for d := range ch {
+		batch = append(batch[:0], d)
+	more:
+		for len(batch) < trackBatch {
+			select {
+			case d, ok := <-ch:
+				if !ok {
+					break more
+				}
+				batch = merged(batch, d)
+			default:
+				break more
+			}
+		}
+		for _, d := range batch {
+			t.write(d)
+		}
+	}
+}
+
+// merged adds d to batch, merged into the record of its delivery if batch
+// holds one.
+func merged(batch []transport.Delivery, d transport.Delivery) []transport.Delivery {
+	for i := range batch {
+		if batch[i].EventID == d.EventID && batch[i].Handler == d.Handler {
+			batch[i] = batch[i].Merge(d)
+			return batch
+		}
+	}
+	return append(batch, d)
 }
 
 func (t *tracker) write(d transport.Delivery) {

@@ -10,40 +10,47 @@ import (
 	"github.com/heraldbus/herald/transport"
 )
 
-// TrackMap is a transport.DeliveryStore in process memory. An event's records
-// are removed once ttl has passed since the last put of any of them: each put
-// queues the event's new expiry, and every call first drops the events whose
-// expiry passed, so the map holds only what was put within the last ttl,
-// without a goroutine.
+// TrackMap is a transport.DeliveryStore in process memory. Records are kept
+// in two generations: puts go to the current one, and every ttl the current
+// one becomes the previous one and the previous one is dropped. A record
+// (moved to the current generation by each put) so lives at least ttl after
+// its last put and is gone by twice that, and the map holds only what was
+// put within the last two ttls, without a goroutine and at the cost of a map
+// update per put.
 type TrackMap struct {
 	ttl time.Duration
 	now func() time.Time
 
-	mu      sync.Mutex
-	events  map[string]*trackEntry
-	expiry  []trackExpiry // in put order, so by expiry: the oldest first
-	expired int           // expiry[:expired] are consumed (compacted lazily)
-}
-
-type trackEntry struct {
-	expires  time.Time
-	handlers map[string]transport.Delivery
-}
-
-type trackExpiry struct {
-	at    time.Time
-	event string
+	mu        sync.Mutex
+	cur, prev map[string][]transport.Delivery // event ID → its records, one per handler
+	rotated   time.Time                       // when cur became current
 }
 
 var _ transport.DeliveryStore = (*TrackMap)(nil)
 
-// NewTrackMap returns an empty store whose records live ttl after their last
-// put. now is the clock (nil: time.Now).
+// NewTrackMap returns an empty store whose records live ttl (to 2×ttl) after
+// their last put. now is the clock (nil: time.Now).
 func NewTrackMap(ttl time.Duration, now func() time.Time) *TrackMap {
 	if now == nil {
 		now = time.Now
 	}
-	return &TrackMap{ttl: ttl, now: now, events: map[string]*trackEntry{}}
+	return &TrackMap{ttl: ttl, now: now, cur: map[string][]transport.Delivery{}, rotated: now()}
+}
+
+// rotate starts a new generation when the current one is ttl old.
+func (m *TrackMap) rotate() {
+	now := m.now()
+	age := now.Sub(m.rotated)
+	if age < m.ttl {
+		return
+	}
+	if age < 2*m.ttl {
+		m.prev = m.cur
+	} else {
+		m.prev = nil // the current generation is older than ttl too
+	}
+	m.cur = make(map[string][]transport.Delivery, len(m.prev))
+	m.rotated = now
 }
 
 // PutDelivery merges d into the record of (d.EventID, d.Handler).
@@ -51,21 +58,23 @@ func (m *TrackMap) PutDelivery(ctx context.Context, d transport.Delivery) error 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.sweep(now)
-	e := m.events[d.EventID]
-	if e == nil {
-		e = &trackEntry{handlers: make(map[string]transport.Delivery, 1)}
-		m.events[d.EventID] = e
+	m.rotate()
+	ds, ok := m.cur[d.EventID]
+	if !ok {
+		if ds, ok = m.prev[d.EventID]; ok {
+			delete(m.prev, d.EventID)
+		}
 	}
-	if old, ok := e.handlers[d.Handler]; ok {
-		d = old.Merge(d)
+	for i := range ds {
+		if ds[i].Handler == d.Handler {
+			ds[i] = ds[i].Merge(d)
+			m.cur[d.EventID] = ds
+			return nil
+		}
 	}
-	e.handlers[d.Handler] = d
-	e.expires = now.Add(m.ttl)
-	m.expiry = append(m.expiry, trackExpiry{at: e.expires, event: d.EventID})
+	m.cur[d.EventID] = append(ds, d)
 	return nil
 }
 
@@ -75,16 +84,13 @@ func (m *TrackMap) Deliveries(ctx context.Context, eventID string) ([]transport.
 		return nil, err
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.sweep(m.now())
-	e := m.events[eventID]
-	if e == nil {
-		return nil, nil
+	m.rotate()
+	ds, ok := m.cur[eventID]
+	if !ok {
+		ds = m.prev[eventID]
 	}
-	out := make([]transport.Delivery, 0, len(e.handlers))
-	for _, d := range e.handlers {
-		out = append(out, d)
-	}
+	out := slices.Clone(ds)
+	m.mu.Unlock()
 	slices.SortFunc(out, func(a, b transport.Delivery) int { return strings.Compare(a.Handler, b.Handler) })
 	return out, nil
 }
@@ -93,29 +99,8 @@ func (m *TrackMap) Deliveries(ctx context.Context, eventID string) ([]transport.
 func (m *TrackMap) Len() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.sweep(m.now())
-	return len(m.events)
-}
-
-// sweep drops the events whose last put is older than ttl. An expiry queued
-// by an earlier put of an event put again since is skipped: the later one is
-// further in the queue.
-func (m *TrackMap) sweep(now time.Time) {
-	for m.expired < len(m.expiry) {
-		x := m.expiry[m.expired]
-		if x.at.After(now) {
-			break
-		}
-		if e := m.events[x.event]; e != nil && !e.expires.After(now) {
-			delete(m.events, x.event)
-		}
-		m.expiry[m.expired] = trackExpiry{}
-		m.expired++
-	}
-	if m.expired > 1024 && m.expired*2 > len(m.expiry) {
-		m.expiry = append(m.expiry[:0], m.expiry[m.expired:]...)
-		m.expired = 0
-	}
+	m.rotate()
+	return len(m.cur) + len(m.prev)
 }
 
 // GroupsOf returns the names of the groups subscribed to topic.

@@ -10,8 +10,8 @@ import (
 	"github.com/heraldbus/herald/transport"
 )
 
-// Records expire ttl after their event's last put, and the map lets go of
-// them: it holds only the events put within the last ttl.
+// A record lives at least ttl after its last put and is gone by twice that:
+// the map lets go of what was not put within the last two ttls.
 func TestTrackMapExpires(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Unix(1000, 0)
@@ -19,30 +19,42 @@ func TestTrackMapExpires(t *testing.T) {
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
 	m := NewTrackMap(time.Minute, clock)
 	ctx := context.Background()
-	for i := range 5000 {
-		if err := m.PutDelivery(ctx, transport.Delivery{EventID: fmt.Sprint(i), Handler: "h", State: transport.StateQueued}); err != nil {
+	put := func(id string) {
+		t.Helper()
+		if err := m.PutDelivery(ctx, transport.Delivery{EventID: id, Handler: "h", State: transport.StateQueued}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	advance(30 * time.Second)
-	// Event 0 is put again: it lives a minute from now.
-	_ = m.PutDelivery(ctx, transport.Delivery{EventID: "0", Handler: "h", State: transport.StateRunning, Attempt: 1})
+	has := func(id string) bool {
+		ds, err := m.Deliveries(ctx, id)
+		return err == nil && len(ds) == 1
+	}
+	for i := range 5000 {
+		put(fmt.Sprint(i))
+	}
+	advance(59 * time.Second)
 	if n := m.Len(); n != 5000 {
 		t.Fatalf("before the ttl: %d events", n)
 	}
-	advance(31 * time.Second)
-	if n := m.Len(); n != 1 {
-		t.Fatalf("after the ttl: %d events, want only the one put again", n)
+	advance(62 * time.Second) // 2×ttl after the puts
+	if n := m.Len(); n != 0 || has("1") {
+		t.Fatalf("after twice the ttl: %d events", n)
 	}
-	if ds, _ := m.Deliveries(ctx, "1"); len(ds) != 0 {
-		t.Fatalf("expired event still listed: %+v", ds)
+	put("late")
+	advance(59 * time.Second)
+	put("later")
+	advance(2 * time.Second) // a new generation: both move to the previous one
+	if !has("late") || !has("later") {
+		t.Fatal("a record is gone before its ttl")
 	}
-	advance(time.Minute)
-	if n := m.Len(); n != 0 || len(m.expiry)-m.expired != 0 {
-		t.Fatalf("%d events, %d expiries left", n, len(m.expiry)-m.expired)
+	put("later") // back in the current generation
+	advance(60 * time.Second)
+	if has("late") || !has("later") {
+		t.Fatalf("late (put 121s ago) kept %v, later (put 60s ago) kept %v", has("late"), has("later"))
 	}
-	if cap(m.expiry) > 0 && m.expired > 1024 {
-		t.Fatalf("the expiry queue was not compacted: %d consumed of %d", m.expired, len(m.expiry))
+	advance(2 * time.Minute)
+	if n := m.Len(); n != 0 {
+		t.Fatalf("%d events left", n)
 	}
 }
 

@@ -27,6 +27,7 @@ func writeReport(w io.Writer, res *results, info runInfo, chartDir string, chart
 	writeMemory(p, res)
 	writeNATS(p, res)
 	writeObserve(p, res)
+	writeTrack(p, res)
 	writeRabbitMQ(p, res)
 	writeKafka(p, res)
 	writePerEvent(p, res)
