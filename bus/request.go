@@ -206,6 +206,9 @@ func (b *Bus) request(ctx context.Context, et *eventType, v any, opts []PublishO
 		}
 		return nil, fmt.Errorf("herald: request %s: %w", et.name, err)
 	}
+	if err := ctx.Err(); err != nil { // the answer came too late
+		return nil, fmt.Errorf("herald: request %s: %w", et.name, err)
+	}
 	if m := reply.Metadata.Get(transport.KeyError); m != "" {
 		return nil, &RemoteError{Handler: reply.Metadata.Get(transport.KeyHandler), Message: m}
 	}
@@ -269,6 +272,13 @@ func (s *Subscription) answer(r transport.Request, again func()) {
 	}()
 	out, err = s.chain(msg)
 	normal = true
+	if ctx.Err() == context.DeadlineExceeded && s.ctx.Err() == nil {
+		// The request's deadline passed: its caller gave up and reports
+		// its own context.DeadlineExceeded; no one reads an answer.
+		s.b.cfg.logger.Debug("request answered after its deadline; no reply sent", zap.String("handler", s.name),
+			zap.String("request_id", msg.UUID), zap.Error(err))
+		return
+	}
 	if err == nil && len(out) != 1 {
 		err = fmt.Errorf("herald: the middleware returned %d answers, not 1", len(out))
 	}
