@@ -205,7 +205,8 @@ func (t *Transport) isClosed() bool {
 
 // Start checks the server (nats-server 2.9 or newer, JetStream enabled) and
 // creates the events and poison streams, or checks that existing ones capture
-// the transport's subjects. It honours ctx and does its work once: later calls
+// the transport's subjects; with delivery tracking on, it creates the tracking
+// bucket too (or uses the one that exists). It honours ctx and does its work once: later calls
 // return nil at once. The bus calls it at bus Start; errors wrap
 // [ErrUnsupportedServer] when the server cannot work.
 //
