@@ -27,21 +27,10 @@ var trackModes = []struct {
 // runTracked publishes b.N events in batches of e2eBatch, waits until c
 // has counted them all, closes hb, then stops the clock.
 func runTracked(b *testing.B, hb *bus.Bus, c *counter) {
-	ctx := context.Background()
-	batch := make([]BenchEvent, 0, e2eBatch)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := range b.N {
-		batch = append(batch, newEvent(i))
-		if len(batch) == e2eBatch || i == b.N-1 {
-			if err := bus.PublishBatch(ctx, hb, batch); err != nil {
-				b.Fatal(err)
-			}
-			batch = batch[:0]
-		}
-	}
+	_, publishBatch := heraldPublish(hb)
+	publishBatches(b, e2eBatch, publishBatch)
 	c.wait(b, 5*time.Minute)
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if err := hb.Close(cctx); err != nil {
 		b.Fatal(err)

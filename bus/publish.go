@@ -73,21 +73,29 @@ func (b *Bus) checkPublish(ctx context.Context) error {
 	return ErrClosed
 }
 
-func (b *Bus) publish(ctx context.Context, et *eventType, v any, opts []PublishOption) error {
+// publishable checks a publish of v (the bus's state, the type, the value,
+// the options) and prepares its metadata and, when it must be encoded, its
+// payload.
+func (b *Bus) publishable(ctx context.Context, et *eventType, v any, opts []PublishOption) (handlers.Metadata, []byte, *pubConfig, error) {
 	if err := b.checkPublish(ctx); err != nil {
-		return err
+		return handlers.Metadata{}, nil, nil, err
 	}
 	if b.jsonCodec && et.planErr != nil {
-		return et.planErr
+		return handlers.Metadata{}, nil, nil, et.planErr
 	}
 	if isNilPointer(v) {
-		return fmt.Errorf("%w: %s: nil pointer", ErrInvalidEvent, et.name)
+		return handlers.Metadata{}, nil, nil, fmt.Errorf("%w: %s: nil pointer", ErrInvalidEvent, et.name)
 	}
 	pc, err := pubOptions(opts)
 	if err != nil {
-		return err
+		return handlers.Metadata{}, nil, nil, err
 	}
 	meta, payload, err := b.prepare(ctx, et, v, pc)
+	return meta, payload, pc, err
+}
+
+func (b *Bus) publish(ctx context.Context, et *eventType, v any, opts []PublishOption) error {
+	meta, payload, pc, err := b.publishable(ctx, et, v, opts)
 	if err != nil {
 		return err
 	}

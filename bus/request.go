@@ -168,20 +168,7 @@ func (b *Bus) request(ctx context.Context, et *eventType, v any, opts []PublishO
 	if err := b.requester(); err != nil {
 		return nil, err
 	}
-	if err := b.checkPublish(ctx); err != nil {
-		return nil, err
-	}
-	if b.jsonCodec && et.planErr != nil {
-		return nil, et.planErr
-	}
-	if isNilPointer(v) {
-		return nil, fmt.Errorf("%w: %s: nil pointer", ErrInvalidEvent, et.name)
-	}
-	pc, err := pubOptions(opts)
-	if err != nil {
-		return nil, err
-	}
-	meta, payload, err := b.prepare(ctx, et, v, pc)
+	meta, payload, pc, err := b.publishable(ctx, et, v, opts)
 	if err == nil && payload == nil { // in process, prepare may not encode
 		payload, err = b.encode(et, v)
 	}

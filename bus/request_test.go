@@ -3,61 +3,23 @@ package bus_test
 import (
 	"context"
 	"errors"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	"github.com/heraldbus/herald/adapters/memory"
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
+	"github.com/heraldbus/herald/handlers"
 	"github.com/heraldbus/herald/middleware"
 )
 
 type quoteReq struct{ SKU string }
 type quoteResp struct{ Cents int }
-
-func TestRequestAnswers(t *testing.T) {
-	b := bustest.New(t)
-	if _, err := bus.Handle(b, "pricing", func(ctx context.Context, r quoteReq) (quoteResp, error) {
-		switch r.SKU {
-		case "fail":
-			return quoteResp{}, errors.New("no price for\\nfail")
-		case "panic":
-			panic("boom")
-		case "slow":
-			<-ctx.Done()
-			return quoteResp{}, ctx.Err()
-		}
-		return quoteResp{Cents: len(r.SKU) * 100}, nil
-	}, bus.WithConcurrency(2)); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	got, err := bus.Request[quoteReq, quoteResp](ctx, b, quoteReq{SKU: "abc"})
-	if err != nil || got.Cents != 300 {
-		t.Fatalf("got %+v, %v", got, err)
-	}
-	_, err = bus.Request[quoteReq, quoteResp](ctx, b, quoteReq{SKU: "fail"})
-	var re *bus.RemoteError
-	if !errors.As(err, &re) || re.Handler != "pricing" || re.Message != "no price for\\nfail" {
-		t.Fatalf("handler error: %#v", err)
-	}
-	_, err = bus.Request[quoteReq, quoteResp](ctx, b, quoteReq{SKU: "panic"})
-	if !errors.As(err, &re) || !strings.Contains(re.Message, "panicked: boom") || strings.Contains(re.Message, "goroutine") {
-		t.Fatalf("panic: %#v", err)
-	}
-	short, c2 := context.WithTimeout(ctx, 100*time.Millisecond)
-	defer c2()
-	_, err = bus.Request[quoteReq, quoteResp](short, b, quoteReq{SKU: "slow"})
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("deadline: %v", err)
-	}
-	if _, err := bus.Request[quoteResp, quoteReq](ctx, b, quoteResp{}); !errors.Is(err, bus.ErrNoResponder) {
-		t.Fatalf("no responder: %v", err)
-	}
-}
 
 func TestHandleRules(t *testing.T) {
 	b := bustest.New(t)
@@ -123,5 +85,81 @@ func TestCloseWaitsForRequestsInFlight(t *testing.T) {
 	}
 	if _, err := bus.Request[quoteReq, quoteResp](ctx, b, quoteReq{}); !errors.Is(err, bus.ErrClosed) {
 		t.Fatalf("after close: %v", err)
+	}
+}
+
+// Handle follows Subscribe's life: before Start it answers once the bus
+// starts, Stop frees its name (and then nothing answers), and a closed bus
+// refuses it. Request before Start is ErrNotStarted.
+func TestHandleLifecycle(t *testing.T) {
+	b, err := bus.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	fn := func(_ context.Context, q quoteReq) (quoteResp, error) { return quoteResp{Cents: len(q.SKU)}, nil }
+	sub, err := bus.Handle(b, "early", fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.Request[quoteReq, quoteResp](ctx, b, quoteReq{}); !errors.Is(err, bus.ErrNotStarted) {
+		t.Errorf("before Start: %v", err)
+	}
+	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := bus.Request[quoteReq, quoteResp](ctx, b, quoteReq{SKU: "abcd"}); err != nil || r.Cents != 4 {
+		t.Fatalf("after Start: %+v, %v", r, err)
+	}
+	if err := sub.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.Request[quoteReq, quoteResp](ctx, b, quoteReq{}); !errors.Is(err, bus.ErrNoResponder) {
+		t.Errorf("after Stop: %v", err)
+	}
+	if _, err := bus.Handle(b, "early", fn); err != nil {
+		t.Errorf("the name is free after Stop: %v", err)
+	}
+	if err := b.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.Handle(b, "late", fn); !errors.Is(err, bus.ErrClosed) {
+		t.Errorf("after Close: %v", err)
+	}
+}
+
+// The handler's span continues the caller's trace, and a request made from
+// a handler's ctx carries its correlation ID.
+func TestRequestTraceAndCorrelation(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	b := bustest.New(t, bus.WithTracing(tp), bus.WithPropagator(propagation.TraceContext{}))
+	got := make(chan handlers.Metadata, 1)
+	if _, err := bus.Handle(b, "pricing", func(ctx context.Context, q quoteReq) (quoteResp, error) {
+		m, _ := handlers.FromContext(ctx)
+		got <- m
+		return quoteResp{}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, root := tp.Tracer("test").Start(context.Background(), "GET /price")
+	if _, err := bus.Request[quoteReq, quoteResp](ctx, b, quoteReq{SKU: "x"}, bus.WithCorrelationID("order-7")); err != nil {
+		t.Fatal(err)
+	}
+	root.End()
+	if m := <-got; m.CorrelationID != "order-7" || m.Handler != "pricing" || m.Name != "bus_test.quoteReq" {
+		t.Errorf("handler metadata %+v", m)
+	}
+	bustest.Eventually(t, 5*time.Second, func() bool { return len(rec.Ended()) == 2 }, "two spans")
+	var process sdktrace.ReadOnlySpan
+	for _, s := range rec.Ended() {
+		if s.Name() == "process bus_test.quoteReq" {
+			process = s
+		}
+	}
+	if process == nil || process.SpanContext().TraceID() != root.SpanContext().TraceID() || process.Parent().SpanID() != root.SpanContext().SpanID() {
+		t.Errorf("the handler's span %v is not a child of the caller's", process)
 	}
 }

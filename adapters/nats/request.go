@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/heraldbus/herald/internal/reqinbox"
 	"github.com/heraldbus/herald/transport"
 )
 
@@ -81,7 +81,7 @@ func (t *Transport) Respond(ctx context.Context, handler, topic string) (<-chan 
 	if err := validSubject(topic); err != nil {
 		return nil, fmt.Errorf("herald/nats: topic: %w: %w", transport.ErrInvalidName, err)
 	}
-	r := &responder{t: t, handler: handler, ch: make(chan transport.Request), done: make(chan struct{})}
+	r := &responder{t: t, handler: handler, in: reqinbox.New()}
 	sub, err := t.nc.QueueSubscribe(t.RequestSubject(topic), handler, r.received)
 	if err != nil {
 		return nil, fmt.Errorf("herald/nats: respond to %s: %w", topic, err)
@@ -94,25 +94,16 @@ func (t *Transport) Respond(ctx context.Context, handler, topic string) (<-chan 
 	}
 	context.AfterFunc(ctx, func() {
 		_ = sub.Unsubscribe()
-		close(r.done)
-		r.mu.Lock()
-		r.closed = true
-		close(r.ch)
-		r.mu.Unlock()
+		r.in.Close()
 	})
-	return r.ch, nil
+	return r.in.C(), nil
 }
 
-// responder hands the requests of one subscription to the bus's workers:
-// sends on ch under mu's read lock until done is closed, then ch is closed
-// under the write lock.
+// responder hands the requests of one subscription to the bus's workers.
 type responder struct {
 	t       *Transport
 	handler string
-	ch      chan transport.Request
-	done    chan struct{}
-	mu      sync.RWMutex
-	closed  bool
+	in      *reqinbox.Inbox
 }
 
 func (r *responder) received(m *nats.Msg) {
@@ -123,14 +114,8 @@ func (r *responder) received(m *nats.Msg) {
 		}
 	}
 	req := transport.Request{Message: wm, Reply: func(reply *message.Message) error { return r.reply(m, reply) }}
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	if !r.closed {
-		select {
-		case r.ch <- req:
-			return
-		case <-r.done:
-		}
+	if taken, _ := r.in.Send(context.Background(), nil, req); taken {
+		return
 	}
 	stopping := message.NewMessage(wm.UUID, nil)
 	stopping.Metadata.Set(transport.KeyError, "herald: the handler is stopping")

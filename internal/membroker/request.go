@@ -7,6 +7,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/heraldbus/herald/internal/reqinbox"
 	"github.com/heraldbus/herald/transport"
 )
 
@@ -25,15 +26,8 @@ type respGroup struct {
 	next    int
 }
 
-// responder is one Respond call: requests are sent on ch, under mu's read
-// lock, until done is closed; then ch is closed under the write lock, so that
-// no send races the close.
-type responder struct {
-	ch     chan transport.Request
-	done   chan struct{}
-	mu     sync.RWMutex
-	closed bool
-}
+// responder is one Respond call.
+type responder = reqinbox.Inbox
 
 // Respond registers a responder of topic in the group handler; its channel is
 // closed once ctx ends.
@@ -42,7 +36,7 @@ func (h *Handle) Respond(ctx context.Context, handler, topic string) (<-chan tra
 		return nil, errClosed
 	}
 	rr := &h.b.rr
-	r := &responder{ch: make(chan transport.Request), done: make(chan struct{})}
+	r := reqinbox.New()
 	rr.mu.Lock()
 	if rr.topics == nil {
 		rr.topics = map[string][]*respGroup{}
@@ -61,13 +55,9 @@ func (h *Handle) Respond(ctx context.Context, handler, topic string) (<-chan tra
 	rr.mu.Unlock()
 	context.AfterFunc(ctx, func() {
 		rr.leave(topic, g, r)
-		close(r.done)
-		r.mu.Lock()
-		r.closed = true
-		close(r.ch)
-		r.mu.Unlock()
+		r.Close()
 	})
-	return r.ch, nil
+	return r.C(), nil
 }
 
 func (rr *responders) leave(topic string, g *respGroup, r *responder) {
@@ -128,9 +118,9 @@ func (h *Handle) Request(ctx context.Context, topic string, req *message.Message
 		if resp == nil {
 			return nil, fmt.Errorf("herald/memory: %w: %s", transport.ErrNoResponder, topic)
 		}
-		sent, err := resp.send(ctx, h.b.done, r)
+		sent, err := resp.Send(ctx, h.b.done, r)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("herald/memory: request %s: %w", topic, err)
 		}
 		if sent {
 			break
@@ -143,24 +133,5 @@ func (h *Handle) Request(ctx context.Context, topic string, req *message.Message
 		return nil, fmt.Errorf("herald/memory: request %s: %w", topic, ctx.Err())
 	case <-h.b.done:
 		return nil, errClosed
-	}
-}
-
-// send hands r to the responder; false if it left first.
-func (resp *responder) send(ctx context.Context, brokerDone <-chan struct{}, r transport.Request) (bool, error) {
-	resp.mu.RLock()
-	defer resp.mu.RUnlock()
-	if resp.closed {
-		return false, nil
-	}
-	select {
-	case resp.ch <- r:
-		return true, nil
-	case <-resp.done:
-		return false, nil
-	case <-ctx.Done():
-		return false, fmt.Errorf("herald/memory: request: %w", ctx.Err())
-	case <-brokerDone:
-		return false, errClosed
 	}
 }
