@@ -96,3 +96,36 @@ func TestTrackingRecordsExpire(t *testing.T) {
 }
 
 var _ transport.Tracker = (*nats.Transport)(nil)
+
+// A tracking bucket that disappears (a server with memory storage restarted,
+// or someone deleted it) is created again by the next put.
+func TestTrackingBucketCreatedAgain(t *testing.T) {
+	for name, newBroker := range brokers(t) {
+		t.Run(name, func(t *testing.T) {
+			tr := newBroker(t).transport(t)
+			store, err := tr.DeliveryStore(time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			put := func(id string) {
+				t.Helper()
+				if err := store.PutDelivery(ctx, transport.Delivery{EventID: id, Event: "x", Handler: "h", State: transport.StateQueued}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			put("before")
+			if err := tr.JetStream().DeleteKeyValue(ctx, tr.TrackBucket()); err != nil {
+				t.Fatal(err)
+			}
+			put("after")
+			if ds, err := store.Deliveries(ctx, "after"); err != nil || len(ds) != 1 {
+				t.Fatalf("after: %+v, %v", ds, err)
+			}
+			if ds, err := store.Deliveries(ctx, "before"); err != nil || len(ds) != 0 {
+				t.Fatalf("before (deleted with its bucket): %+v, %v", ds, err)
+			}
+		})
+	}
+}
