@@ -64,11 +64,14 @@ var (
 // RabbitMQ, Kafka), where Track sees only what this process published or
 // handled. Expired records are removed.
 //
-// Cost: one store write per state change (two for a delivery that succeeds
-// at once, plus one per handler at publish), made off the handler's path
-// except on memory, where it is a map update. Writes to a remote store are
-// queued and sent in the background; a handler waits only when that queue is
-// full. Close sends what is queued before it closes the transport.
+// Cost: at most one store write per state change (three for a delivery that
+// succeeds at once: queued, running, done). In process memory it is a map
+// update, made by the caller. Writes to a remote store are queued and made in
+// the background, off the handler's path (a handler waits only when that
+// queue is full); the states of one delivery that come within 10ms of each
+// other are merged into one write, so a handler that succeeds quickly costs
+// one KV put on NATS. Close writes what is queued before it closes the
+// transport.
 //
 // A handler that another service runs, on a broker, appears once the
 // publisher's bus knows it (NATS: its durable consumer exists; the list is
@@ -161,7 +164,8 @@ type tracker struct {
 
 const (
 	trackLanes      = 8
-	trackBatch      = 64 // records a writer takes at once
+	trackBatch      = 64                    // records a writer writes at once
+	trackLinger     = 10 * time.Millisecond // how long a writer gathers records
 	trackLaneSize   = 256
 	trackPutTimeout = 5 * time.Second
 	handlersRefresh = 5 * time.Second
@@ -196,29 +200,40 @@ func (t *tracker) start() {
 	}
 }
 
-// writer writes the records of one lane. It takes what the lane holds, up
-// to trackBatch records, and writes one record per delivery, their merge: a
-// delivery whose states came faster than the store takes them costs one
-// write, not one per state.
+// writer writes the records of one lane. After a record comes, it gathers
+// what else comes within trackLinger (up to trackBatch records), merging the
+// records of each delivery into one, then writes them all at once: a
+// delivery whose states come within the linger (a handler that succeeds
+// quickly: queued, running, done) costs one write, not three.
 func (t *tracker) writer(ch <-chan transport.Delivery) {
 	batch := make([]transport.Delivery, 0, trackBatch)
+	linger := time.NewTimer(trackLinger)
+	linger.Stop()
 	for d := range ch {
 		batch = append(batch[:0], d)
-	more:
+		linger.Reset(trackLinger)
+	gather:
 		for len(batch) < trackBatch {
 			select {
 			case d, ok := <-ch:
 				if !ok {
-					break more
+					break gather
 				}
 				batch = merged(batch, d)
-			default:
-				break more
+			case <-linger.C:
+				break gather
 			}
 		}
-		for _, d := range batch {
-			t.write(d)
+		linger.Stop()
+		if len(batch) == 1 {
+			t.write(batch[0])
+			continue
 		}
+		var wg sync.WaitGroup // one record per delivery: the writes may overlap
+		for _, d := range batch {
+			wg.Go(func() { t.write(d) })
+		}
+		wg.Wait()
 	}
 }
 

@@ -57,7 +57,7 @@ func writeTrack(p printer, res *results) {
 	p("run): b.N events published in batches to one handler (default chain), with `bus.WithTracking(time.Hour)` off\n")
 	p("and on. On, each event costs a queued record at publish and a running and a done record from its handler: map\n")
 	p("updates in process memory (kept for the hour: the heap grows with them), KV puts over NATS, made by the bus's\n")
-	p("writers off the handler's path, one put per delivery when its states come faster than the bucket takes them.\n")
+	p("writers off the handler's path, one put for the states of a delivery that come within 10ms of each other.\n")
 	p("The clock stops once the bus is closed, after the writes still queued: their cost is in the numbers.\n")
 	p("\"on ÷ off\" is the ratio of ns/event.\n\n")
 	trackCost.write(p, res)
