@@ -14,8 +14,9 @@ import (
 // in two generations: puts go to the current one, and every ttl the current
 // one becomes the previous one and the previous one is dropped. A record
 // (moved to the current generation by each put) so lives at least ttl after
-// its last put and is gone by twice that, and the map holds only what was
-// put within the last two ttls, without a goroutine and at the cost of a map
+// its last put and is gone by twice that (or, when puts are rare, at the
+// next read or the 64th put after), and the map holds only what was put
+// within the last two ttls, without a goroutine and at the cost of a map
 // update per put.
 type TrackMap struct {
 	ttl time.Duration
@@ -24,7 +25,12 @@ type TrackMap struct {
 	mu        sync.Mutex
 	cur, prev map[string][]transport.Delivery // event ID → its records, one per handler
 	rotated   time.Time                       // when cur became current
+	puts      uint                            // PutDelivery reads the clock every putsPerCheck puts
 }
+
+// putsPerCheck is how many puts share one look at the clock: reading it is
+// a good part of a put's cost. Reads look at it every time.
+const putsPerCheck = 64
 
 var _ transport.DeliveryStore = (*TrackMap)(nil)
 
@@ -60,7 +66,10 @@ func (m *TrackMap) PutDelivery(ctx context.Context, d transport.Delivery) error 
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.rotate()
+	if m.puts%putsPerCheck == 0 {
+		m.rotate()
+	}
+	m.puts++
 	ds, ok := m.cur[d.EventID]
 	if !ok {
 		if ds, ok = m.prev[d.EventID]; ok {
