@@ -116,7 +116,7 @@ func cases(s *suite) []testCase {
 		{"CorrelationAcrossHandlers", "metadata: an event published from a handler's ctx carries its correlation ID and the handled event's ID as causation", s.correlation},
 		{"OversizeEventRefused", "bad input: an event larger than the limit is refused with ErrEventTooLarge", s.oversize},
 		{"PublishAsync", "publish is a promise: an async publish's Ack reports nil only once the transport holds the event; bad input is refused at once; Close waits for outstanding publishes", s.publishAsync},
-		{"PublishOptionsValidated", "bad input: publish options are validated the same way on every transport (ErrInvalidOption); a nil pointer event is ErrInvalidEvent", s.publishOptions},
+		{"PublishOptionsValidated", "bad input: publish options are validated the same way on every transport (ErrInvalidOption); a nil pointer event is ErrInvalidEvent; a batch can carry one ID per event (WithMessageIDs)", s.publishOptions},
 		{"CloseDrainsAndRefuses", "graceful close: Close refuses new publishes with ErrClosed and lets in-flight handlers finish", s.closeDrains},
 		{"CloseDeadlineNoPoison", "graceful close: an event interrupted by Close's deadline is never poisoned", s.closeDeadline},
 		{"StopAndCloseFromHandler", "graceful close: Stop or Close called from inside a handler returns, and the bus stops", s.stopFromHandler},
