@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -117,9 +118,11 @@ func (t Tracking) Finished() bool {
 //
 // Errors: [ErrNoTracking] on a bus without [WithTracking], [ErrUnknownEvent]
 // when nothing is recorded for id (never published with tracking on to a
-// handler the bus knew, or expired), ctx's error, or the store's. Records are
-// written in the background: an event Publish just returned may take a moment
-// to appear.
+// handler the bus knew, or expired), ctx's error, or the store's.
+//
+// Track in the process that wrote a record sees it at once, even before the
+// store has it: Publish, then Track, finds the event queued. Another process
+// sees it once it is written (on NATS, within milliseconds).
 func (b *Bus) Track(ctx context.Context, id string) (Tracking, error) {
 	if b.tracker == nil {
 		return Tracking{}, ErrNoTracking
@@ -127,10 +130,14 @@ func (b *Bus) Track(ctx context.Context, id string) (Tracking, error) {
 	if err := ctx.Err(); err != nil {
 		return Tracking{}, err
 	}
+	// The pending records first: one written meanwhile is in the store by
+	// the time the store is read.
+	pending := b.tracker.pendingOf(id)
 	ds, err := b.tracker.store.Deliveries(ctx, id)
 	if err != nil {
 		return Tracking{}, fmt.Errorf("herald: track %q: %w", id, err)
 	}
+	ds = overlay(ds, pending)
 	if len(ds) == 0 {
 		return Tracking{}, fmt.Errorf("%w: %q", ErrUnknownEvent, id)
 	}
@@ -152,6 +159,11 @@ type tracker struct {
 	wg     sync.WaitGroup
 	ctx    context.Context
 	cancel context.CancelFunc
+	// pending holds, by event ID, the records queued on the lanes and not
+	// yet written, merged per handler, so that Track in this process sees
+	// what it wrote at once.
+	pmu     sync.Mutex
+	pending map[string][]pendingRecord
 
 	// On a broker, the handlers of each event other processes run, for
 	// queued records: read from the transport (transport.Handlers) at most
@@ -160,6 +172,13 @@ type tracker struct {
 	known   map[string][]string // event name → handler names
 	loaded  time.Time
 	loading bool
+}
+
+// pendingRecord is what the lanes hold of one delivery: the merge of n
+// records not yet written.
+type pendingRecord struct {
+	d transport.Delivery
+	n int
 }
 
 const (
@@ -206,11 +225,11 @@ func (t *tracker) start() {
 // delivery whose states come within the linger (a handler that succeeds
 // quickly: queued, running, done) costs one write, not three.
 func (t *tracker) writer(ch <-chan transport.Delivery) {
-	batch := make([]transport.Delivery, 0, trackBatch)
+	batch := make([]pendingRecord, 0, trackBatch)
 	linger := time.NewTimer(trackLinger)
 	linger.Stop()
 	for d := range ch {
-		batch = append(batch[:0], d)
+		batch = append(batch[:0], pendingRecord{d, 1})
 		linger.Reset(trackLinger)
 	gather:
 		for len(batch) < trackBatch {
@@ -230,8 +249,8 @@ func (t *tracker) writer(ch <-chan transport.Delivery) {
 			continue
 		}
 		var wg sync.WaitGroup // one record per delivery: the writes may overlap
-		for _, d := range batch {
-			wg.Go(func() { t.write(d) })
+		for _, r := range batch {
+			wg.Go(func() { t.write(r) })
 		}
 		wg.Wait()
 	}
@@ -239,17 +258,20 @@ func (t *tracker) writer(ch <-chan transport.Delivery) {
 
 // merged adds d to batch, merged into the record of its delivery if batch
 // holds one.
-func merged(batch []transport.Delivery, d transport.Delivery) []transport.Delivery {
+func merged(batch []pendingRecord, d transport.Delivery) []pendingRecord {
 	for i := range batch {
-		if batch[i].EventID == d.EventID && batch[i].Handler == d.Handler {
-			batch[i] = batch[i].Merge(d)
+		if batch[i].d.EventID == d.EventID && batch[i].d.Handler == d.Handler {
+			batch[i].d = batch[i].d.Merge(d)
+			batch[i].n++
 			return batch
 		}
 	}
-	return append(batch, d)
+	return append(batch, pendingRecord{d, 1})
 }
 
-func (t *tracker) write(d transport.Delivery) {
+func (t *tracker) write(r pendingRecord) {
+	d := r.d
+	defer t.written(d.EventID, d.Handler, r.n)
 	ctx, cancel := context.WithTimeout(t.ctx, trackPutTimeout)
 	defer cancel()
 	if err := t.store.PutDelivery(ctx, d); err != nil && t.ctx.Err() == nil {
@@ -299,6 +321,7 @@ func (t *tracker) put(d transport.Delivery, wait bool) {
 	if t.closed || t.lanes == nil {
 		return
 	}
+	t.queue(d)
 	ch := t.lanes[lane(d.EventID, d.Handler)]
 	if wait {
 		ch <- d
@@ -307,7 +330,77 @@ func (t *tracker) put(d transport.Delivery, wait bool) {
 	select {
 	case ch <- d:
 	default:
+		t.written(d.EventID, d.Handler, 1) // dropped
 	}
+}
+
+// queue adds d to the pending records.
+func (t *tracker) queue(d transport.Delivery) {
+	t.pmu.Lock()
+	defer t.pmu.Unlock()
+	if t.pending == nil {
+		t.pending = map[string][]pendingRecord{}
+	}
+	rs := t.pending[d.EventID]
+	for i := range rs {
+		if rs[i].d.Handler == d.Handler {
+			rs[i].d = rs[i].d.Merge(d)
+			rs[i].n++
+			return
+		}
+	}
+	t.pending[d.EventID] = append(rs, pendingRecord{d, 1})
+}
+
+// written removes n records of (id, handler) from the pending ones, once
+// they are written (or dropped).
+func (t *tracker) written(id, handler string, n int) {
+	t.pmu.Lock()
+	defer t.pmu.Unlock()
+	rs := t.pending[id]
+	for i := range rs {
+		if rs[i].d.Handler != handler {
+			continue
+		}
+		if rs[i].n -= n; rs[i].n > 0 {
+			return
+		}
+		rs = append(rs[:i], rs[i+1:]...)
+		if len(rs) == 0 {
+			delete(t.pending, id)
+		} else {
+			t.pending[id] = rs
+		}
+		return
+	}
+}
+
+// pendingOf returns the records of id this process queued and has not
+// written yet.
+func (t *tracker) pendingOf(id string) []pendingRecord {
+	t.pmu.Lock()
+	defer t.pmu.Unlock()
+	return slices.Clone(t.pending[id])
+}
+
+// overlay merges the pending records rs into ds, the store's records of
+// their event.
+func overlay(ds []transport.Delivery, rs []pendingRecord) []transport.Delivery {
+	if len(rs) == 0 {
+		return ds
+	}
+next:
+	for _, r := range rs {
+		for i := range ds {
+			if ds[i].Handler == r.d.Handler {
+				ds[i] = ds[i].Merge(r.d)
+				continue next
+			}
+		}
+		ds = append(ds, r.d)
+	}
+	slices.SortFunc(ds, func(a, b transport.Delivery) int { return strings.Compare(a.Handler, b.Handler) })
+	return ds
 }
 
 // lane hashes an event ID and handler name (FNV-1a) to a lane.

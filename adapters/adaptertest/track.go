@@ -23,7 +23,7 @@ import (
 
 func trackCases(s *suite) []testCase {
 	return []testCase{
-		{"TrackingStates", "tracking: Track reports each handler's delivery queued, running, retrying (with the attempt and the error), then done, with its times", s.trackStates},
+		{"TrackingStates", "tracking: Track reports each handler's delivery queued (at once in the publishing process), running, retrying (with the attempt and the error), then done, with its times", s.trackStates},
 		{"TrackingPoisoned", "tracking: a delivery that fails for good ends poisoned, with its attempt and error", s.trackPoisoned},
 		{"TrackingAcrossProcesses", "tracking: on a transport that keeps tracking records (transport.Tracker), a bus sees the deliveries other processes handle", s.trackAcross},
 		{"RequestReply", "request/reply: a request reaches one handler of its type, on its bus or another, and returns its answer; replicas of a handler name share the requests", s.requestReply},
@@ -101,6 +101,10 @@ func (s *suite) trackStates(t *testing.T, be Backend) {
 	}
 	if err := bus.Publish(ctx, b, Event{Tag: "flaky"}, bus.WithMessageID(id)); err != nil {
 		t.Fatal(err)
+	}
+	// The publishing process reads its own writes: queued at once.
+	if tr, err := b.Track(ctx, id); err != nil || len(tr.Handlers) != 1 || tr.Handlers[0].State != bus.StateQueued {
+		t.Fatalf("Track right after Publish: %+v, %v", tr, err)
 	}
 	q := s.trackOf(t, b, id, handler, bus.StateQueued, 0)
 	if q.Event != "adaptertest.Event" || q.Queued.IsZero() || !q.Started.IsZero() {
