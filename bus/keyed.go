@@ -14,17 +14,6 @@ import (
 // behind a busy key's worker).
 const keyedInbox = 8
 
-// keyIndex is FNV-1a written out: hash/fnv would allocate a hasher and a
-// []byte copy of the key per event.
-func keyIndex(key string, n int) int {
-	h := uint32(2166136261)
-	for i := 0; i < len(key); i++ {
-		h ^= uint32(key[i])
-		h *= 16777619
-	}
-	return int(h % uint32(n))
-}
-
 func localKey(it membroker.Item) string {
 	if le, ok := it.Value.(*localEvent); ok {
 		if le.meta.OrderingKey != "" {
@@ -81,7 +70,7 @@ func startKeyed[T any](s *Subscription, k keyed[T]) {
 				return
 			}
 			select {
-			case inboxes[keyIndex(k.key(it), n)] <- it:
+			case inboxes[transport.KeyPartition(k.key(it), n)] <- it:
 			case <-k.quit:
 				k.giveBack(it)
 				return

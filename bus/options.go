@@ -245,9 +245,18 @@ func WithDecode() SubscribeOption {
 // Events without a key are spread by ID. Every retry of such a handler runs in
 // process ([middleware.RetryPolicy.InProcess]), so that a failing event keeps
 // its place; an event nacked for redelivery for another reason (an open
-// circuit breaker, a failed poison store) goes to the back of the queue. Keys run in parallel on transports whose
-// subscribers implement [transport.WindowSubscriber] (memory and NATS); over
-// another one, order holds but events are handled one at a time.
+// circuit breaker, a failed poison store) goes to the back of the queue,
+// except on NATS. Keys run in parallel on transports whose subscribers
+// implement [transport.WindowSubscriber] (all four); over another one, order
+// holds but events are handled one at a time.
+//
+// How far the order reaches depends on the transport (docs/contract.md 6.4):
+// on memory and RabbitMQ, within one process: replicas of the handler split
+// its events without regard to keys. On NATS, across every replica: keyed
+// events go to partitions (nats.Config.Partitions) that the handler's
+// processes consume together with one event in flight
+// ([transport.KeyedSubscriber]). On Kafka, across replicas by the topic's
+// partitions.
 func WithOrderingByKey() SubscribeOption {
 	return subOption(func(c *subConfig) error {
 		c.keyOrdered = true

@@ -30,12 +30,20 @@ func (s *Subscription) startRemote() error {
 		_ = sub.Close()
 		return err
 	}
-	if s.cfg.keyOrdered && s.cfg.concurrency > 1 {
+	ks, acrossProcesses := sub.(transport.KeyedSubscriber)
+	if s.cfg.keyOrdered && (acrossProcesses || s.cfg.concurrency > 1) {
 		// One channel per topic, so that the dispatcher sees the transport's
 		// order, with as many messages in flight as the workers and their
-		// inboxes hold, so that keys run in parallel.
+		// inboxes hold, so that keys run in parallel. A KeyedSubscriber
+		// (NATS partitions) also keeps each key in order across processes;
+		// the dispatcher keeps that order within this one.
 		window := s.cfg.concurrency * (keyedInbox + 1)
-		events, err := subscribeWindow(s, sub, s.event, window)
+		var events <-chan *message.Message
+		if acrossProcesses {
+			events, err = ks.SubscribeKeyed(s.ctx, s.event, window)
+		} else {
+			events, err = subscribeWindow(s, sub, s.event, window)
+		}
 		if err != nil {
 			return fail(err)
 		}

@@ -65,8 +65,10 @@ const LatencySamples = 512
 
 // Stats returns a snapshot of every handler subscribed to this bus, in order
 // of name. The counters are read without locks (atomics), and the backlog is
-// one query to the transport per handler and topic (none in memory, a consumer
-// info per topic on NATS), bounded by ctx: cheap enough to call every second.
+// one query to the transport per handler and topic (none in memory; on NATS a
+// consumer info per consumer: one for the replays, nats.Config.Partitions+2
+// for the event's, partitions included), bounded by ctx: cheap enough to call
+// every second.
 // When a backlog query fails, that handler's Backlog is -1 and the error,
 // joined with the others, is returned beside the complete snapshot.
 func (b *Bus) Stats(ctx context.Context) ([]HandlerStats, error) {

@@ -57,3 +57,31 @@ func ExampleRecord() {
 	fmt.Println(got, err, rec.Metadata()[2].Handler)
 	// Output: [{0} {1} {2}] <nil> pings
 }
+
+// KeyOrder counts the steps of a key handled out of order; a step handled
+// again (a retry) is in order.
+func ExampleKeyOrder() {
+	var o bustest.KeyOrder
+	o.Step("order-1", 0)
+	o.Step("order-2", 0)
+	o.Step("order-1", 1)
+	o.Step("order-1", 1) // retried
+	o.Step("order-2", 2) // step 1 of order-2 not handled yet
+	fmt.Println(o.OutOfOrder(), o.Distinct())
+	// Output: 1 4
+}
+
+func TestContextEndsAfterItsTimeout(t *testing.T) {
+	ctx := bustest.Context(t, 20*time.Millisecond)
+	if _, ok := ctx.Deadline(); !ok {
+		t.Fatal("no deadline")
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the context did not end after its timeout")
+	}
+	if ctx.Err() != context.DeadlineExceeded {
+		t.Fatalf("Err = %v", ctx.Err())
+	}
+}

@@ -28,16 +28,7 @@ func TestClusterLeaderLoss(t *testing.T) {
 	// Creating R3 consumers goes through the cluster's meta leader: on 2
 	// loaded cores under -race it can take longer than the 5s default.
 	cfg.RequestTimeout = 30 * time.Second
-	newTransport := func() *hnats.Transport {
-		cc := cfg
-		cc.Logger = logger(t)
-		tr, err := hnats.New(cc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = tr.Close() })
-		return tr
-	}
+	newTransport := func() *hnats.Transport { return natsTransport(t, cfg) }
 	handlersBus := bustest.New(t, bus.WithTransport(newTransport()), bus.WithDefaultRetry(fastRetry), bus.WithLogger(logger(t)))
 	const n, nh = 2000, 2
 	fa := newFirstAfter(nh)

@@ -11,6 +11,7 @@
 // Capabilities beyond the three methods are optional interfaces, each small:
 // [Starter] (prepare at bus start), [BatchPublisher] (pipelined batches),
 // [WindowSubscriber] (more than one message in flight per subscription),
+// [KeyedSubscriber] (one key's events in order across processes),
 // [PoisonStore] (keep poison records), [BacklogReporter] (how many events wait
 // for a handler), [SystemNamer] (the name telemetry gives the transport),
 // [AsyncPublisher] (publish without waiting), [History] (a new handler starts

@@ -85,3 +85,39 @@ func ReplayTopic(handler string) string { return "_replay." + handler }
 type AsyncPublisher interface {
 	PublishAsync(ctx context.Context, topic string, msg *message.Message, done func(error)) error
 }
+
+// KeyedSubscriber is implemented by subscribers whose transport keeps the
+// events of one ordering key ([KeyOrderingKey]) in order across every process
+// of a handler, not only within one (NATS, with partitions). SubscribeKeyed
+// is SubscribeWindow for a handler that orders by key: events without a key
+// come up to window at a time, as SubscribeWindow gives them; the events of
+// one key come one at a time over every subscriber of the handler's name on
+// the broker, in publish order: the next one of a key is handed out, here or
+// in another process, only once the previous one is acked; a nacked one comes
+// again before any later event of its key, and one whose process died comes
+// again (after the transport's ack timeout) before them too. The channel
+// closes as Subscribe's does. The bus uses it for handlers with
+// bus.WithOrderingByKey; without it, it uses SubscribeWindow, and keys are
+// ordered within one process only.
+type KeyedSubscriber interface {
+	SubscribeKeyed(ctx context.Context, topic string, window int) (<-chan *message.Message, error)
+}
+
+// KeyPartition returns the partition of an ordering key among n (n > 0): the
+// 32-bit FNV-1a hash of the key's bytes (offset basis 2166136261, prime
+// 16777619, each byte XORed in then multiplied, modulo 2^32), modulo n. It is
+// the partition a transport with partitioned subjects publishes a keyed event
+// to (NATS: see package adapters/nats), so that a publisher in another
+// language can compute it, and the worker the bus gives a key to within one
+// process. It is 0 when n < 1.
+func KeyPartition(key string, n int) int {
+	if n < 1 {
+		return 0
+	}
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h ^= uint32(key[i])
+		h *= 16777619
+	}
+	return int(h % uint32(n))
+}

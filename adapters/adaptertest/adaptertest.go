@@ -46,8 +46,9 @@ type optionFunc func(*config)
 func (f optionFunc) apply(c *config) { f(c) }
 
 type config struct {
-	durable bool
-	timeout time.Duration
+	durable       bool
+	keyedReplicas bool
+	timeout       time.Duration
 }
 
 // Durable says the transport keeps events for a handler name while no process
@@ -126,6 +127,7 @@ func cases(s *suite) []testCase {
 		{"CircuitBreakerDefersNotPoisons", "failures: an open circuit breaker defers events (redelivered later), never poisons them", s.breaker},
 		{"DedupAcrossInstances", "failures: with a dedup store, a handler completes an event once across replicas", s.dedup},
 		{"OrderingByKey", "ordering: with ordering by key, one key's events stay in publish order while keys run in parallel", s.orderingByKey},
+		{"OrderingByKeyAcrossReplicas", "ordering: with ordering by key, one key's events are handled one after another in publish order, retries included, over every replica of the handler where the transport orders keys across replicas (in one process elsewhere); none is lost, and a poisoned event lets its key go on", s.orderingByKeyReplicas},
 	}
 }
 
@@ -142,11 +144,7 @@ func (s *suite) bus(t *testing.T, be Backend, opts ...bus.Option) *bus.Bus {
 	return bustest.New(t, append([]bus.Option{bus.WithTransport(be(t)), fastRetry}, opts...)...)
 }
 
-func (s *suite) ctx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.timeout)
-	t.Cleanup(cancel)
-	return ctx
-}
+func (s *suite) ctx(t *testing.T) context.Context { return bustest.Context(t, s.cfg.timeout) }
 
 func (s *suite) publish(t *testing.T, b *bus.Bus, from, n int, tag string) {
 	t.Helper()
@@ -285,17 +283,26 @@ func (s *suite) permanentPoisoned(t *testing.T, be Backend) {
 	}
 }
 
+// transport returns a new transport on the broker, started if it is a
+// transport.Starter, to reach the broker without a bus. The caller closes it.
+func (s *suite) transport(t *testing.T, be Backend) transport.Transport {
+	t.Helper()
+	tr := be(t)
+	if st, ok := tr.(transport.Starter); ok {
+		if err := st.Start(s.ctx(t)); err != nil {
+			_ = tr.Close()
+			t.Fatal(err)
+		}
+	}
+	return tr
+}
+
 // raw publishes a message straight through a transport, as a foreign or
 // broken publisher would.
 func (s *suite) raw(t *testing.T, be Backend, topic string, payload string, md message.Metadata) {
 	t.Helper()
-	tr := be(t)
+	tr := s.transport(t, be)
 	defer func() { _ = tr.Close() }()
-	if st, ok := tr.(transport.Starter); ok {
-		if err := st.Start(s.ctx(t)); err != nil {
-			t.Fatal(err)
-		}
-	}
 	msg := message.NewMessage(event.NewID(), []byte(payload))
 	for k, v := range md {
 		msg.Metadata.Set(k, v)
@@ -441,8 +448,11 @@ func (s *suite) correlation(t *testing.T, be Backend) {
 	root.Wait(t, 1, s.cfg.timeout)
 	next.Wait(t, 1, s.cfg.timeout)
 	rm, nm := root.Metadata()[0], next.Metadata()[0]
-	if nm.CorrelationID != rm.ID || nm.CausationID != rm.ID || rm.CorrelationID != rm.ID {
+	if nm.CorrelationID != rm.ID || nm.CausationID != rm.ID || nm.ID == rm.ID || rm.CorrelationID != rm.ID || rm.CausationID != "" {
 		t.Errorf("root %+v, consequence %+v", rm, nm)
+	}
+	if nm.Handler != "corr.next" || nm.PublishedAt.IsZero() {
+		t.Errorf("consequence's metadata %+v: want its handler and publish time", nm)
 	}
 }
 

@@ -2,14 +2,13 @@ package nats
 
 import (
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
-	"github.com/heraldbus/herald/transport"
+	"github.com/heraldbus/herald/internal/adapterkit"
 )
 
 // Defaults of the zero [Config].
@@ -43,6 +42,11 @@ const (
 	DefaultConnectTimeout = 2 * time.Second
 	// DefaultRequestTimeout bounds a JetStream API request.
 	DefaultRequestTimeout = 5 * time.Second
+	// DefaultPartitions is how many partitions the keyed events of a topic
+	// are spread over (see Config.Partitions).
+	DefaultPartitions = 8
+	// MaxPartitions bounds Config.Partitions.
+	MaxPartitions = 1024
 )
 
 // Retention says when the events stream deletes an event.
@@ -181,6 +185,32 @@ type Config struct {
 	// 10 minutes.
 	PubAckTimeout time.Duration
 
+	// Partitions is how many partitions the events of a topic that carry an
+	// ordering key (bus.WithOrderingKey) are spread over, so that a handler
+	// ordering by key (bus.WithOrderingByKey) keeps each key in order across
+	// all its processes; default [DefaultPartitions], at most
+	// [MaxPartitions]; -1 turns partitions off. A keyed event of topic T goes
+	// on the subject "<SubjectPrefix>._keyed.<p>.T", p being
+	// transport.KeyPartition(key, Partitions); events without a key, and
+	// replays, stay on "<SubjectPrefix>.T".
+	//
+	// Cost on the server: each handler ordering by key has a consumer per
+	// partition (each with MaxAckPending 1) besides its consumer of T and its
+	// replay one: Partitions+2 consumers per topic; any other handler has one
+	// more consumer per topic, for every partition of T (3 in all). More
+	// partitions let more keys of a handler run at once (at most Partitions
+	// over all its processes), for more consumers on the server. With -1, a
+	// keyed event goes on "<SubjectPrefix>.T" and its key is ordered within
+	// one process only.
+	//
+	// Every process publishing or consuming on the stream must use the same
+	// Partitions: a handler ordering by key with fewer partitions than a
+	// publisher misses the keyed events of the partitions it lacks. To change
+	// it on a live system, drain first: stop the publishers, let the handlers
+	// empty their backlog, then start every process with the new value. See
+	// the package doc.
+	Partitions int
+
 	// Logger receives the transport's logs: connection changes, stream
 	// creation, fetch errors; never a line per event. Default: no logs.
 	Logger *zap.Logger
@@ -190,9 +220,7 @@ type Config struct {
 // server is older than 2.9 or has JetStream disabled.
 var ErrUnsupportedServer = errors.New("herald/nats: unsupported NATS server")
 
-func invalid(format string, args ...any) error {
-	return fmt.Errorf("herald/nats: %w: "+format, append([]any{transport.ErrInvalidOption}, args...)...)
-}
+func invalid(format string, args ...any) error { return adapterkit.Invalid("nats", format, args...) }
 
 // withDefaults validates c and fills its zero fields.
 func (c Config) withDefaults() (Config, error) {
@@ -218,62 +246,41 @@ func (c Config) withDefaults() (Config, error) {
 		return c, invalid("Retention %d", c.Retention)
 	}
 	const day = 24 * time.Hour
-	type dur struct {
-		name     string
-		v        *time.Duration
-		def      time.Duration
-		min, max time.Duration // of a non-zero value
+	d := adapterkit.Field[time.Duration]
+	if err := adapterkit.Fill("nats",
+		d("ConnectTimeout", &c.ConnectTimeout, DefaultConnectTimeout, time.Millisecond, time.Minute),
+		d("RequestTimeout", &c.RequestTimeout, DefaultRequestTimeout, time.Millisecond, 10*time.Minute),
+		d("MaxAge", &c.MaxAge, 0, 100*time.Millisecond, 10*365*day),
+		d("PoisonMaxAge", &c.PoisonMaxAge, 0, 100*time.Millisecond, 10*365*day),
+		d("DuplicateWindow", &c.DuplicateWindow, DefaultDuplicateWindow, 100*time.Millisecond, day),
+		d("AckWait", &c.AckWait, DefaultAckWait, 30*time.Millisecond, day),
+		d("NakDelay", &c.NakDelay, DefaultNakDelay, 0, day),
+		d("MaxNakDelay", &c.MaxNakDelay, DefaultMaxNakDelay, 0, day),
+		d("PubAckTimeout", &c.PubAckTimeout, DefaultPubAckTimeout, time.Millisecond, 10*time.Minute),
+	); err != nil {
+		return c, err
 	}
-	for _, d := range []dur{
-		{"ConnectTimeout", &c.ConnectTimeout, DefaultConnectTimeout, time.Millisecond, time.Minute},
-		{"RequestTimeout", &c.RequestTimeout, DefaultRequestTimeout, time.Millisecond, 10 * time.Minute},
-		{"MaxAge", &c.MaxAge, 0, 100 * time.Millisecond, 10 * 365 * day},
-		{"PoisonMaxAge", &c.PoisonMaxAge, 0, 100 * time.Millisecond, 10 * 365 * day},
-		{"DuplicateWindow", &c.DuplicateWindow, DefaultDuplicateWindow, 100 * time.Millisecond, day},
-		{"AckWait", &c.AckWait, DefaultAckWait, 30 * time.Millisecond, day},
-		{"NakDelay", &c.NakDelay, DefaultNakDelay, 0, day},
-		{"MaxNakDelay", &c.MaxNakDelay, DefaultMaxNakDelay, 0, day},
-		{"PubAckTimeout", &c.PubAckTimeout, DefaultPubAckTimeout, time.Millisecond, 10 * time.Minute},
-	} {
-		switch v := *d.v; {
-		case v < 0:
-			return c, invalid("%s %v < 0", d.name, v)
-		case v > d.max:
-			return c, invalid("%s %v > %v", d.name, v, d.max)
-		case v > 0 && v < d.min:
-			return c, invalid("%s %v < %v", d.name, v, d.min)
-		case v == 0:
-			*d.v = d.def
-		}
-	}
-	if c.MaxNakDelay < c.NakDelay {
-		c.MaxNakDelay = c.NakDelay
-	}
+	c.MaxNakDelay = max(c.MaxNakDelay, c.NakDelay)
 	if c.MaxAge > 0 && c.DuplicateWindow > c.MaxAge {
 		c.DuplicateWindow = c.MaxAge
 	}
-	type num struct {
-		name string
-		v    *int
-		def  int
-		max  int
+	n := adapterkit.Field[int]
+	if err := adapterkit.Fill("nats",
+		n("Replicas", &c.Replicas, 1, 0, 5),
+		n("MaxAckPending", &c.MaxAckPending, DefaultMaxAckPending, 0, 1_000_000),
+		n("Prefetch", &c.Prefetch, DefaultPrefetch, 0, 10_000),
+		n("MaxPayload", &c.MaxPayload, 0, 0, 64<<20),
+		n("MaxPendingPublishes", &c.MaxPendingPublishes, DefaultMaxPendingPublishes, 0, 1_000_000),
+	); err != nil {
+		return c, err
 	}
-	for _, n := range []num{
-		{"Replicas", &c.Replicas, 1, 5},
-		{"MaxAckPending", &c.MaxAckPending, DefaultMaxAckPending, 1_000_000},
-		{"Prefetch", &c.Prefetch, DefaultPrefetch, 10_000},
-		{"MaxPayload", &c.MaxPayload, 0, 64 << 20},
-		{"MaxPendingPublishes", &c.MaxPendingPublishes, DefaultMaxPendingPublishes, 1_000_000},
-	} {
-		if *n.v < 0 {
-			return c, invalid("%s %d < 0", n.name, *n.v)
-		}
-		if *n.v > n.max {
-			return c, invalid("%s %d > %d", n.name, *n.v, n.max)
-		}
-		if *n.v == 0 {
-			*n.v = n.def
-		}
+	switch {
+	case c.Partitions == 0:
+		c.Partitions = DefaultPartitions
+	case c.Partitions < -1:
+		return c, invalid("Partitions %d < -1", c.Partitions)
+	case c.Partitions > MaxPartitions:
+		return c, invalid("Partitions %d > %d", c.Partitions, MaxPartitions)
 	}
 	switch {
 	case c.MaxDeliver == 0:

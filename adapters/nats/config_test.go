@@ -61,6 +61,7 @@ func TestConfigBounds(t *testing.T) {
 		count("Prefetch", 10_000),
 		count("MaxPayload", 64<<20),
 		count("MaxPendingPublishes", 1_000_000),
+		{"Partitions", []int64{0, -1, 1, nats.MaxPartitions}, []int64{-2, nats.MaxPartitions + 1, math.MaxInt32, math.MaxInt, math.MinInt}},
 		{"Storage", []int64{int64(jetstream.FileStorage), int64(jetstream.MemoryStorage)}, []int64{-1, 2, math.MaxInt, math.MinInt}},
 		{"Retention", []int64{int64(nats.RetentionInterest), int64(nats.RetentionLimits)}, []int64{-1, 2, math.MaxInt, math.MinInt}},
 	}

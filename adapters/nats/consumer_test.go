@@ -58,7 +58,7 @@ func (in *inspector) consumer(handler, topic string) *jetstream.ConsumerInfo {
 	var found *jetstream.ConsumerInfo
 	l := s.ListConsumers(ctx)
 	for ci := range l.Info() {
-		if strings.Contains(ci.Config.Description, want) {
+		if strings.HasSuffix(ci.Config.Description, want) { // not a keyed partition's
 			found = ci
 		}
 	}

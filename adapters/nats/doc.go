@@ -39,6 +39,59 @@
 // [Transport.RequestSubject] ("<SubjectPrefix>_request.<event name>"), outside
 // every stream (see [Transport.Request]).
 //
+// # Ordering by key: partitions
+//
+// An event published with an ordering key (bus.WithOrderingKey) goes on one
+// of Config.Partitions (default 8) subjects of its event type rather than on
+// "<SubjectPrefix>.E":
+//
+//	<SubjectPrefix>._keyed.<p>.E    p = transport.KeyPartition(key, Partitions)
+//
+// p is the 32-bit FNV-1a hash of the key's bytes modulo Partitions: a
+// publisher in another language computes it and publishes there, with the key
+// in the Herald-Ordering-Key header. Event names never start with '_', so no
+// event's subject is a partition's. Events without a key, and replays, stay on
+// their subjects.
+//
+// A handler subscribed with bus.WithOrderingByKey consumes each partition
+// through a durable consumer of its own with MaxAckPending 1, shared by all
+// its processes: the server hands out a partition's next event only once the
+// previous one is acknowledged, to whichever process asks, so one key's events
+// are handled one after another, in publish order, over every replica. The
+// bus retries such a handler's failures in process, keeping the partition
+// waiting; a poisoned event is acknowledged, and the partition goes on; a
+// nacked one (shutdown, an open circuit breaker) is the partition's next; one
+// held by a process that died comes back after AckWait, before the later ones.
+// Partitions run in parallel: a handler handles at most Partitions keyed
+// events at once over all its processes (and, in one process, at most its
+// WithConcurrency). Any other handler consumes every partition of E through
+// one more consumer, on "<SubjectPrefix>._keyed.*.E".
+//
+// The cost is consumers on the server: per event type, a handler ordering by
+// key has Partitions+2 (its type's, one per partition, its replays'), any
+// other handler 3 (its type's, all partitions', its replays'); with
+// Partitions -1 (off), 2, and keys are ordered within one process only. More
+// partitions let more keys run at once, for more consumers (and, on a
+// clustered stream, more Raft groups). BENCHMARKS.md measures 1, 8 and 32.
+//
+// Every process publishing to or consuming from the stream must use the same
+// Partitions. To change it on a live system, drain, then switch: stop the
+// publishers of keyed events, let every handler's backlog reach 0 (bus.Stats,
+// herald handlers), then start every process with the new value. A handler
+// ordering by key with fewer partitions than a publisher misses the events of
+// the partitions it lacks; with more, it orders by the publisher's partitions.
+// Upgrading from a version without partitions: upgrade the consumers first
+// (they then read both subjects), then the publishers; or set Partitions -1
+// until every process is upgraded. A handler that switches between ordering
+// by key and not leaves the consumers of its former way, for which the stream
+// keeps keyed events: the transport logs a warning naming them; delete them
+// once no process runs the former way.
+//
+// With partitions, a handler's keyed and unkeyed events of one type come
+// through different consumers: the order of a handler at concurrency 1 holds
+// among the events without a key and among those with one, not between the
+// two.
+//
 // # Delivery
 //
 // Each worker of a handler pulls up to Config.Prefetch events ahead, hands

@@ -84,14 +84,47 @@ func (s *subscriber) startFrom(topic string) (jetstream.DeliverPolicy, *time.Tim
 }
 
 // consumerDescription is the description of the consumer of (handler,
-// topic); Handlers reads the names back from it.
-const consumerDescription = "Herald handler %q, topic %q"
+// topic); Handlers reads the names back from it. The consumers of a topic's
+// keyed partitions (see Config.Partitions) name the topic, then the
+// partition: keyedAllDescription or keyedOneDescription follows.
+const (
+	consumerDescription = "Herald handler %q, topic %q"
+	keyedAllDescription = " (keyed partitions)"
+	keyedOneDescription = " (keyed partition %d)"
+)
 
-// handlerOf returns the handler and topic of a consumer the transport
-// created, and false for any other consumer of the stream.
+// describe is the description of the consumer of handler on an internal
+// topic (a topic, or one or all of its keyed partitions).
+func describe(handler, topic string) string {
+	d := fmt.Sprintf(consumerDescription, handler, publicTopic(topic))
+	rest, ok := strings.CutPrefix(topic, keyedPrefix)
+	if !ok {
+		return d
+	}
+	if strings.HasPrefix(rest, "*.") {
+		return d + keyedAllDescription
+	}
+	p, _, _ := strings.Cut(rest, ".")
+	return d + strings.Replace(keyedOneDescription, "%d", p, 1)
+}
+
+// handlerOf returns the handler and internal topic of a consumer the
+// transport created, and false for any other consumer of the stream.
 func handlerOf(info *jetstream.ConsumerInfo) (handler, topic string, ok bool) {
-	if _, err := fmt.Sscanf(info.Config.Description, consumerDescription, &handler, &topic); err != nil {
+	d := info.Config.Description
+	if _, err := fmt.Sscanf(d, consumerDescription, &handler, &topic); err != nil {
 		return "", "", false
+	}
+	switch rest := d[len(fmt.Sprintf(consumerDescription, handler, topic)):]; {
+	case rest == "":
+	case rest == keyedAllDescription:
+		topic = allPartitionsTopic(topic)
+	default:
+		var p int
+		if _, err := fmt.Sscanf(rest, keyedOneDescription, &p); err != nil {
+			return "", "", false
+		}
+		topic = partitionTopic(topic, p)
 	}
 	return handler, topic, consumerName(handler, topic) == info.Name
 }
@@ -99,7 +132,8 @@ func handlerOf(info *jetstream.ConsumerInfo) (handler, topic string, ok bool) {
 // Handlers lists the handler names that have durable consumers on the events
 // stream (transport.Handlers), whether a process of theirs runs or not,
 // sorted by name, each with its topics and the events the stream keeps for
-// it (pending and unacknowledged, summed over its consumers). It reads the
+// it (pending and unacknowledged, summed over its consumers, those of keyed
+// partitions included: a topic appears once). It reads the
 // stream's consumers a page (256) per request.
 func (t *Transport) Handlers(ctx context.Context) ([]transport.HandlerInfo, error) {
 	byName, err := t.consumers(ctx)
@@ -111,10 +145,11 @@ func (t *Transport) Handlers(ctx context.Context) ([]transport.HandlerInfo, erro
 		h := transport.HandlerInfo{Name: name}
 		for _, info := range infos {
 			_, topic, _ := handlerOf(info)
-			h.Topics = append(h.Topics, topic)
+			h.Topics = append(h.Topics, publicTopic(topic)) // a partition's is its topic's
 			h.Pending += info.NumPending + uint64(info.NumAckPending)
 		}
 		slices.Sort(h.Topics)
+		h.Topics = slices.Compact(h.Topics)
 		out = append(out, h)
 	}
 	slices.SortFunc(out, func(a, b transport.HandlerInfo) int { return strings.Compare(a.Name, b.Name) })
@@ -122,7 +157,8 @@ func (t *Transport) Handlers(ctx context.Context) ([]transport.HandlerInfo, erro
 }
 
 // DeleteHandler deletes every durable consumer of handler on the events stream
-// (transport.Handlers): one per event topic and the replay one. With the
+// (transport.Handlers): those of each event topic (with its keyed
+// partitions: see Config.Partitions) and the replay one. With the
 // default RetentionInterest the stream then stops keeping events for it, and
 // drops those only it still needed. Its poison records stay (purge them with
 // the bus's poison queue). found is false if it had no consumer. Call it only

@@ -243,7 +243,7 @@ func (t *Transport) natsMsg(topic string, m *message.Message) (*nats.Msg, error)
 	if limit > 0 && int64(size) > limit {
 		return nil, fmt.Errorf("%w: message %s is %d bytes with its headers, the limit is %d", transport.ErrTooLarge, m.UUID, size, limit)
 	}
-	return &nats.Msg{Subject: t.Subject(topic), Header: h, Data: m.Payload}, nil
+	return &nats.Msg{Subject: t.Subject(t.publishTopic(topic, m)), Header: h, Data: m.Payload}, nil
 }
 
 // reservedKey reports whether a metadata key is the transport's, not sent as

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -19,7 +20,11 @@ import (
 
 // Subscriber returns a watermill subscriber that consumes as the handler
 // handlerName. Its Subscribe(ctx, topic) creates (or reuses) the durable
-// consumer of (handlerName, topic) and returns a channel of its messages:
+// consumer of (handlerName, topic) and returns a channel of its messages;
+// with partitions on (Config.Partitions), also the consumer of topic's keyed
+// partitions, whose messages come on the same channel (so up to one of each
+// is handed out at a time). SubscribeKeyed, for a handler ordering by key,
+// consumes each partition on its own instead (see [Config.Partitions]).
 //
 //   - Every handler name gets every event of its topic; the Subscribe calls of
 //     one name, in this process or others, share (compete for) its events;
@@ -76,6 +81,7 @@ type subscriber struct {
 	closed    bool
 	closing   chan struct{}
 	consumers map[string]jetstream.Consumer // by topic
+	checked   sync.Map                      // topics whose other-mode consumers were looked for (checkMode)
 	wg        sync.WaitGroup
 }
 
@@ -91,41 +97,61 @@ func (s *subscriber) SubscribeWindow(ctx context.Context, topic string, window i
 	if err := validSubject(topic); err != nil {
 		return nil, fmt.Errorf("herald/nats: topic: %w: %w", transport.ErrInvalidName, err)
 	}
+	ch, err := s.open(ctx, s.t.unkeyedFeeds(topic, window))
+	if err == nil {
+		s.checkMode(ctx, topic, false)
+	}
+	return ch, err
+}
+
+// open starts a pump per feed, each on the consumer of its topic, all
+// handing out on one channel, which closes once every pump has returned.
+func (s *subscriber) open(ctx context.Context, feeds []feed) (<-chan *message.Message, error) {
 	if err := s.t.prepare(ctx); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	cons, ok := s.consumers[topic]
-	s.mu.Unlock()
-	if !ok {
-		// Not under s.mu: preparing the streams again takes it.
-		var err error
-		if cons, _, err = s.consumer(ctx, topic); err != nil {
-			return nil, err
+	conss := make([]jetstream.Consumer, len(feeds))
+	for i, f := range feeds {
+		s.mu.Lock()
+		cons, ok := s.consumers[f.topic]
+		s.mu.Unlock()
+		if !ok {
+			// Not under s.mu: preparing the streams again takes it.
+			var err error
+			if cons, _, err = s.consumer(ctx, f.topic); err != nil {
+				return nil, err
+			}
 		}
+		conss[i] = cons
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, transport.ErrClosed
 	}
-	s.consumers[topic] = cons
-	pos := s.t.position(consumerName(s.handler, topic))
-	p := &pump{s: s, topic: topic, ctx: ctx, out: make(chan *message.Message), pos: pos,
-		seqs: map[*nats.Msg]tracked{}}
-	p.use(cons, pos.current())
-	if n := window; n > 1 {
-		p.limit = n
-		p.inflight = make(map[*message.Message]*nats.Msg, n)
-		p.settled = make(chan settlement, n)
-		p.done = make(chan struct{})
+	out := make(chan *message.Message)
+	feeders := new(atomic.Int32)
+	feeders.Store(int32(len(feeds)))
+	for i, f := range feeds {
+		cons := conss[i]
+		s.consumers[f.topic] = cons
+		pos := s.t.position(consumerName(s.handler, f.topic))
+		p := &pump{s: s, topic: f.topic, ctx: ctx, out: out, feeders: feeders, pos: pos,
+			seqs: map[*nats.Msg]tracked{}}
+		p.use(cons, pos.current())
+		if n := f.window; n > 1 {
+			p.limit = n
+			p.inflight = make(map[*message.Message]*nats.Msg, n)
+			p.settled = make(chan settlement, n)
+			p.done = make(chan struct{})
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			p.run()
+		}()
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		p.run()
-	}()
-	return p.out, nil
+	return out, nil
 }
 
 // cache makes cons the consumer of topic that later Subscribe calls use.
@@ -168,12 +194,12 @@ func (s *subscriber) ensureConsumer(ctx context.Context, topic string) (jetstrea
 	c := t.cfg
 	want := jetstream.ConsumerConfig{
 		Durable:       name,
-		Description:   fmt.Sprintf(consumerDescription, s.handler, topic),
+		Description:   describe(s.handler, topic),
 		DeliverPolicy: jetstream.DeliverNewPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       c.AckWait,
 		MaxDeliver:    c.MaxDeliver,
-		MaxAckPending: c.MaxAckPending,
+		MaxAckPending: t.maxAckPending(topic),
 		FilterSubject: t.Subject(topic),
 	}
 	fail := func(err error) (jetstream.Consumer, uint64, error) {
@@ -267,7 +293,9 @@ type pump struct {
 	s     *subscriber
 	topic string
 	ctx   context.Context
-	out   chan *message.Message
+	out   chan *message.Message // shared with the other pumps of one Subscribe call
+	// feeders counts the pumps of out still running: the last closes it.
+	feeders *atomic.Int32
 
 	// The consumer pulled from, and what the pump knows of it.
 	cons        jetstream.Consumer
@@ -391,7 +419,11 @@ func (p *pump) free() bool {
 }
 
 func (p *pump) run() {
-	defer close(p.out)
+	defer func() {
+		if p.feeders.Add(-1) == 0 {
+			close(p.out)
+		}
+	}()
 	if p.done != nil {
 		defer close(p.done)
 	}

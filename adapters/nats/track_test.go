@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldbus/herald/adapters/adaptertest"
 	"github.com/heraldbus/herald/adapters/nats"
 	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/transport"
@@ -80,18 +81,16 @@ func TestTrackingRecordsExpire(t *testing.T) {
 // onTrackStores runs fn on every broker with a transport's tracking store of
 // ttl and a ctx of 20 seconds.
 func onTrackStores(t *testing.T, ttl time.Duration, fn func(t *testing.T, ctx context.Context, tr *nats.Transport, store transport.DeliveryStore)) {
-	for name, newBroker := range brokers(t) {
-		t.Run(name, func(t *testing.T) {
-			tr := newBroker(t).transport(t)
-			store, err := tr.DeliveryStore(ttl)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			fn(t, ctx, tr, store)
-		})
-	}
+	adaptertest.Each(t, brokers(t), func(t *testing.T, b broker) {
+		tr := b.transport(t)
+		store, err := tr.DeliveryStore(ttl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		fn(t, ctx, tr, store)
+	})
 }
 
 // A tracking bucket that disappears (a server with memory storage restarted,

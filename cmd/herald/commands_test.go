@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/heraldbus/herald/adapters/nats/natstest"
+	"github.com/heraldbus/herald/bus"
+	"github.com/heraldbus/herald/bustest"
 )
 
 func TestHandlers(t *testing.T) {
@@ -25,14 +27,14 @@ func TestHandlers(t *testing.T) {
 		t.Fatalf("want welcome, users.Signup, backlog 1; got %q", lines[1])
 	}
 	h := handlerByName(t, w.url, "welcome")
-	if h.Backlog != 1 || len(h.Consumers) != 2 || h.LastActive == nil {
-		t.Fatalf("welcome: %+v; want backlog 1, 2 consumers (event and replay), a last activity", h)
+	if h.Backlog != 1 || len(h.Consumers) != 3 || h.LastActive == nil {
+		t.Fatalf("welcome: %+v; want backlog 1, 3 consumers (event, its keyed partitions, replay), a last activity", h)
 	}
 }
 
 func TestHandlersWatchStopsWithContext(t *testing.T) {
 	w := newWorld(t)
-	var out, errb syncBuffer
+	var out, errb bustest.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {
@@ -151,10 +153,10 @@ func TestPoisonPurge(t *testing.T) {
 
 func TestTail(t *testing.T) {
 	w := newWorld(t)
-	var out, errb syncBuffer
+	var out, errb bustest.Buffer
 	done := make(chan int, 1)
 	go func() {
-		done <- run(context.Background(), []string{"--url", w.url, "tail", "--json", "--count", "1", "users.Signup"}, strings.NewReader(""), &out, &errb)
+		done <- run(context.Background(), []string{"--url", w.url, "tail", "--json", "--count", "2", "users.Signup"}, strings.NewReader(""), &out, &errb)
 	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(errb.String(), "tailing herald.users.Signup") {
@@ -170,6 +172,13 @@ func TestTail(t *testing.T) {
 	if err := publishSignup(b, "dee@example.com"); err != nil {
 		t.Fatal(err)
 	}
+	// A keyed event, on a partition subject: tailed too (the embedded server
+	// takes two filter subjects).
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := bus.Publish(ctx, b, Signup{Email: "eve@example.com"}, bus.WithOrderingKey("eve")); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case code := <-done:
 		if code != 0 {
@@ -178,9 +187,15 @@ func TestTail(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("tail did not print the event")
 	}
-	line := decode[tailLine](t, result{stdout: out.String()})
-	if line.Event != "users.Signup" || line.ID == "" || string(line.Payload) != `{"email":"dee@example.com"}` {
-		t.Fatalf("tail printed %+v", line)
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("tail printed %d lines: %q", len(lines), out.String())
+	}
+	for i, email := range []string{"dee@example.com", "eve@example.com"} {
+		line := decode[tailLine](t, result{stdout: lines[i]})
+		if line.Event != "users.Signup" || line.ID == "" || string(line.Payload) != `{"email":"`+email+`"}` {
+			t.Fatalf("tail printed %+v", line)
+		}
 	}
 }
 
@@ -189,7 +204,7 @@ func TestHandlersDelete(t *testing.T) {
 	if r := herald(t, w.url, "handlers", "delete", "welcome"); r.code != exitRefused {
 		t.Fatalf("delete without --yes: exit %d", r.code)
 	}
-	if r := herald(t, w.url, "handlers", "delete", "--yes", "welcome"); r.code != 0 || !strings.Contains(r.stdout, "2 consumers") {
+	if r := herald(t, w.url, "handlers", "delete", "--yes", "welcome"); r.code != 0 || !strings.Contains(r.stdout, "3 consumers") {
 		t.Fatalf("delete --yes: exit %d: %s%s", r.code, r.stdout, r.stderr)
 	}
 	if hs := decode[[]handlerRow](t, herald(t, w.url, "handlers", "--json")); len(hs) != 0 {

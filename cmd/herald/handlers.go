@@ -19,7 +19,8 @@ import (
 )
 
 // handlerRow is one handler as `herald handlers` shows it: the sum of its
-// consumers (one per event topic, and one for its replays). Its JSON form is
+// consumers (those of each event topic, with its keyed partitions, and one for
+// its replays). Its JSON form is
 // stable for scripts.
 type handlerRow struct {
 	Name        string     `json:"name"`
@@ -57,6 +58,9 @@ func (a *app) handlersCommand() *cobra.Command {
 			ctx := cmd.Context()
 			for {
 				rows, err := a.listHandlers(ctx, tr)
+				if err != nil && watch && ctx.Err() != nil {
+					return nil // interrupted during a refresh
+				}
 				if err != nil {
 					return failed(err)
 				}
@@ -133,6 +137,7 @@ func (a *app) listHandlers(ctx context.Context, tr *nats.Transport) ([]handlerRo
 	rows := make([]handlerRow, 0, len(byName))
 	for _, r := range byName {
 		slices.Sort(r.Events)
+		r.Events = slices.Compact(r.Events) // an event's keyed partitions have consumers of their own
 		slices.Sort(r.Consumers)
 		rows = append(rows, *r)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -47,14 +48,20 @@ func (a *app) tailCommand() *cobra.Command {
 			defer tr.Close()
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
-			subject := tr.Config().SubjectPrefix + "." + args[0]
+			subjects := tr.EventSubjects(args[0]) // its own subject, and its keyed partitions'
+			if len(subjects) > 1 && !multiFilter(tr.Conn().ConnectedServerVersion()) {
+				fmt.Fprintf(a.stderr, "herald: nats-server %s reads one subject per consumer: not tailing the keyed events of %s, on %s (tail '_keyed.*.%s' for them)\n",
+					tr.Conn().ConnectedServerVersion(), args[0], subjects[1], args[0])
+				subjects = subjects[:1]
+			}
+			subject := strings.Join(subjects, ", ")
 			policy := jetstream.DeliverNewPolicy
 			if fromStart {
 				policy = jetstream.DeliverAllPolicy
 			}
 			rctx, rcancel := context.WithTimeout(ctx, a.timeout)
 			cons, err := tr.JetStream().OrderedConsumer(rctx, tr.Config().StreamName, jetstream.OrderedConsumerConfig{
-				FilterSubjects: []string{subject}, DeliverPolicy: policy,
+				FilterSubjects: subjects, DeliverPolicy: policy,
 			})
 			rcancel()
 			if err != nil {
@@ -125,4 +132,14 @@ func (a *app) printEvent(m jetstream.Msg, asJSON bool) error {
 	}
 	fmt.Fprintf(a.stdout, "\n%s\n", prettyPayload(m.Data()))
 	return nil
+}
+
+// multiFilter reports whether a server of version v ("2.9.10") gives a
+// consumer several filter subjects: 2.10 and newer.
+func multiFilter(v string) bool {
+	var major, minor int
+	if _, err := fmt.Sscanf(v, "%d.%d", &major, &minor); err != nil {
+		return true // unknown: let the server answer
+	}
+	return major > 2 || major == 2 && minor >= 10
 }
