@@ -159,10 +159,11 @@ func (b *Bus) subscribe(name, event string, terminal message.HandlerFunc, sc sub
 //	[tracking] → Recover → Correlation → Poison → [Dedup] → Retry → [RateLimit] →
 //	[CircuitBreaker] → Logging → [tracking] → [Timeout] → terminal
 //
-// Bracketed ones are on when their option is given. A request handler
-// (sc.request, Handle) has neither Poison, Dedup, Retry nor tracking. package middleware's doc
-// explains why each sits where it does. The outermost recover turns a panic in
-// the user's own middleware into an error (the event is then nacked).
+// Bracketed ones are on when their option is given; a request handler
+// (sc.request, Handle) has neither Poison, Dedup, Retry nor tracking. Package
+// middleware's doc explains why each sits where it does. The outermost
+// recover turns a panic in the user's own middleware into an error (the
+// event is then nacked).
 func buildChain(cfg config, name string, policy middleware.RetryPolicy, sc subConfig, terminal message.HandlerFunc) message.HandlerFunc {
 	log := cfg.logger
 	chain := terminal
