@@ -61,6 +61,14 @@ func runPublishers(b *testing.B, p int, c *counter, handlers int, publish publis
 // runBatches publishes events 0 to b.N-1 from one goroutine in batches of
 // size (the last one shorter), each waiting for its batch.
 func runBatches(b *testing.B, size int, c *counter, handlers int, publishBatch publishBatchFunc) {
+	publishBatches(b, size, publishBatch)
+	finish(b, c, handlers)
+}
+
+// publishBatches resets the clock and publishes events 0 to b.N-1 from one
+// goroutine in batches of size (the last one shorter), each waiting for its
+// batch.
+func publishBatches(b *testing.B, size int, publishBatch publishBatchFunc) {
 	ctx := context.Background()
 	batch := make([]BenchEvent, 0, size)
 	b.ReportAllocs()
@@ -74,7 +82,6 @@ func runBatches(b *testing.B, size int, c *counter, handlers int, publishBatch p
 			batch = batch[:0]
 		}
 	}
-	finish(b, c, handlers)
 }
 
 // runEndToEnd is the end-to-end run: batches of e2eBatch to handlers

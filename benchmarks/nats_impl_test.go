@@ -161,6 +161,7 @@ func (a *admin) waitAcked(b *testing.B, stream string) {
 // (if any) consuming.
 type natsRig struct {
 	stream string
+	bus    *bus.Bus // Herald's rig only
 	// publish publishes e and returns once the stream has stored it (PubAck).
 	publish func(ctx context.Context, e BenchEvent) error
 	// publishBatch publishes events, pipelined as the implementation allows,
@@ -195,7 +196,7 @@ func startHeraldNATS(b *testing.B, a *admin, url string, handlers int, fn func(B
 func startHeraldNATSWith(b *testing.B, a *admin, url string, handlers int, fn func(BenchEvent), opts ...bus.Option) *natsRig {
 	stream := uniqueName("HB")
 	prefix := strings.ToLower(stream)
-	a.deleteStreams(b, stream, stream+"_POISON")
+	a.deleteStreams(b, stream, stream+"_POISON", "KV_"+stream+"_TRACK") // the last: the tracking bucket, if any
 	t, err := heraldnats.New(heraldnats.Config{URL: url, StreamName: stream, SubjectPrefix: prefix})
 	if err != nil {
 		b.Fatal(err)
@@ -208,6 +209,7 @@ func startHeraldNATSWith(b *testing.B, a *admin, url string, handlers int, fn fu
 	}
 	rig := &natsRig{
 		stream: stream,
+		bus:    hb,
 		publishAsync: func(ctx context.Context, e BenchEvent) error {
 			_, err := bus.PublishAsync(ctx, hb, e)
 			return err

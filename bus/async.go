@@ -112,20 +112,7 @@ func PublishAsync[E any](ctx context.Context, b *Bus, e E, opts ...PublishOption
 }
 
 func (b *Bus) publishAsync(ctx context.Context, et *eventType, v any, opts []PublishOption) (*Ack, error) {
-	if err := b.checkPublish(ctx); err != nil {
-		return nil, err
-	}
-	if b.jsonCodec && et.planErr != nil {
-		return nil, et.planErr
-	}
-	if isNilPointer(v) {
-		return nil, fmt.Errorf("%w: %s: nil pointer", ErrInvalidEvent, et.name)
-	}
-	pc, err := pubOptions(opts, -1)
-	if err != nil {
-		return nil, err
-	}
-	meta, payload, err := b.prepare(ctx, et, v, pc)
+	meta, payload, pc, err := b.publishable(ctx, et, v, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -146,6 +133,9 @@ func (b *Bus) publishAsync(ctx context.Context, et *eventType, v any, opts []Pub
 		if err != nil {
 			return nil, err
 		}
+		if b.tracker != nil {
+			b.tracker.queued(meta.Event, true)
+		}
 		close(a.done)
 		return a, nil
 	}
@@ -162,6 +152,9 @@ func (b *Bus) publishAsync(ctx context.Context, et *eventType, v any, opts []Pub
 	as.wg.Add(1)
 	complete := func(err error) {
 		observed(err)
+		if err == nil && b.tracker != nil {
+			b.tracker.queued(meta.Event, false) // done must not block
+		}
 		a.err = err
 		close(a.done)
 		<-as.slots

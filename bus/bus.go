@@ -48,6 +48,7 @@ type Bus struct {
 	closeMu  sync.Mutex // serialises Close
 	workers  sync.Map   // goroutine ID → *Subscription, for the bus's workers
 	async    asyncState // outstanding PublishAsync calls
+	tracker  *tracker   // nil unless WithTracking (track.go)
 }
 
 // New returns a bus configured by opts. With no options it has a memory
@@ -92,6 +93,14 @@ func New(opts ...Option) (*Bus, error) {
 	if err := b.initObserve(); err != nil {
 		return nil, err
 	}
+	if cfg.trackTTL > 0 {
+		t, err := newTracker(b)
+		if err != nil {
+			return nil, err
+		}
+		b.tracker = t
+		b.cfg.tracker = t
+	}
 	return b, nil
 }
 
@@ -120,6 +129,9 @@ func (b *Bus) Start(ctx context.Context) error {
 		if err := s.Start(ctx); err != nil {
 			return fmt.Errorf("herald: start transport: %w", err)
 		}
+	}
+	if b.tracker != nil {
+		b.tracker.start()
 	}
 	var started []*Subscription
 	for _, s := range b.subs {
@@ -195,6 +207,9 @@ func (b *Bus) close(ctx context.Context) error {
 	wg.Wait()
 	if err := b.waitAsync(ctx); err != nil {
 		errs = append(errs, err)
+	}
+	if b.tracker != nil {
+		b.tracker.stop(ctx)
 	}
 	b.state.Store(stateClosed)
 	b.stopObserving()

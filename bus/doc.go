@@ -34,6 +34,14 @@
 // durable state on NATS: [Bus.OrphanHandlers] lists it and [Bus.DeleteHandler]
 // (or [Subscription.Delete]) deletes it.
 //
+// # Jobs and requests
+//
+// With [WithTracking], [Bus.Track] tells where an event stands for each
+// handler (queued, running, retrying, done, poisoned), so that a client
+// handed the event's ID can poll. [Handle] and [Request] are a typed
+// request/reply: one handler answers each request, with the middleware chain
+// but without retries or the poison queue.
+//
 // # Defaults
 //
 // [New] with no options: memory transport (1024 events buffered per handler),

@@ -54,6 +54,8 @@ type config struct {
 	asyncWindow     int
 	asyncOnError    func(id string, err error)
 	observe         observeConfig // WithTracing, WithPropagator, WithMetrics (observe.go)
+	trackTTL        time.Duration // WithTracking (track.go); 0: off
+	tracker         *tracker      // set by New when trackTTL > 0
 }
 
 func invalid(format string, args ...any) error {
@@ -186,6 +188,7 @@ type subConfig struct {
 	dedupTTL    time.Duration
 	slow        time.Duration
 	from        *time.Time // WithStartFrom
+	request     bool       // a request handler (Handle)
 }
 
 // WithConcurrency sets how many events the handler processes at once (n

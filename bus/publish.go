@@ -73,31 +73,44 @@ func (b *Bus) checkPublish(ctx context.Context) error {
 	return ErrClosed
 }
 
-func (b *Bus) publish(ctx context.Context, et *eventType, v any, opts []PublishOption) error {
+// publishable checks a publish of v (the bus's state, the type, the value,
+// the options) and prepares its metadata and, when it must be encoded, its
+// payload.
+func (b *Bus) publishable(ctx context.Context, et *eventType, v any, opts []PublishOption) (handlers.Metadata, []byte, *pubConfig, error) {
 	if err := b.checkPublish(ctx); err != nil {
-		return err
+		return handlers.Metadata{}, nil, nil, err
 	}
 	if b.jsonCodec && et.planErr != nil {
-		return et.planErr
+		return handlers.Metadata{}, nil, nil, et.planErr
 	}
 	if isNilPointer(v) {
-		return fmt.Errorf("%w: %s: nil pointer", ErrInvalidEvent, et.name)
+		return handlers.Metadata{}, nil, nil, fmt.Errorf("%w: %s: nil pointer", ErrInvalidEvent, et.name)
 	}
 	pc, err := pubOptions(opts, -1)
 	if err != nil {
-		return err
+		return handlers.Metadata{}, nil, nil, err
 	}
 	meta, payload, err := b.prepare(ctx, et, v, pc)
+	return meta, payload, pc, err
+}
+
+func (b *Bus) publish(ctx context.Context, et *eventType, v any, opts []PublishOption) error {
+	meta, payload, pc, err := b.publishable(ctx, et, v, opts)
 	if err != nil {
 		return err
 	}
-	if b.obs != nil {
-		return b.publishObserved(ctx, et.name, meta, v, payload, pc)
+	switch {
+	case b.obs != nil:
+		err = b.publishObserved(ctx, et.name, meta, v, payload, pc)
+	case b.local != nil:
+		err = b.sendLocal(ctx, et.name, b.localEvent(meta, v, payload, pc))
+	default:
+		err = b.publisher.Publish(et.name, b.message(ctx, meta, payload, pc))
 	}
-	if b.local != nil {
-		return b.sendLocal(ctx, et.name, b.localEvent(meta, v, payload, pc))
+	if err == nil && b.tracker != nil {
+		b.tracker.queued(meta.Event, true)
 	}
-	return b.publisher.Publish(et.name, b.message(ctx, meta, payload, pc))
+	return err
 }
 
 // sendLocal queues d for every handler of topic. A handler that left while
@@ -181,14 +194,20 @@ func (b *Bus) prepare(ctx context.Context, et *eventType, v any, pc *pubConfig) 
 	if !mustEncode {
 		return meta, nil, nil
 	}
+	payload, err := b.encode(et, v)
+	return meta, payload, err
+}
+
+// encode encodes v with the codec, within the maximum event size.
+func (b *Bus) encode(et *eventType, v any) ([]byte, error) {
 	payload, err := b.cfg.codec.Marshal(v)
 	if err != nil {
-		return meta, nil, fmt.Errorf("%w: %s: %w", ErrInvalidEvent, et.name, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidEvent, et.name, err)
 	}
 	if len(payload) > b.cfg.maxEventSize {
-		return meta, nil, fmt.Errorf("%w: %s is %d bytes encoded, the limit is %d", ErrEventTooLarge, et.name, len(payload), b.cfg.maxEventSize)
+		return nil, fmt.Errorf("%w: %s is %d bytes encoded, the limit is %d", ErrEventTooLarge, et.name, len(payload), b.cfg.maxEventSize)
 	}
-	return meta, payload, nil
+	return payload, nil
 }
 
 func (b *Bus) localEvent(meta handlers.Metadata, v any, payload []byte, pc *pubConfig) *membroker.Delivery {
@@ -266,6 +285,9 @@ func PublishBatch[E any](ctx context.Context, b *Bus, events []E, opts ...Publis
 			if err := b.sendLocal(ctx, et.name, b.localEvent(meta, v, payload, pc)); err != nil {
 				return err
 			}
+			if b.tracker != nil {
+				b.tracker.queued(meta.Event, true)
+			}
 		}
 		return nil
 	}
@@ -284,7 +306,15 @@ func PublishBatch[E any](ctx context.Context, b *Bus, events []E, opts ...Publis
 		msgs[i] = b.message(ctx, meta, payload, pc)
 	}
 	if bp, ok := b.cfg.transport.(transport.BatchPublisher); ok {
-		return bp.PublishBatch(ctx, et.name, msgs)
+		err = bp.PublishBatch(ctx, et.name, msgs)
+	} else {
+		err = b.publisher.Publish(et.name, msgs...)
 	}
-	return b.publisher.Publish(et.name, msgs...)
+	if err == nil && b.tracker != nil {
+		for _, m := range msgs {
+			ev, _ := event.ParseMetadata(m.Metadata)
+			b.tracker.queued(ev, true)
+		}
+	}
+	return err
 }

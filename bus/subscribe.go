@@ -73,6 +73,7 @@ type Subscription struct {
 	cfg   subConfig
 	chain message.HandlerFunc
 	stats *handlerStats // for Bus.Stats (stats.go)
+	serve bool          // a request handler (Handle): answers requests (request.go)
 
 	mu        sync.Mutex
 	started   bool
@@ -90,6 +91,9 @@ type Subscription struct {
 }
 
 func (b *Bus) subscribe(name, event string, terminal message.HandlerFunc, sc subConfig) (*Subscription, error) {
+	if sc.request && (sc.retry != nil || sc.dedup != nil || sc.keyOrdered || sc.from != nil) {
+		return nil, invalid("WithRetry, WithDedup, WithOrderingByKey and WithStartFrom do not apply to a request handler")
+	}
 	policy := b.cfg.retry
 	if sc.retry != nil {
 		policy = *sc.retry
@@ -101,7 +105,7 @@ func (b *Bus) subscribe(name, event string, terminal message.HandlerFunc, sc sub
 	chain := b.instrument(name, event, st, terminal, func(h message.HandlerFunc) message.HandlerFunc {
 		return buildChain(b.cfg, name, policy, sc, h)
 	})
-	s := &Subscription{b: b, name: name, event: event, cfg: sc, chain: chain, stats: st,
+	s := &Subscription{b: b, name: name, event: event, cfg: sc, chain: chain, stats: st, serve: sc.request,
 		stop: make(chan struct{}), abort: make(chan struct{}), done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
@@ -113,6 +117,14 @@ func (b *Bus) subscribe(name, event string, terminal message.HandlerFunc, sc sub
 	if _, dup := b.subs[name]; dup {
 		b.mu.Unlock()
 		return nil, fmt.Errorf("%w: %q", ErrDuplicateHandler, name)
+	}
+	if sc.request {
+		for _, o := range b.subs {
+			if o.serve && o.event == event {
+				b.mu.Unlock()
+				return nil, fmt.Errorf("%w: %q answers %s already", ErrDuplicateHandler, o.name, event)
+			}
+		}
 	}
 	if b.deleting[name] {
 		b.mu.Unlock()
@@ -144,17 +156,22 @@ func (b *Bus) subscribe(name, event string, terminal message.HandlerFunc, sc sub
 // buildChain wraps terminal in the handler's middleware, outermost first:
 //
 //	(recover) → bus-wide (WithMiddleware) → handler's (WithHandlerMiddleware) →
-//	Recover → Correlation → Poison → [Dedup] → Retry → [RateLimit] →
-//	[CircuitBreaker] → Logging → [Timeout] → terminal
+//	[tracking] → Recover → Correlation → Poison → [Dedup] → Retry → [RateLimit] →
+//	[CircuitBreaker] → Logging → [tracking] → [Timeout] → terminal
 //
-// Bracketed ones are on when their option is given. package middleware's doc
-// explains why each sits where it does. The outermost recover turns a panic in
-// the user's own middleware into an error (the event is then nacked).
+// Bracketed ones are on when their option is given; a request handler
+// (sc.request, Handle) has neither Poison, Dedup, Retry nor tracking. Package
+// middleware's doc explains why each sits where it does. The outermost
+// recover turns a panic in the user's own middleware into an error (the
+// event is then nacked).
 func buildChain(cfg config, name string, policy middleware.RetryPolicy, sc subConfig, terminal message.HandlerFunc) message.HandlerFunc {
 	log := cfg.logger
 	chain := terminal
 	if sc.timeout > 0 {
 		chain = middleware.Timeout(sc.timeout)(chain)
+	}
+	if cfg.tracker != nil && !sc.request {
+		chain = cfg.tracker.attempt(policy.WithDefaults().MaxAttempts)(chain)
 	}
 	chain = middleware.Logging(log, sc.slow)(chain)
 	if sc.breaker != nil {
@@ -167,13 +184,18 @@ func buildChain(cfg config, name string, policy middleware.RetryPolicy, sc subCo
 	if sc.rate > 0 {
 		chain = middleware.RateLimit(sc.rate, sc.burst)(chain)
 	}
-	chain = middleware.Retry(policy, log)(chain)
-	if sc.dedup != nil {
-		chain = middleware.Dedup(sc.dedup, sc.dedupTTL, log)(chain)
+	if !sc.request { // a request's caller decides what a failure means
+		chain = middleware.Retry(policy, log)(chain)
+		if sc.dedup != nil {
+			chain = middleware.Dedup(sc.dedup, sc.dedupTTL, log)(chain)
+		}
+		chain = middleware.Poison(cfg.poison, log)(chain)
 	}
-	chain = middleware.Poison(cfg.poison, log)(chain)
 	chain = middleware.Correlation(chain)
 	chain = middleware.Recover(chain)
+	if cfg.tracker != nil && !sc.request {
+		chain = cfg.tracker.delivery(chain)
+	}
 	if len(sc.middleware)+len(cfg.middleware) == 0 {
 		return chain
 	}
@@ -219,7 +241,11 @@ func (s *Subscription) start() error {
 	if s.stopping {
 		return ErrClosed
 	}
-	if s.b.local != nil {
+	if s.serve {
+		if err := s.startServe(); err != nil {
+			return err
+		}
+	} else if s.b.local != nil {
 		if err := s.startLocal(); err != nil {
 			return err
 		}

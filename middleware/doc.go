@@ -37,6 +37,11 @@
 // handlers), so Retry sees an error and Poison records the stack; Recover only
 // guards the middleware.
 //
+// A request handler (bus.Handle) gets the same chain without Poison, Dedup and
+// Retry: the caller of bus.Request decides what a failure means. With
+// bus.WithTracking, the bus adds its tracking records around the handler
+// (inside Retry) and outside Recover (poisoned deliveries).
+//
 // # Telemetry
 //
 // [Tracing] and [Metrics] each come as two middleware: one per delivery

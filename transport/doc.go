@@ -15,8 +15,9 @@
 // [PoisonStore] (keep poison records), [BacklogReporter] (how many events wait
 // for a handler), [SystemNamer] (the name telemetry gives the transport),
 // [AsyncPublisher] (publish without waiting), [History] (a new handler starts
-// from a point in the past) and [Handlers] (list and delete what is kept for
-// handler names). The bus discovers them with a type
+// from a point in the past), [Handlers] (list and delete what is kept for
+// handler names), [Tracker] (keep delivery tracking records) and [Requester]
+// (request/reply). The bus discovers them with a type
 // assertion; a transport without one still works, with the behaviour each
 // interface's doc gives for its absence.
 //

@@ -20,4 +20,7 @@ var (
 	// ErrNoHandler: a message for one handler (a replay) that nothing of that
 	// name consumes, so the transport would have nowhere to keep it.
 	ErrNoHandler = errors.New("herald: no subscriber for handler")
+	// ErrNoResponder: a request ([Requester]) that no handler anywhere
+	// answers.
+	ErrNoResponder = errors.New("herald: no responder for request")
 )

@@ -78,7 +78,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend, opts ...Option) {
 		o.apply(&c)
 	}
 	s := &suite{cfg: c, newBackend: newBackend}
-	for _, tc := range append(cases(s), lifecycleCases(s)...) {
+	for _, tc := range append(append(cases(s), lifecycleCases(s)...), trackCases(s)...) {
 		t.Run(tc.name, func(t *testing.T) {
 			defer func() {
 				if t.Failed() {

@@ -33,7 +33,11 @@
 // handler removed for good. Poison records go to the stream StreamName+"_POISON" on
 // "<SubjectPrefix>_poison.<handler token>.<record ID>". Streams and consumers
 // are created on first use with the settings of [Config]; an existing stream
-// is used as it is.
+// is used as it is. With bus.WithTracking, tracking records go to the
+// key-value bucket [Transport.TrackBucket] (see [Transport.DeliveryStore]).
+// Requests (bus.Handle, bus.Request) travel on core NATS, on
+// [Transport.RequestSubject] ("<SubjectPrefix>_request.<event name>"), outside
+// every stream (see [Transport.Request]).
 //
 // # Ordering by key: partitions
 //

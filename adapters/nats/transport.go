@@ -66,6 +66,7 @@ type Transport struct {
 	mu        sync.Mutex
 	subs      map[*subscriber]struct{}
 	positions map[string]*position // by consumer name
+	track     *tracker             // delivery tracking, once DeliveryStore was called (track.go)
 }
 
 // New returns a transport configured by cfg. Unless cfg.Conn is
@@ -196,7 +197,8 @@ func (t *Transport) isClosed() bool { return adapterkit.IsClosed(t.closed) }
 
 // Start checks the server (nats-server 2.9 or newer, JetStream enabled) and
 // creates the events and poison streams, or checks that existing ones capture
-// the transport's subjects. It honours ctx and does its work once: later calls
+// the transport's subjects; with delivery tracking on, it creates the tracking
+// bucket too (or uses the one that exists). It honours ctx and does its work once: later calls
 // return nil at once. The bus calls it at bus Start; errors wrap
 // [ErrUnsupportedServer] when the server cannot work.
 //
@@ -206,7 +208,20 @@ func (t *Transport) isClosed() bool { return adapterkit.IsClosed(t.closed) }
 // does not exist. The first to find it prepares them again, with the
 // consumers of every running subscriber, while the others wait for it; then
 // each retries its operation once.
-func (t *Transport) Start(ctx context.Context) error { return t.prepare(ctx) }
+func (t *Transport) Start(ctx context.Context) error {
+	if err := t.prepare(ctx); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	tr := t.track
+	t.mu.Unlock()
+	if tr != nil {
+		if _, err := tr.bucket(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // streams are the transport's two streams.
 type streams struct{ events, poison jetstream.Stream }

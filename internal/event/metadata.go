@@ -31,6 +31,9 @@ type delivery struct {
 	// deliveries is how many times the transport delivered the message to
 	// this handler, 1 the first time, when the transport says; 0 otherwise.
 	deliveries int
+	// failure is the error message of the delivery's last failed attempt,
+	// recorded by delivery tracking ([SetFailure]).
+	failure string
 }
 
 func (d *delivery) Deadline() (time.Time, bool) { return d.parent.Deadline() }

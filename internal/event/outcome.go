@@ -17,3 +17,19 @@ func Poisoned(msg *message.Message) bool {
 	d := deliveryOf(msg)
 	return d != nil && d.poisoned
 }
+
+// SetFailure records the error message of msg's last failed attempt, for
+// [Failure]. It does nothing for a message the bus did not bind.
+func SetFailure(msg *message.Message, err string) {
+	if d := deliveryOf(msg); d != nil {
+		d.failure = err
+	}
+}
+
+// Failure returns what [SetFailure] recorded for msg's delivery, or "".
+func Failure(msg *message.Message) string {
+	if d := deliveryOf(msg); d != nil {
+		return d.failure
+	}
+	return ""
+}

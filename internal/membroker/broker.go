@@ -110,6 +110,8 @@ type Broker struct {
 	refs   int
 
 	Poison *PoisonMap
+	track  *TrackMap  // made by the first DeliveryStore (track.go)
+	rr     responders // request/reply (request.go)
 }
 
 // Handle is one transport's connection to a broker; closing the last handle

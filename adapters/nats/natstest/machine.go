@@ -18,8 +18,9 @@ type Machine struct {
 	// URL is $NATS_URL.
 	URL string
 	// StreamName and SubjectPrefix are the test's own (random), so that runs
-	// never collide; the streams StreamName and StreamName+"_POISON" are
-	// deleted when the test ends.
+	// never collide; the streams StreamName and StreamName+"_POISON" and
+	// the tracking bucket (stream "KV_"+StreamName+"_TRACK") are deleted
+	// when the test ends.
 	StreamName, SubjectPrefix string
 }
 
@@ -55,7 +56,7 @@ func NewMachine(t testing.TB, tag string) Machine {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		for _, s := range []string{m.StreamName, m.StreamName + "_POISON"} {
+		for _, s := range []string{m.StreamName, m.StreamName + "_POISON", "KV_" + m.StreamName + "_TRACK"} { // and the tracking bucket
 			_ = js.DeleteStream(ctx, s)
 		}
 	})

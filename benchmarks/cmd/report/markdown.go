@@ -27,6 +27,7 @@ func writeReport(w io.Writer, res *results, info runInfo, chartDir string, chart
 	writeMemory(p, res)
 	writeSections(p, res, natsSections)
 	writeObserve(p, res)
+	writeTrack(p, res)
 	writeSections(p, res, brokerSections)
 	writeKeyed(p, res)
 	writeOutbox(p, res)

@@ -3,9 +3,7 @@ package main
 // writeObserve renders the cost of observability: BenchmarkObserveMemory and
 // BenchmarkObserveNATS, each without providers and with both.
 func writeObserve(p printer, res *results) {
-	mem := len(res.values("ObserveMemory", "providers")) > 0
-	nats := len(res.values("ObserveNATS", "providers")) > 0
-	if !mem && !nats {
+	if len(res.values("ObserveMemory", "providers"))+len(res.values("ObserveNATS", "providers")) == 0 {
 		return
 	}
 	p("## The cost of observability\n\n")
@@ -15,30 +13,7 @@ func writeObserve(p printer, res *results) {
 	p("span sampled into a batch span processor whose exporter discards, and a meter provider with a manual reader\n")
 	p("(every instrument aggregates, nothing is collected during the run). The cost measured is Herald's and the SDK's,\n")
 	p("not an exporter's I/O. \"both ÷ none\" is the ratio of ns/event.\n\n")
-	p("| transport | server | providers | %s | both ÷ none |\n", perfHead)
-	p("|---|---|---|%s---:|\n", perfAlign+"|")
-	row := func(transport, srv string, s, none *series, mode string) {
-		if s == nil {
-			return
-		}
-		r := ""
-		if mode == "both" && none != nil {
-			r = fmtRatioP(ratioOf(s.stat("ns/op"), none.stat("ns/op")))
-		}
-		p("| %s | %s | %s | %s | %s |\n", transport, srv, mode, perfCells(s), r)
-	}
-	if mem {
-		none := res.find("ObserveMemory", "providers", "none")
-		for _, mode := range []string{"none", "both"} {
-			row("memory", "–", res.find("ObserveMemory", "providers", mode), none, mode)
-		}
-	}
-	for _, srv := range res.values("ObserveNATS", "server") {
-		none := res.find("ObserveNATS", "server", srv, "providers", "none")
-		for _, mode := range []string{"none", "both"} {
-			row("NATS", srv, res.find("ObserveNATS", "server", srv, "providers", mode), none, mode)
-		}
-	}
+	onOff{mem: "ObserveMemory", nats: "ObserveNATS", key: "providers", off: "none", on: "both"}.write(p, res)
 	p("\nWith no provider the bus makes no span or metric call: `providers=none` is the hot path of the other tables, and\n")
 	p("a test in package bus checks that an event costs the allocations it did before observability existed.\n\n")
 }
