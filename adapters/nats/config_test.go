@@ -48,7 +48,7 @@ func TestConfigBounds(t *testing.T) {
 	fields := []field{
 		dur("ConnectTimeout", ms, int64(time.Minute)),
 		dur("RequestTimeout", ms, int64(10*time.Minute)),
-		dur("MaxAge", 100*ms, 10*year),
+		{"MaxAge", []int64{0, 100 * ms, 10 * year, -1, math.MinInt64}, []int64{1, 100*ms - 1, 10*year + 1, math.MaxInt64}},
 		dur("PoisonMaxAge", 100*ms, 10*year),
 		dur("DuplicateWindow", 100*ms, day),
 		dur("AckWait", 30*ms, day),
