@@ -252,7 +252,7 @@ func writeNATS(p printer, res *results) {
 		p("`BenchmarkNATSEndToEnd`: b.N events published in batches of 1000 (each batch waits for its PubAcks) to 1 and 5\n")
 		p("handlers, each a durable consumer getting every event, decoding it (JSON) and acking it; the clock stops when\n")
 		p("every handler has handled every event, and the benchmark then checks, off the clock, that the server holds every\n")
-		p("ack. Same settings everywhere (Herald's defaults): file storage, interest retention, 1 replica, 2-minute duplicate\n")
+		p("ack. Same settings everywhere (Herald's defaults): file storage, limits retention (MaxAge a week), 1 replica, 2-minute duplicate\n")
 		p("window; durable consumers with explicit ack, AckWait 30s, MaxAckPending 1000, deliver new. Herald: `nats.New`\n")
 		p("with a stream name and prefix of its own, `bus.PublishBatch`, one `Subscribe` per handler. raw watermill-nats:\n")
 		p("`pkg/jetstream` Publisher (`Publish(topic, msgs...)`: one synchronous PubAck per message, it has no pipelined\n")
@@ -265,7 +265,7 @@ func writeNATS(p printer, res *results) {
 		p("## NATS JetStream: concurrent publishers\n\n")
 		p("`BenchmarkNATSPublish`: b.N events from 1, 8 and 64 goroutines, each `Publish` waiting for its own PubAck\n")
 		p("(Herald `bus.Publish`, watermill-nats `Publish`, jetstream `PublishMsg`). No handler consumes; an idle durable\n")
-		p("consumer makes the interest-retention stream store every event.\n\n")
+		p("consumer stands for a handler that is down.\n\n")
 		implTable(p, res, "NATSPublish", "server", "publishers", natsImpls)
 	}
 	if len(res.values("NATSPublishBatch", "impl")) > 0 {
