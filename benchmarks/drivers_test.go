@@ -12,6 +12,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/heraldbus/herald/bus"
+	"github.com/heraldbus/herald/transport"
 )
 
 // The drivers shared by the benchmarks: each resets the clock, publishes
@@ -177,6 +178,18 @@ type impl[A, R any] struct {
 func heraldPublish(hb *bus.Bus) (publishFunc, publishBatchFunc) {
 	return func(ctx context.Context, e BenchEvent) error { return bus.Publish(ctx, hb, e) },
 		func(ctx context.Context, es []BenchEvent) error { return bus.PublishBatch(ctx, hb, es) }
+}
+
+// heraldBus returns a bus owning tr, built with opts, and closed when b ends
+// (see closeLater). It closes tr and fails b if the bus cannot be built.
+func heraldBus(b *testing.B, tr transport.Transport, opts ...bus.Option) *bus.Bus {
+	hb, err := bus.New(append([]bus.Option{bus.WithTransport(tr)}, opts...)...)
+	if err != nil {
+		_ = tr.Close()
+		b.Fatal(err)
+	}
+	closeLater(b, hb)
+	return hb
 }
 
 // closeLater closes hb when b ends, within 30 seconds, failing b on an

@@ -61,18 +61,7 @@ func startHeraldKafka(b *testing.B, brokers []string, handlers int, fn func(Benc
 	if err != nil {
 		b.Fatal(err)
 	}
-	hb, err := bus.New(bus.WithTransport(t))
-	if err != nil {
-		_ = t.Close()
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := hb.Close(ctx); err != nil {
-			b.Error(err)
-		}
-	})
+	hb := heraldBus(b, t)
 	subscribeAndStart(b, hb, handlers, fn)
 	return &kafkaRig{publishBatch: func(ctx context.Context, es []BenchEvent) error { return bus.PublishBatch(ctx, hb, es) }}
 }

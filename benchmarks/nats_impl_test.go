@@ -202,13 +202,7 @@ func startHeraldNATSWith(b *testing.B, a *admin, url string, handlers int, fn fu
 		b.Fatal(err)
 	}
 	var asyncErr firstError
-	opts = append([]bus.Option{bus.WithTransport(t), bus.WithAsyncErrorHandler(func(_ string, err error) { asyncErr.set(err) })}, opts...)
-	hb, err := bus.New(opts...)
-	if err != nil {
-		_ = t.Close()
-		b.Fatal(err)
-	}
-	closeLater(b, hb)
+	hb := heraldBus(b, t, append([]bus.Option{bus.WithAsyncErrorHandler(func(_ string, err error) { asyncErr.set(err) })}, opts...)...)
 	subscribeAndStart(b, hb, handlers, fn)
 	if handlers == 0 {
 		a.idleConsumer(b, stream, t.Subject("benchmarks.BenchEvent"))

@@ -149,12 +149,7 @@ func startHeraldRabbit(b *testing.B, a *rabbitAdmin, url string, handlers int, f
 		queues = append(queues, t.QueueName(h, rabbitKey), t.QueueName(h, "_replay."+h))
 	}
 	a.deleteLater(b, append(queues, prefix+".poison"), []string{prefix + ".events"})
-	hb, err := bus.New(bus.WithTransport(t))
-	if err != nil {
-		_ = t.Close()
-		b.Fatal(err)
-	}
-	closeLater(b, hb)
+	hb := heraldBus(b, t)
 	if handlers > 0 {
 		subscribeAndStart(b, hb, handlers, fn)
 	} else {

@@ -121,7 +121,7 @@ func (b *Bus) publishAsync(ctx context.Context, et *eventType, v any, opts []Pub
 	if isNilPointer(v) {
 		return nil, fmt.Errorf("%w: %s: nil pointer", ErrInvalidEvent, et.name)
 	}
-	pc, err := pubOptions(opts)
+	pc, err := pubOptions(opts, -1)
 	if err != nil {
 		return nil, err
 	}

@@ -22,11 +22,7 @@ import (
 
 const encWait = 10 * time.Second
 
-func encCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), encWait)
-	t.Cleanup(cancel)
-	return ctx
-}
+func encCtx(t *testing.T) context.Context { return bustest.Context(t, encWait) }
 
 // remoteTransport is a memory transport seen only through the Transport
 // interface: the bus cannot take its in-process path, so it encodes every

@@ -37,7 +37,7 @@ func Encode[E any](ctx context.Context, b *Bus, e E, opts ...PublishOption) (top
 	if isNilPointer(v) {
 		return "", nil, fmt.Errorf("%w: %s: nil pointer", ErrInvalidEvent, et.name)
 	}
-	pc, err := pubOptions(opts)
+	pc, err := pubOptions(opts, -1)
 	if err != nil {
 		return "", nil, err
 	}

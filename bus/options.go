@@ -3,6 +3,7 @@ package bus
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -315,6 +316,7 @@ func (f pubOption) applyPub(c *pubConfig) error { return f(c) }
 
 type pubConfig struct {
 	id, correlationID, orderingKey string
+	ids                            []string // PublishBatch: events[i] gets ids[i]
 	metadata                       message.Metadata
 }
 
@@ -347,6 +349,34 @@ func validValue(what, v string) error {
 // window: use [WithDedup] on the handlers for that.
 func WithMessageID(id string) PublishOption {
 	return pubOption(func(c *pubConfig) error { return setValue(&c.id, "message ID", id, true) })
+}
+
+// WithMessageIDs sets the IDs of a [PublishBatch]'s events: events[i] gets
+// ids[i]. It takes exactly one ID per event; each follows the rules of
+// [WithMessageID], and no ID may appear twice. Anywhere else, with the wrong
+// number of IDs, or with an invalid or repeated ID, the publish fails with
+// [ErrInvalidOption] before any event is sent. The slice is copied.
+func WithMessageIDs(ids ...string) PublishOption {
+	return pubOption(func(c *pubConfig) error {
+		seen := make(map[string]struct{}, len(ids))
+		for i, id := range ids {
+			if err := validValue("message ID "+strconv.Itoa(i), id); err != nil {
+				return err
+			}
+			if id == "" {
+				return invalid("message ID %d is empty", i)
+			}
+			if _, dup := seen[id]; dup {
+				return invalid("message ID %q appears twice", id)
+			}
+			seen[id] = struct{}{}
+		}
+		c.ids = slices.Clone(ids)
+		if c.ids == nil {
+			c.ids = []string{}
+		}
+		return nil
+	})
 }
 
 // WithCorrelationID sets the correlation ID of a root event (one not published

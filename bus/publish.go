@@ -83,7 +83,7 @@ func (b *Bus) publish(ctx context.Context, et *eventType, v any, opts []PublishO
 	if isNilPointer(v) {
 		return fmt.Errorf("%w: %s: nil pointer", ErrInvalidEvent, et.name)
 	}
-	pc, err := pubOptions(opts)
+	pc, err := pubOptions(opts, -1)
 	if err != nil {
 		return err
 	}
@@ -122,7 +122,9 @@ func isNilPointer(v any) bool {
 	return rv.Kind() == reflect.Pointer && rv.IsNil()
 }
 
-func pubOptions(opts []PublishOption) (*pubConfig, error) {
+// pubOptions applies opts for one event (batch < 0) or for a batch of that
+// many events.
+func pubOptions(opts []PublishOption, batch int) (*pubConfig, error) {
 	if len(opts) == 0 {
 		return nil, nil
 	}
@@ -134,6 +136,14 @@ func pubOptions(opts []PublishOption) (*pubConfig, error) {
 		if err := o.applyPub(pc); err != nil {
 			return nil, err
 		}
+	}
+	switch {
+	case batch < 0 && pc.ids != nil:
+		return nil, invalid("WithMessageIDs outside PublishBatch: use WithMessageID")
+	case batch >= 0 && pc.id != "":
+		return nil, invalid("WithMessageID in a batch: every event needs its own ID (WithMessageIDs)")
+	case batch >= 0 && pc.ids != nil && len(pc.ids) != batch:
+		return nil, invalid("WithMessageIDs has %d IDs for %d events", len(pc.ids), batch)
 	}
 	return pc, nil
 }
@@ -213,8 +223,9 @@ func (b *Bus) message(ctx context.Context, meta handlers.Metadata, payload []byt
 // acknowledgement is awaited. It returns nil only once the transport holds every
 // event; on an error some events may be held already (publishing the batch
 // again delivers those twice, unless the transport deduplicates by ID).
-// [WithMessageID] cannot be used in a batch ([ErrInvalidOption]); every other
-// option applies to every event.
+// [WithMessageID] cannot be used in a batch ([ErrInvalidOption]): give each
+// event its ID with [WithMessageIDs]; every other option applies to every
+// event.
 func PublishBatch[E any](ctx context.Context, b *Bus, events []E, opts ...PublishOption) (err error) {
 	et := typeOf[E]()
 	if et.err != nil {
@@ -226,12 +237,13 @@ func PublishBatch[E any](ctx context.Context, b *Bus, events []E, opts ...Publis
 	if b.jsonCodec && et.planErr != nil {
 		return et.planErr
 	}
-	pc, err := pubOptions(opts)
+	pc, err := pubOptions(opts, len(events))
 	if err != nil {
 		return err
 	}
-	if pc != nil && pc.id != "" {
-		return invalid("WithMessageID in a batch: every event needs its own ID")
+	var ids []string
+	if pc != nil {
+		ids = pc.ids
 	}
 	if b.obs != nil {
 		var done func(error)
@@ -243,6 +255,9 @@ func PublishBatch[E any](ctx context.Context, b *Bus, events []E, opts ...Publis
 			v := any(events[i])
 			if isNilPointer(v) {
 				return fmt.Errorf("%w: %s: event %d: nil pointer", ErrInvalidEvent, et.name, i)
+			}
+			if ids != nil {
+				pc.id = ids[i]
 			}
 			meta, payload, err := b.prepare(ctx, et, v, pc)
 			if err != nil {
@@ -258,6 +273,9 @@ func PublishBatch[E any](ctx context.Context, b *Bus, events []E, opts ...Publis
 	for i := range events {
 		if isNilPointer(events[i]) {
 			return fmt.Errorf("%w: %s: event %d: nil pointer", ErrInvalidEvent, et.name, i)
+		}
+		if ids != nil {
+			pc.id = ids[i]
 		}
 		meta, payload, err := b.prepare(ctx, et, events[i], pc)
 		if err != nil {

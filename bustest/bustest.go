@@ -21,6 +21,14 @@ import (
 // DefaultTimeout is the deadline of the waits in this package that take none.
 const DefaultTimeout = 10 * time.Second
 
+// Context returns a context that ends after timeout, or when the test ends:
+// the deadline of one test's calls.
+func Context(t testing.TB, timeout time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 // New returns a started bus built with opts (the memory transport unless opts
 // say otherwise). It is closed when the test ends, with a DefaultTimeout
 // deadline; a failed Close fails the test.

@@ -57,3 +57,18 @@ func ExampleRecord() {
 	fmt.Println(got, err, rec.Metadata()[2].Handler)
 	// Output: [{0} {1} {2}] <nil> pings
 }
+
+func TestContextEndsAfterItsTimeout(t *testing.T) {
+	ctx := bustest.Context(t, 20*time.Millisecond)
+	if _, ok := ctx.Deadline(); !ok {
+		t.Fatal("no deadline")
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the context did not end after its timeout")
+	}
+	if ctx.Err() != context.DeadlineExceeded {
+		t.Fatalf("Err = %v", ctx.Err())
+	}
+}

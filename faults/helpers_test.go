@@ -46,11 +46,7 @@ const wait = 60 * time.Second
 var fastRetry = middleware.RetryPolicy{MaxAttempts: 3, InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond}
 
 // ctxFor returns a context that ends after d or when t ends.
-func ctxFor(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
+func ctxFor(t testing.TB, d time.Duration) context.Context { return bustest.Context(t, d) }
 
 // logger returns a logger into t's log at Warn when FAULTS_LOG is set, and a
 // no-op logger otherwise (the suite provokes thousands of warnings).
@@ -409,8 +405,8 @@ func (be *backend) subject(topic string) string {
 	return p + "." + topic
 }
 
-// streamMsgs returns how many messages the events stream holds.
-func (be *backend) streamMsgs(t testing.TB) uint64 {
+// streamState returns the state of the events stream.
+func (be *backend) streamState(t testing.TB) jetstream.StreamState {
 	t.Helper()
 	ctx := ctxFor(t, 10*time.Second)
 	s, err := be.js(t).Stream(ctx, be.streamName())
@@ -421,8 +417,11 @@ func (be *backend) streamMsgs(t testing.TB) uint64 {
 	if err != nil {
 		t.Fatalf("stream %s info: %v", be.streamName(), err)
 	}
-	return info.State.Msgs
+	return info.State
 }
+
+// streamMsgs returns how many messages the events stream holds.
+func (be *backend) streamMsgs(t testing.TB) uint64 { return be.streamState(t).Msgs }
 
 // consumer returns the info of the durable consumer of handler on topic.
 // The transport names consumers itself; its description names the handler.
@@ -669,26 +668,7 @@ const (
 func crashBeforeAck(t *testing.T, dying *bus.Bus, newBus func() *bus.Bus, beforeCrash, crash, afterRecovery func(), more func(f *figures)) {
 	t.Helper()
 	const n, name = crashEvents, crashHandler
-	var entered atomic.Int32
-	if _, err := bus.Subscribe(dying, name, func(ctx context.Context, e Event) error {
-		entered.Add(1)
-		<-ctx.Done() // stuck until the process "dies"
-		return ctx.Err()
-	}, bus.WithConcurrency(n)); err != nil {
-		t.Fatal(err)
-	}
-	if err := dying.Start(ctxFor(t, wait)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		begin := time.Now()
-		_ = dying.Close(ctx) // its connection is gone: errors are expected
-		if d := time.Since(begin); d > 5*time.Second {
-			t.Errorf("Close of the crashed bus took %v with a 2s deadline", d)
-		}
-	})
+	entered := startStuck(t, dying, name, n, 5*time.Second, nil)
 
 	publishBatch(t, newBus(), 0, n)
 	bustest.Eventually(t, wait, func() bool { return entered.Load() == n }, "all %d events in the handler (have %d)", n, entered.Load())
@@ -717,6 +697,40 @@ func crashBeforeAck(t *testing.T, dying *bus.Bus, newBus func() *bus.Bus, before
 	if f.poisoned != 0 {
 		t.Errorf("%d poison records after a crash", f.poisoned)
 	}
+}
+
+// startStuck subscribes handler name on dying (not started) with n workers
+// that each hold the event they get until the process dies (its ctx ends),
+// and starts dying. The count returned is of the events that entered the
+// handler. When t ends dying is closed with a 2-second deadline (its
+// connection is gone: errors are expected), then afterClose runs if not
+// nil; both must take at most limit.
+func startStuck(t *testing.T, dying *bus.Bus, name string, n int, limit time.Duration, afterClose func()) *atomic.Int32 {
+	t.Helper()
+	var entered atomic.Int32
+	if _, err := bus.Subscribe(dying, name, func(ctx context.Context, e Event) error {
+		entered.Add(1)
+		<-ctx.Done() // stuck until the process "dies"
+		return ctx.Err()
+	}, bus.WithConcurrency(n)); err != nil {
+		t.Fatal(err)
+	}
+	if err := dying.Start(ctxFor(t, wait)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		begin := time.Now()
+		_ = dying.Close(ctx)
+		if afterClose != nil {
+			afterClose()
+		}
+		if d := time.Since(begin); d > limit {
+			t.Errorf("Close of the crashed bus took %v (a 2s deadline, at most %v in all)", d, limit)
+		}
+	})
+	return &entered
 }
 
 // Fault 1, restart, with restartEvents events to restartHandlers handlers.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -91,29 +90,9 @@ func TestKafkaCrashBeforeCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var entered atomic.Int32
-	if _, err := bus.Subscribe(dying, name, func(ctx context.Context, e Event) error {
-		entered.Add(1)
-		<-ctx.Done() // stuck until the process "dies"
-		return ctx.Err()
-	}, bus.WithConcurrency(n)); err != nil {
-		t.Fatal(err)
-	}
-	if err := dying.Start(ctxFor(t, wait)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		begin := time.Now()
-		_ = dying.Close(ctx) // its network is gone: errors are expected
-		// The transport's own close goes on after the bus gave up: its
-		// commits and leave fail after RequestTimeout each. Wait for it.
-		_ = trA.Close()
-		if d := time.Since(begin); d > 10*time.Second {
-			t.Errorf("Close of the crashed bus and its transport took %v (2s deadline, RequestTimeout 1s)", d)
-		}
-	})
+	// The transport's own close goes on after the bus gave up: its commits
+	// and leave fail after RequestTimeout (1s) each. Wait for it.
+	entered := startStuck(t, dying, name, n, 10*time.Second, func() { _ = trA.Close() })
 
 	pub := kafkaBus(t, kafkaConfig(cluster.Brokers()))
 	publishBatch(t, pub, 0, n)

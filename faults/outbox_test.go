@@ -41,26 +41,6 @@ func outboxOn(t *testing.T, db *sql.DB, b *bus.Bus, errors *atomic.Int64, opts .
 	return ob
 }
 
-// runForwarder runs ob's forwarder until the func returned is called (at the
-// latest when t ends), which waits for it to return.
-func runForwarder(t *testing.T, ob *outbox.Outbox) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ob.Forward(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Forward: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
-
 // storeEvents stores events from..from+n-1 in transactions of per events.
 func storeEvents(t *testing.T, db *sql.DB, ob *outbox.Outbox, from, n, per int) {
 	t.Helper()
@@ -134,19 +114,7 @@ func terminate(t *testing.T, db *sql.DB, pattern string) int {
 
 // lastSeq returns the last sequence of the events stream: how many events it
 // ever stored, acknowledged (and removed) or not.
-func (be *backend) lastSeq(t testing.TB) uint64 {
-	t.Helper()
-	ctx := ctxFor(t, 10*time.Second)
-	s, err := be.js(t).Stream(ctx, be.streamName())
-	if err != nil {
-		t.Fatalf("stream %s: %v", be.streamName(), err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatalf("stream %s info: %v", be.streamName(), err)
-	}
-	return info.State.LastSeq
-}
+func (be *backend) lastSeq(t testing.TB) uint64 { return be.streamState(t).LastSeq }
 
 // Fault 20: a forwarder dies after publishing a batch and before deleting
 // it. Another forwarder publishes the batch again, with the same event IDs:
@@ -164,7 +132,7 @@ func TestOutboxForwarderKilledBeforeDelete(t *testing.T) {
 		storeEvents(t, db, ob, 0, n, 10)
 
 		release := blockDeletes(t, db, ob)
-		stop1 := runForwarder(t, ob)
+		stop1 := outboxtest.Forward(t, ob.Forward)
 		tl.waitDistinct(t, n, wait, "the batch published")
 		pid := waitBlockedDelete(t, db, ob)
 		// The forwarder dies: its connection drops, its process ends.
@@ -178,7 +146,7 @@ func TestOutboxForwarderKilledBeforeDelete(t *testing.T) {
 		}
 
 		start := time.Now()
-		runForwarder(t, ob)
+		outboxtest.Forward(t, ob.Forward)
 		bustest.Eventually(t, wait, func() bool { return outboxtest.Count(t, db, ob.Table()) == 0 }, "the second forwarder emptied the outbox")
 		if be.isNATS() {
 			if stored := be.lastSeq(t); stored != n {
@@ -226,7 +194,7 @@ func TestOutboxNATSDown(t *testing.T) {
 	}, bus.WithConcurrency(1))
 	var errs atomic.Int64
 	ob := outboxOn(t, db, b, &errs, outbox.WithBatchSize(50))
-	runForwarder(t, ob)
+	outboxtest.Forward(t, ob.Forward)
 	storeEvents(t, db, ob, 0, 10, 10)
 	tl.waitDistinct(t, 10, wait, "events before the outage")
 
@@ -275,7 +243,7 @@ func TestOutboxPostgresConnectionDropped(t *testing.T) {
 		ob := outboxOn(t, db, b, &errs, outbox.WithBatchSize(batch), outbox.WithPollInterval(time.Hour))
 		storeEvents(t, db, ob, 0, first, 10)
 		release := blockDeletes(t, db, ob)
-		runForwarder(t, ob)
+		outboxtest.Forward(t, ob.Forward)
 		tl.waitDistinct(t, batch, wait, "the first batch published")
 		waitBlockedDelete(t, db, ob)
 

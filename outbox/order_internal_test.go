@@ -40,15 +40,8 @@ func TestOpenTransactionHoldsBackLaterEvents(t *testing.T) {
 		forwarded.Add(int64(n))
 		rounds.Add(1)
 	}
-	fctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- ob.Forward(fctx) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("Forward: %v", err)
-		}
-	}()
+	stopForward := outboxtest.Forward(t, ob.Forward)
+	defer stopForward()
 
 	older, err := db.BeginTx(ctx, nil)
 	if err != nil {

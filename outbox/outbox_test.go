@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -36,11 +35,7 @@ func (OrderShipped) EventName() string { return "outbox_test.OrderShipped" }
 
 const wait = 30 * time.Second
 
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testCtx(t *testing.T) context.Context { return bustest.Context(t, wait) }
 
 // eachTransport runs fn on a memory bus and on a NATS bus (embedded server),
 // as subtests. The bus is not started: fn subscribes, then starts it.
@@ -88,31 +83,6 @@ func newOutbox(t *testing.T, db *sql.DB, b *bus.Bus, opts ...outbox.Option) *out
 	return ob
 }
 
-// forward runs a forwarder until t ends (or the func returned is called),
-// and checks that it returns nil.
-func forward(t *testing.T, ob *outbox.Outbox) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ob.Forward(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Forward returned %v, want nil", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Error("Forward did not return within 10s of its ctx ending")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
-
 // storeTx stores events in one transaction and commits it, or rolls it back.
 func storeTx(t *testing.T, ctx context.Context, db *sql.DB, ob *outbox.Outbox, commit bool, events ...OrderPlaced) {
 	t.Helper()
@@ -156,7 +126,7 @@ func TestRollbackPublishesNothingCommitPublishesOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		ob := newOutbox(t, db, b)
-		forward(t, ob)
+		outboxtest.Forward(t, ob.Forward)
 
 		storeTx(t, ctx, db, ob, false, OrderPlaced{ID: "rolled-back"})
 		storeTx(t, ctx, db, ob, true, OrderPlaced{ID: "o-1"}, OrderPlaced{ID: "o-2"})
@@ -200,7 +170,7 @@ func TestStoreInHandlerKeepsCorrelation(t *testing.T) {
 			t.Fatal(err)
 		}
 		ob = newOutbox(t, db, b)
-		forward(t, ob)
+		outboxtest.Forward(t, ob.Forward)
 
 		if err := bus.Publish(ctx, b, OrderPlaced{ID: "o-1"}, bus.WithMessageID("placed-1"), bus.WithCorrelationID("corr-1")); err != nil {
 			t.Fatal(err)
@@ -313,8 +283,8 @@ func TestTwoForwarders10k(t *testing.T) {
 		t.Fatal(err)
 	}
 	ob := newOutbox(t, db, b, outbox.WithBatchSize(50))
-	forward(t, ob)
-	forward(t, ob)
+	outboxtest.Forward(t, ob.Forward)
+	outboxtest.Forward(t, ob.Forward)
 	const txs, per = 100, 100
 	for i := range txs {
 		evs := make([]OrderPlaced, per)
@@ -359,7 +329,7 @@ func TestRefusedEventMovedAside(t *testing.T) {
 			refusals.Add(1)
 		}
 	}))
-	forward(t, ob)
+	outboxtest.Forward(t, ob.Forward)
 	storeTx(t, ctx, db, ob, true, OrderPlaced{ID: "o-1"}, OrderPlaced{ID: strings.Repeat("x", 8192)}, OrderPlaced{ID: "o-3"})
 	rec.Wait(t, 2, wait)
 	if got := ids(rec.Events()); got != "o-1,o-3" {

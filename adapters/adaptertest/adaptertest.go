@@ -116,7 +116,7 @@ func cases(s *suite) []testCase {
 		{"CorrelationAcrossHandlers", "metadata: an event published from a handler's ctx carries its correlation ID and the handled event's ID as causation", s.correlation},
 		{"OversizeEventRefused", "bad input: an event larger than the limit is refused with ErrEventTooLarge", s.oversize},
 		{"PublishAsync", "publish is a promise: an async publish's Ack reports nil only once the transport holds the event; bad input is refused at once; Close waits for outstanding publishes", s.publishAsync},
-		{"PublishOptionsValidated", "bad input: publish options are validated the same way on every transport (ErrInvalidOption); a nil pointer event is ErrInvalidEvent", s.publishOptions},
+		{"PublishOptionsValidated", "bad input: publish options are validated the same way on every transport (ErrInvalidOption); a nil pointer event is ErrInvalidEvent; a batch can carry one ID per event (WithMessageIDs)", s.publishOptions},
 		{"CloseDrainsAndRefuses", "graceful close: Close refuses new publishes with ErrClosed and lets in-flight handlers finish", s.closeDrains},
 		{"CloseDeadlineNoPoison", "graceful close: an event interrupted by Close's deadline is never poisoned", s.closeDeadline},
 		{"StopAndCloseFromHandler", "graceful close: Stop or Close called from inside a handler returns, and the bus stops", s.stopFromHandler},
@@ -142,11 +142,7 @@ func (s *suite) bus(t *testing.T, be Backend, opts ...bus.Option) *bus.Bus {
 	return bustest.New(t, append([]bus.Option{bus.WithTransport(be(t)), fastRetry}, opts...)...)
 }
 
-func (s *suite) ctx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.timeout)
-	t.Cleanup(cancel)
-	return ctx
-}
+func (s *suite) ctx(t *testing.T) context.Context { return bustest.Context(t, s.cfg.timeout) }
 
 func (s *suite) publish(t *testing.T, b *bus.Bus, from, n int, tag string) {
 	t.Helper()
@@ -285,17 +281,26 @@ func (s *suite) permanentPoisoned(t *testing.T, be Backend) {
 	}
 }
 
+// transport returns a new transport on the broker, started if it is a
+// transport.Starter, to reach the broker without a bus. The caller closes it.
+func (s *suite) transport(t *testing.T, be Backend) transport.Transport {
+	t.Helper()
+	tr := be(t)
+	if st, ok := tr.(transport.Starter); ok {
+		if err := st.Start(s.ctx(t)); err != nil {
+			_ = tr.Close()
+			t.Fatal(err)
+		}
+	}
+	return tr
+}
+
 // raw publishes a message straight through a transport, as a foreign or
 // broken publisher would.
 func (s *suite) raw(t *testing.T, be Backend, topic string, payload string, md message.Metadata) {
 	t.Helper()
-	tr := be(t)
+	tr := s.transport(t, be)
 	defer func() { _ = tr.Close() }()
-	if st, ok := tr.(transport.Starter); ok {
-		if err := st.Start(s.ctx(t)); err != nil {
-			t.Fatal(err)
-		}
-	}
 	msg := message.NewMessage(event.NewID(), []byte(payload))
 	for k, v := range md {
 		msg.Metadata.Set(k, v)
@@ -441,8 +446,11 @@ func (s *suite) correlation(t *testing.T, be Backend) {
 	root.Wait(t, 1, s.cfg.timeout)
 	next.Wait(t, 1, s.cfg.timeout)
 	rm, nm := root.Metadata()[0], next.Metadata()[0]
-	if nm.CorrelationID != rm.ID || nm.CausationID != rm.ID || rm.CorrelationID != rm.ID {
+	if nm.CorrelationID != rm.ID || nm.CausationID != rm.ID || nm.ID == rm.ID || rm.CorrelationID != rm.ID || rm.CausationID != "" {
 		t.Errorf("root %+v, consequence %+v", rm, nm)
+	}
+	if nm.Handler != "corr.next" || nm.PublishedAt.IsZero() {
+		t.Errorf("consequence's metadata %+v: want its handler and publish time", nm)
 	}
 }
 

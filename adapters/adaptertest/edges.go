@@ -157,6 +157,7 @@ func (s *suite) publishOptions(t *testing.T, be Backend) {
 		"correlation ID with newline": bus.WithCorrelationID("a\nb"),
 		"message ID with newline":     bus.WithMessageID("a\nb"),
 		"empty message ID":            bus.WithMessageID(""),
+		"message IDs outside a batch": bus.WithMessageIDs("a"),
 		"nil option":                  nil,
 	}
 	for name, opt := range bad {
@@ -176,6 +177,31 @@ func (s *suite) publishOptions(t *testing.T, be Backend) {
 	got := r.Wait(t, 1, s.cfg.timeout)
 	if m := r.Metadata()[0]; got[0].Seq != 2 || m.OrderingKey != "cust-1" || m.CorrelationID != "corr-9" {
 		t.Errorf("delivered %+v with %+v", got[0], m)
+	}
+
+	batch := []Event{{Seq: 3}, {Seq: 4}}
+	badBatch := map[string]bus.PublishOption{
+		"one ID for two events": bus.WithMessageIDs("only-one"),
+		"an ID twice":           bus.WithMessageIDs("dup", "dup"),
+		"an empty ID":           bus.WithMessageIDs("x", ""),
+		"an ID with a newline":  bus.WithMessageIDs("x", "a\nb"),
+		"one ID for the batch":  bus.WithMessageID("same"),
+	}
+	for name, opt := range badBatch {
+		if err := bus.PublishBatch(s.ctx(t), b, batch, opt); !errors.Is(err, bus.ErrInvalidOption) {
+			t.Errorf("batch, %s: %v, want ErrInvalidOption", name, err)
+		}
+	}
+	if err := bus.PublishBatch(s.ctx(t), b, batch, bus.WithMessageIDs("row-3", "row-4")); err != nil {
+		t.Fatal(err)
+	}
+	got = r.Wait(t, 3, s.cfg.timeout)
+	ids := map[int]string{}
+	for i, m := range r.Metadata() {
+		ids[got[i].Seq] = m.ID
+	}
+	if ids[3] != "row-3" || ids[4] != "row-4" || len(got) != 3 {
+		t.Errorf("batch with WithMessageIDs delivered IDs %v, want 3→row-3, 4→row-4 (and nothing else)", ids)
 	}
 }
 

@@ -263,13 +263,8 @@ func (s *suite) orderingByKey(t *testing.T, be Backend) {
 // has no poison records.
 func (s *suite) expectNoPoison(t *testing.T, be Backend, handler string) {
 	t.Helper()
-	tr := be(t)
+	tr := s.transport(t, be)
 	defer func() { _ = tr.Close() }()
-	if st, ok := tr.(transport.Starter); ok {
-		if err := st.Start(s.ctx(t)); err != nil {
-			t.Fatal(err)
-		}
-	}
 	ps, ok := tr.(transport.PoisonStore)
 	if !ok {
 		t.Skip("the transport keeps no poison records")

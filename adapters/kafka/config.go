@@ -1,14 +1,13 @@
 package kafka
 
 import (
-	"fmt"
 	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
-	"github.com/heraldbus/herald/transport"
+	"github.com/heraldbus/herald/internal/adapterkit"
 )
 
 // Defaults of the zero [Config].
@@ -183,9 +182,7 @@ type Config struct {
 	Logger *zap.Logger
 }
 
-func invalid(format string, args ...any) error {
-	return fmt.Errorf("herald/kafka: %w: "+format, append([]any{transport.ErrInvalidOption}, args...)...)
-}
+func invalid(format string, args ...any) error { return adapterkit.Invalid("kafka", format, args...) }
 
 // withDefaults validates c and fills its zero fields.
 func (c Config) withDefaults() (Config, error) {
@@ -223,57 +220,27 @@ func (c Config) withDefaults() (Config, error) {
 		}
 	}
 	const day = 24 * time.Hour
-	type dur struct {
-		name     string
-		v        *time.Duration
-		def      time.Duration
-		min, max time.Duration // of a non-zero value
+	d := adapterkit.Field[time.Duration]
+	if err := adapterkit.Fill("kafka",
+		d("ProduceTimeout", &c.ProduceTimeout, DefaultProduceTimeout, time.Millisecond, 10*time.Minute),
+		d("RequestTimeout", &c.RequestTimeout, DefaultRequestTimeout, time.Millisecond, 10*time.Minute),
+		d("NakDelay", &c.NakDelay, DefaultNakDelay, 0, day),
+		d("MaxNakDelay", &c.MaxNakDelay, DefaultMaxNakDelay, 0, day),
+		d("CommitInterval", &c.CommitInterval, DefaultCommitInterval, 0, time.Minute),
+		d("RevokeTimeout", &c.RevokeTimeout, DefaultRevokeTimeout, time.Millisecond, 10*time.Minute),
+		d("SessionTimeout", &c.SessionTimeout, DefaultSessionTimeout, time.Millisecond, time.Hour),
+	); err != nil {
+		return c, err
 	}
-	for _, d := range []dur{
-		{"ProduceTimeout", &c.ProduceTimeout, DefaultProduceTimeout, time.Millisecond, 10 * time.Minute},
-		{"RequestTimeout", &c.RequestTimeout, DefaultRequestTimeout, time.Millisecond, 10 * time.Minute},
-		{"NakDelay", &c.NakDelay, DefaultNakDelay, 0, day},
-		{"MaxNakDelay", &c.MaxNakDelay, DefaultMaxNakDelay, 0, day},
-		{"CommitInterval", &c.CommitInterval, DefaultCommitInterval, 0, time.Minute},
-		{"RevokeTimeout", &c.RevokeTimeout, DefaultRevokeTimeout, time.Millisecond, 10 * time.Minute},
-		{"SessionTimeout", &c.SessionTimeout, DefaultSessionTimeout, time.Millisecond, time.Hour},
-	} {
-		switch v := *d.v; {
-		case v < 0:
-			return c, invalid("%s %v < 0", d.name, v)
-		case v > d.max:
-			return c, invalid("%s %v > %v", d.name, v, d.max)
-		case v > 0 && v < d.min:
-			return c, invalid("%s %v < %v", d.name, v, d.min)
-		case v == 0:
-			*d.v = d.def
-		}
-	}
-	if c.MaxNakDelay < c.NakDelay {
-		c.MaxNakDelay = c.NakDelay
-	}
-	type num struct {
-		name     string
-		v        *int
-		def      int
-		min, max int // of a non-zero value
-	}
-	for _, n := range []num{
-		{"Partitions", &c.Partitions, DefaultPartitions, 1, 10_000},
-		{"ReplicationFactor", &c.ReplicationFactor, 0, 1, 32},
-		{"MaxMessageBytes", &c.MaxMessageBytes, DefaultMaxMessageBytes, 1 << 10, 64 << 20},
-		{"Prefetch", &c.Prefetch, DefaultPrefetch, 1, 100_000},
-	} {
-		switch v := *n.v; {
-		case v < 0:
-			return c, invalid("%s %d < 0", n.name, v)
-		case v > n.max:
-			return c, invalid("%s %d > %d", n.name, v, n.max)
-		case v > 0 && v < n.min:
-			return c, invalid("%s %d < %d", n.name, v, n.min)
-		case v == 0:
-			*n.v = n.def
-		}
+	c.MaxNakDelay = max(c.MaxNakDelay, c.NakDelay)
+	n := adapterkit.Field[int]
+	if err := adapterkit.Fill("kafka",
+		n("Partitions", &c.Partitions, DefaultPartitions, 1, 10_000),
+		n("ReplicationFactor", &c.ReplicationFactor, 0, 1, 32),
+		n("MaxMessageBytes", &c.MaxMessageBytes, DefaultMaxMessageBytes, 1<<10, 64<<20),
+		n("Prefetch", &c.Prefetch, DefaultPrefetch, 1, 100_000),
+	); err != nil {
+		return c, err
 	}
 	switch {
 	case c.LocalRedeliveries == 0:

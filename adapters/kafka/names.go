@@ -1,10 +1,6 @@
 package kafka
 
-import (
-	"fmt"
-	"hash/fnv"
-	"strings"
-)
+import "github.com/heraldbus/herald/internal/adapterkit"
 
 // Topic and group names. An event topic T (an event name, or
 // transport.ReplayTopic(H)) is the Kafka topic TopicPrefix+T when T has only
@@ -34,24 +30,5 @@ func kafkaTopic(prefix, name string) string {
 	if legalTopic(name) && len(prefix)+len(name) <= maxTopicLen {
 		return prefix + name
 	}
-	var b strings.Builder
-	b.WriteString(prefix)
-	room := maxTopicLen - len(prefix) - 13
-	for i := 0; i < len(name) && b.Len()-len(prefix) < room; i++ {
-		if c := name[i]; legalTopicByte(c) {
-			b.WriteByte(c)
-		} else {
-			b.WriteByte('_')
-		}
-	}
-	b.WriteByte('-')
-	b.WriteString(hash(name))
-	return b.String()
-}
-
-// hash is 12 hex digits (48 bits) of the FNV-1a hash of s.
-func hash(s string) string {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(s))
-	return fmt.Sprintf("%012x", h.Sum64()&(1<<48-1))
+	return prefix + adapterkit.Squeeze(name, maxTopicLen-len(prefix)-13, legalTopicByte, '-')
 }

@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/heraldbus/herald/internal/adapterkit"
 	"github.com/heraldbus/herald/transport"
 )
 
@@ -30,12 +30,6 @@ import (
 
 var _ transport.PoisonStore = (*Transport)(nil)
 
-// Page sizes of ListPoison.
-const (
-	defaultPoisonPage = 100
-	maxPoisonPage     = 1000
-)
-
 // poisonTopicConfigs are the configs of the poison topic: compacted, and
 // room for a record of an event at MaxMessageBytes with its error, stack and
 // metadata.
@@ -49,12 +43,6 @@ func (t *Transport) poisonTopicConfigs() map[string]*string {
 // third; error, stack and metadata get 1 MiB besides.
 func (t *Transport) poisonMaxBytes() int { return t.cfg.MaxMessageBytes*4/3 + 1<<20 + 64<<10 }
 
-type poisonEntry struct {
-	offset int64
-	rec    transport.PoisonRecord
-	dead   bool
-}
-
 // poisonView is a transport's reading of the poison topic.
 type poisonView struct {
 	t  *Transport
@@ -62,14 +50,10 @@ type poisonView struct {
 	cl *kgo.Client // produces and reads poison records; made on first use
 
 	next  int64 // offset after the last record read
-	byID  map[string]*poisonEntry
-	order []*poisonEntry // by offset; dead ones are dropped when they are many
-	dead  int
+	index adapterkit.PoisonIndex[transport.PoisonRecord]
 }
 
-func newPoisonView(t *Transport) *poisonView {
-	return &poisonView{t: t, byID: map[string]*poisonEntry{}}
-}
+func newPoisonView(t *Transport) *poisonView { return &poisonView{t: t} }
 
 func (v *poisonView) close() {
 	v.mu.Lock()
@@ -145,31 +129,16 @@ func (v *poisonView) apply(r *kgo.Record) {
 	}
 	v.next = r.Offset + 1
 	id := string(r.Key)
-	if old := v.byID[id]; old != nil {
-		old.dead = true
-		v.dead++
-		delete(v.byID, id)
-	}
+	v.index.Delete(id)
 	if r.Value == nil {
 		return // tombstone
 	}
-	e := &poisonEntry{offset: r.Offset}
-	if err := json.Unmarshal(r.Value, &e.rec); err != nil {
+	var rec transport.PoisonRecord
+	if err := json.Unmarshal(r.Value, &rec); err != nil {
 		v.t.cfg.Logger.Sugar().Warnf("herald/kafka: poison record at offset %d of %s is not JSON, skipped: %v", r.Offset, v.t.PoisonTopic(), err)
 		return
 	}
-	v.byID[id] = e
-	v.order = append(v.order, e)
-	if v.dead > 1024 && v.dead > len(v.order)/2 {
-		live := v.order[:0]
-		for _, e := range v.order {
-			if !e.dead {
-				live = append(live, e)
-			}
-		}
-		clear(v.order[len(live):])
-		v.order, v.dead = live, 0
-	}
+	v.index.Put(id, adapterkit.PoisonEntry[transport.PoisonRecord]{Offset: r.Offset, Handler: rec.Handler, Event: rec.Event.Name, Value: rec})
 }
 
 // PutPoison stores rec in the poison topic and returns nil once the broker
@@ -214,81 +183,60 @@ func (v *poisonView) produce(ctx context.Context, r *kgo.Record) error {
 // ListPoison returns a page of the records matching q, oldest first, and the
 // cursor of the next page ("" after the last). The cursor is an offset of
 // the poison topic; q.Limit defaults to 100 and is capped at 1000.
-func (t *Transport) ListPoison(ctx context.Context, q transport.PoisonQuery) ([]transport.PoisonRecord, string, error) {
-	after := int64(-1)
-	if q.After != "" {
-		n, err := strconv.ParseInt(q.After, 10, 64)
-		if err != nil || n < 0 {
-			return nil, "", fmt.Errorf("herald/kafka: %w: poison cursor %q", transport.ErrInvalidOption, q.After)
-		}
-		after = n
-	}
-	limit := q.Limit
-	if limit <= 0 {
-		limit = defaultPoisonPage
-	}
-	limit = min(limit, maxPoisonPage)
-	ctx, cancel := t.requestCtx(ctx)
-	defer cancel()
-	v := t.poison
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if err := v.catchUp(ctx); err != nil {
+func (t *Transport) ListPoison(ctx context.Context, q transport.PoisonQuery) (recs []transport.PoisonRecord, next string, err error) {
+	after, limit, err := adapterkit.PoisonPage("kafka", q)
+	if err != nil {
 		return nil, "", err
 	}
-	i := sort.Search(len(v.order), func(i int) bool { return v.order[i].offset > after })
-	var recs []transport.PoisonRecord
-	for ; i < len(v.order); i++ {
-		e := v.order[i]
-		if e.dead || q.Handler != "" && e.rec.Handler != q.Handler || q.Event != "" && e.rec.Event.Name != q.Event {
-			continue
+	err = t.poison.caughtUp(ctx, func(ctx context.Context, v *poisonView) error {
+		page, more := v.index.Page(q, after, limit)
+		for _, e := range page {
+			recs = append(recs, e.Value)
 		}
-		if len(recs) == limit {
-			return recs, strconv.FormatInt(v.order[i-1].offset, 10), nil
+		if more {
+			next = strconv.FormatInt(page[len(page)-1].Offset, 10)
 		}
-		recs = append(recs, e.rec)
-	}
-	return recs, "", nil
+		return nil
+	})
+	return recs, next, err
 }
 
 // GetPoison returns the record with id; found is false if there is none.
-func (t *Transport) GetPoison(ctx context.Context, id string) (transport.PoisonRecord, bool, error) {
-	ctx, cancel := t.requestCtx(ctx)
-	defer cancel()
-	v := t.poison
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if err := v.catchUp(ctx); err != nil {
-		return transport.PoisonRecord{}, false, err
-	}
-	e := v.byID[id]
-	if e == nil {
-		return transport.PoisonRecord{}, false, nil
-	}
-	return e.rec, true, nil
+func (t *Transport) GetPoison(ctx context.Context, id string) (rec transport.PoisonRecord, found bool, err error) {
+	err = t.poison.caughtUp(ctx, func(ctx context.Context, v *poisonView) error {
+		e, ok := v.index.Get(id)
+		rec, found = e.Value, ok
+		return nil
+	})
+	return rec, found, err
 }
 
 // DeletePoison purges the record with id: it appends a tombstone, and the
 // record is gone for every later call of every process. found is false if
 // there was no record (also when another caller purged it first).
-func (t *Transport) DeletePoison(ctx context.Context, id string) (bool, error) {
-	ctx, cancel := t.requestCtx(ctx)
+func (t *Transport) DeletePoison(ctx context.Context, id string) (found bool, err error) {
+	err = t.poison.caughtUp(ctx, func(ctx context.Context, v *poisonView) error {
+		if _, ok := v.index.Get(id); !ok {
+			return nil
+		}
+		if err := v.cl.ProduceSync(ctx, &kgo.Record{Topic: t.PoisonTopic(), Key: []byte(id)}).FirstErr(); err != nil {
+			return fmt.Errorf("herald/kafka: purge poison record %s: %w", id, err)
+		}
+		found = v.index.Delete(id)
+		return nil
+	})
+	return found, err
+}
+
+// caughtUp calls f with the view caught up with the poison topic, holding
+// the view's lock, and with ctx bounded by RequestTimeout.
+func (v *poisonView) caughtUp(ctx context.Context, f func(context.Context, *poisonView) error) error {
+	ctx, cancel := v.t.requestCtx(ctx)
 	defer cancel()
-	v := t.poison
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if err := v.catchUp(ctx); err != nil {
-		return false, err
+		return err
 	}
-	e := v.byID[id]
-	if e == nil {
-		return false, nil
-	}
-	if err := v.cl.ProduceSync(ctx, &kgo.Record{Topic: t.PoisonTopic(), Key: []byte(id)}).FirstErr(); err != nil {
-		return false, fmt.Errorf("herald/kafka: purge poison record %s: %w", id, err)
-	}
-	e.dead = true
-	v.dead++
-	delete(v.byID, id)
-	return true, nil
+	return f(ctx, v)
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/heraldbus/herald/internal/adapterkit"
 	"github.com/heraldbus/herald/transport"
 )
 
@@ -25,8 +26,7 @@ type Transport struct {
 
 	topics sync.Map // Kafka topic name -> struct{}: known to exist
 
-	startMu sync.Mutex
-	started bool
+	started adapterkit.Prepared
 
 	poison *poisonView
 
@@ -87,37 +87,20 @@ func (t *Transport) Group(handler string) string { return t.cfg.GroupPrefix + ha
 // PoisonTopic returns the Kafka topic of the poison records.
 func (t *Transport) PoisonTopic() string { return t.cfg.TopicPrefix + "_poison" }
 
-func (t *Transport) isClosed() bool {
-	select {
-	case <-t.closed:
-		return true
-	default:
-		return false
-	}
-}
+func (t *Transport) isClosed() bool { return adapterkit.IsClosed(t.closed) }
 
 // Start reaches the cluster and creates the poison topic if it is missing.
 // It honours ctx and does its work once: later calls return nil at once; it
 // may be called again after it failed. The bus calls it at bus Start.
 func (t *Transport) Start(ctx context.Context) error {
-	if t.isClosed() {
-		return transport.ErrClosed
-	}
-	t.startMu.Lock()
-	defer t.startMu.Unlock()
-	if t.started {
-		return nil
-	}
-	ctx, cancel := t.requestCtx(ctx)
-	defer cancel()
-	if err := t.cl.Ping(ctx); err != nil {
-		return fmt.Errorf("herald/kafka: reach %v: %w", t.cfg.Brokers, err)
-	}
-	if err := t.ensureTopic(ctx, t.PoisonTopic(), 1, t.poisonTopicConfigs()); err != nil {
-		return err
-	}
-	t.started = true
-	return nil
+	return t.started.Do(t.closed, func() error {
+		ctx, cancel := t.requestCtx(ctx)
+		defer cancel()
+		if err := t.cl.Ping(ctx); err != nil {
+			return fmt.Errorf("herald/kafka: reach %v: %w", t.cfg.Brokers, err)
+		}
+		return t.ensureTopic(ctx, t.PoisonTopic(), 1, t.poisonTopicConfigs())
+	})
 }
 
 // requestCtx bounds ctx by RequestTimeout when it has no deadline.
@@ -217,15 +200,7 @@ func (t *Transport) Publisher() message.Publisher { return publisher{t} }
 func (t *Transport) Close() error {
 	t.closeOnce.Do(func() {
 		close(t.closed)
-		t.mu.Lock()
-		subs := make([]*subscriber, 0, len(t.subs))
-		for s := range t.subs {
-			subs = append(subs, s)
-		}
-		t.mu.Unlock()
-		for _, s := range subs {
-			_ = s.Close()
-		}
+		adapterkit.CloseAll(&t.mu, t.subs)
 		t.poison.close()
 		t.cl.Close()
 	})

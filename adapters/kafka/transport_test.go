@@ -11,7 +11,9 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/heraldbus/herald/adapters/adaptertest"
 	"github.com/heraldbus/herald/adapters/kafka"
+	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/internal/event"
 	"github.com/heraldbus/herald/transport"
 )
@@ -20,18 +22,10 @@ import (
 
 const wait = 20 * time.Second
 
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testCtx(t *testing.T) context.Context { return bustest.Context(t, wait) }
 
 // eachBroker runs fn on every broker, as subtests.
-func eachBroker(t *testing.T, fn func(t *testing.T, b broker)) {
-	for name, newBroker := range brokers(t) {
-		t.Run(name, func(t *testing.T) { fn(t, newBroker(t)) })
-	}
-}
+func eachBroker(t *testing.T, fn func(t *testing.T, b broker)) { adaptertest.Each(t, brokers(t), fn) }
 
 // started returns a started transport on b.
 func started(t *testing.T, b broker, edit ...func(*kafka.Config)) *kafka.Transport {

@@ -13,6 +13,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/heraldbus/herald/adapters/adaptertest"
 	"github.com/heraldbus/herald/adapters/nats"
 	"github.com/heraldbus/herald/adapters/nats/natstest"
 	"github.com/heraldbus/herald/bus"
@@ -40,18 +41,10 @@ func (PaymentTaken) EventName() string { return "herald_test.PaymentTaken" }
 
 const wait = 20 * time.Second
 
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testCtx(t *testing.T) context.Context { return bustest.Context(t, wait) }
 
 // eachBroker runs fn on every broker, as subtests.
-func eachBroker(t *testing.T, fn func(t *testing.T, b broker)) {
-	for name, newBroker := range brokers(t) {
-		t.Run(name, func(t *testing.T) { fn(t, newBroker(t)) })
-	}
-}
+func eachBroker(t *testing.T, fn func(t *testing.T, b broker)) { adaptertest.Each(t, brokers(t), fn) }
 
 // newBus returns a started bus on a new transport of b, closed when t ends.
 func newBus(t *testing.T, b broker, edit ...func(*nats.Config)) *bus.Bus {

@@ -2,14 +2,13 @@ package nats
 
 import (
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
-	"github.com/heraldbus/herald/transport"
+	"github.com/heraldbus/herald/internal/adapterkit"
 )
 
 // Defaults of the zero [Config].
@@ -216,9 +215,7 @@ type Config struct {
 // server is older than 2.9 or has JetStream disabled.
 var ErrUnsupportedServer = errors.New("herald/nats: unsupported NATS server")
 
-func invalid(format string, args ...any) error {
-	return fmt.Errorf("herald/nats: %w: "+format, append([]any{transport.ErrInvalidOption}, args...)...)
-}
+func invalid(format string, args ...any) error { return adapterkit.Invalid("nats", format, args...) }
 
 // withDefaults validates c and fills its zero fields.
 func (c Config) withDefaults() (Config, error) {
@@ -244,67 +241,45 @@ func (c Config) withDefaults() (Config, error) {
 		return c, invalid("Retention %d", c.Retention)
 	}
 	const day = 24 * time.Hour
-	if c.MaxAge == 0 && c.Retention == RetentionLimits {
+	// A negative MaxAge (no age limit) is outside Fill's ranges: set
+	// aside, then restored.
+	noAge := c.MaxAge < 0
+	switch {
+	case noAge:
+		c.MaxAge = 0
+	case c.MaxAge == 0 && c.Retention == RetentionLimits:
 		c.MaxAge = DefaultMaxAge
 	}
-	type dur struct {
-		name     string
-		v        *time.Duration
-		def      time.Duration
-		min, max time.Duration // of a non-zero value
-		negative bool          // a negative value is allowed (no limit)
+	d := adapterkit.Field[time.Duration]
+	if err := adapterkit.Fill("nats",
+		d("ConnectTimeout", &c.ConnectTimeout, DefaultConnectTimeout, time.Millisecond, time.Minute),
+		d("RequestTimeout", &c.RequestTimeout, DefaultRequestTimeout, time.Millisecond, 10*time.Minute),
+		d("MaxAge", &c.MaxAge, 0, 100*time.Millisecond, 10*365*day),
+		d("PoisonMaxAge", &c.PoisonMaxAge, 0, 100*time.Millisecond, 10*365*day),
+		d("DuplicateWindow", &c.DuplicateWindow, DefaultDuplicateWindow, 100*time.Millisecond, day),
+		d("AckWait", &c.AckWait, DefaultAckWait, 30*time.Millisecond, day),
+		d("NakDelay", &c.NakDelay, DefaultNakDelay, 0, day),
+		d("MaxNakDelay", &c.MaxNakDelay, DefaultMaxNakDelay, 0, day),
+		d("PubAckTimeout", &c.PubAckTimeout, DefaultPubAckTimeout, time.Millisecond, 10*time.Minute),
+	); err != nil {
+		return c, err
 	}
-	for _, d := range []dur{
-		{"ConnectTimeout", &c.ConnectTimeout, DefaultConnectTimeout, time.Millisecond, time.Minute, false},
-		{"RequestTimeout", &c.RequestTimeout, DefaultRequestTimeout, time.Millisecond, 10 * time.Minute, false},
-		{"MaxAge", &c.MaxAge, 0, 100 * time.Millisecond, 10 * 365 * day, true},
-		{"PoisonMaxAge", &c.PoisonMaxAge, 0, 100 * time.Millisecond, 10 * 365 * day, false},
-		{"DuplicateWindow", &c.DuplicateWindow, DefaultDuplicateWindow, 100 * time.Millisecond, day, false},
-		{"AckWait", &c.AckWait, DefaultAckWait, 30 * time.Millisecond, day, false},
-		{"NakDelay", &c.NakDelay, DefaultNakDelay, 0, day, false},
-		{"MaxNakDelay", &c.MaxNakDelay, DefaultMaxNakDelay, 0, day, false},
-		{"PubAckTimeout", &c.PubAckTimeout, DefaultPubAckTimeout, time.Millisecond, 10 * time.Minute, false},
-	} {
-		switch v := *d.v; {
-		case v < 0 && d.negative:
-		case v < 0:
-			return c, invalid("%s %v < 0", d.name, v)
-		case v > d.max:
-			return c, invalid("%s %v > %v", d.name, v, d.max)
-		case v > 0 && v < d.min:
-			return c, invalid("%s %v < %v", d.name, v, d.min)
-		case v == 0:
-			*d.v = d.def
-		}
+	if noAge {
+		c.MaxAge = -1
 	}
-	if c.MaxNakDelay < c.NakDelay {
-		c.MaxNakDelay = c.NakDelay
-	}
+	c.MaxNakDelay = max(c.MaxNakDelay, c.NakDelay)
 	if c.MaxAge > 0 && c.DuplicateWindow > c.MaxAge {
 		c.DuplicateWindow = c.MaxAge
 	}
-	type num struct {
-		name string
-		v    *int
-		def  int
-		max  int
-	}
-	for _, n := range []num{
-		{"Replicas", &c.Replicas, 1, 5},
-		{"MaxAckPending", &c.MaxAckPending, DefaultMaxAckPending, 1_000_000},
-		{"Prefetch", &c.Prefetch, DefaultPrefetch, 10_000},
-		{"MaxPayload", &c.MaxPayload, 0, 64 << 20},
-		{"MaxPendingPublishes", &c.MaxPendingPublishes, DefaultMaxPendingPublishes, 1_000_000},
-	} {
-		if *n.v < 0 {
-			return c, invalid("%s %d < 0", n.name, *n.v)
-		}
-		if *n.v > n.max {
-			return c, invalid("%s %d > %d", n.name, *n.v, n.max)
-		}
-		if *n.v == 0 {
-			*n.v = n.def
-		}
+	n := adapterkit.Field[int]
+	if err := adapterkit.Fill("nats",
+		n("Replicas", &c.Replicas, 1, 0, 5),
+		n("MaxAckPending", &c.MaxAckPending, DefaultMaxAckPending, 0, 1_000_000),
+		n("Prefetch", &c.Prefetch, DefaultPrefetch, 0, 10_000),
+		n("MaxPayload", &c.MaxPayload, 0, 0, 64<<20),
+		n("MaxPendingPublishes", &c.MaxPendingPublishes, DefaultMaxPendingPublishes, 0, 1_000_000),
+	); err != nil {
+		return c, err
 	}
 	switch {
 	case c.MaxDeliver == 0:

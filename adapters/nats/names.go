@@ -2,9 +2,10 @@ package nats
 
 import (
 	"fmt"
-	"hash/fnv"
 	"strings"
 	"unicode"
+
+	"github.com/heraldbus/herald/internal/adapterkit"
 )
 
 // Subjects and names. An event topic T is published on "<SubjectPrefix>.T"; a
@@ -68,27 +69,9 @@ func validStreamName(s string) error {
 // [A-Za-z0-9_-] become '_', it is cut to max bytes, and a hash of the whole
 // name follows, so that distinct names ("a.b" and "a_b") stay distinct.
 func token(name string, max int) string {
-	var b strings.Builder
-	b.Grow(max + 13)
-	for i := 0; i < len(name) && b.Len() < max; i++ {
-		c := name[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '-':
-			b.WriteByte(c)
-		default:
-			b.WriteByte('_')
-		}
-	}
-	b.WriteByte('_')
-	b.WriteString(hash(name))
-	return b.String()
-}
-
-// hash is 12 hex digits (48 bits) of the FNV-1a hash of s.
-func hash(s string) string {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(s))
-	return fmt.Sprintf("%012x", h.Sum64()&(1<<48-1))
+	return adapterkit.Squeeze(name, max, func(c byte) bool {
+		return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
+	}, '_')
 }
 
 // consumerName is the durable consumer of handler on topic: one per (handler,

@@ -1,16 +1,10 @@
 package nats_test
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"os"
-	"strings"
 	"testing"
-	"time"
 
 	natsgo "github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
 	"github.com/heraldbus/herald/adapters/adaptertest"
@@ -31,23 +25,14 @@ type broker struct {
 
 // config returns a Config on b, changed by edit.
 func (b broker) config(edit ...func(*nats.Config)) nats.Config {
-	c := nats.Config{URL: b.url, StreamName: b.stream, SubjectPrefix: b.prefix}
-	for _, e := range edit {
-		e(&c)
-	}
-	return c
+	return adaptertest.Edited(nats.Config{URL: b.url, StreamName: b.stream, SubjectPrefix: b.prefix}, edit...)
 }
 
 // transport returns a new transport on b; it is closed when t ends (a bus
 // that owns it may close it first: Close is idempotent).
 func (b broker) transport(t testing.TB, edit ...func(*nats.Config)) *nats.Transport {
 	t.Helper()
-	tr, err := nats.New(b.config(edit...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tr.Close() })
-	return tr
+	return adaptertest.Open(t, nats.New, b.config(edit...))
 }
 
 // connect returns a plain nats.go connection to url, closed when t ends.
@@ -70,45 +55,14 @@ func brokers(t *testing.T) map[string]func(t *testing.T) broker {
 		},
 	}
 	if url := os.Getenv("NATS_URL"); url != "" {
-		m["NATS_URL"] = func(t *testing.T) broker { return shared(t, url) }
+		m["NATS_URL"] = func(t *testing.T) broker {
+			m := natstest.NewMachine(t, "heraldtest")
+			return broker{url: m.URL, stream: m.StreamName, prefix: m.SubjectPrefix}
+		}
 	}
 	return m
 }
 
-// shared returns a broker on the server at url with a stream and prefix
-// unique to t, deleted when t ends.
-func shared(t *testing.T, url string) broker {
-	t.Helper()
-	var r [6]byte
-	_, _ = rand.Read(r[:])
-	id := hex.EncodeToString(r[:])
-	b := broker{url: url, stream: "HERALDTEST_" + strings.ToUpper(id), prefix: "heraldtest_" + id}
-	t.Cleanup(func() {
-		nc, err := natsgo.Connect(url)
-		if err != nil {
-			t.Errorf("cleanup: %v", err)
-			return
-		}
-		defer nc.Close()
-		js, _ := jetstream.New(nc)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		for _, s := range []string{b.stream, b.stream + "_POISON"} {
-			if err := js.DeleteStream(ctx, s); err != nil && err != jetstream.ErrStreamNotFound {
-				t.Errorf("cleanup: delete stream %s: %v", s, err)
-			}
-		}
-	})
-	return b
-}
-
 func TestConformance(t *testing.T) {
-	for name, newBroker := range brokers(t) {
-		t.Run(name, func(t *testing.T) {
-			adaptertest.Run(t, func(t *testing.T) adaptertest.Backend {
-				b := newBroker(t)
-				return func(t *testing.T) transport.Transport { return b.transport(t) }
-			}, adaptertest.Durable())
-		})
-	}
+	adaptertest.RunOn(t, brokers(t), func(t *testing.T, b broker) transport.Transport { return b.transport(t) }, adaptertest.Durable())
 }

@@ -1,7 +1,6 @@
 package nats
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/heraldbus/herald/internal/adapterkit"
 	"github.com/heraldbus/herald/transport"
 )
 
@@ -41,12 +41,6 @@ const (
 
 var _ transport.PoisonStore = (*Transport)(nil)
 
-// Page sizes of ListPoison.
-const (
-	defaultPoisonPage = 100
-	maxPoisonPage     = 1000
-)
-
 // PutPoison stores rec and returns nil once the stream has acknowledged it
 // (every part of it). rec.ID must be a single subject token (the bus's IDs
 // are). A record too large for the server's max_payload is stored in parts;
@@ -59,9 +53,9 @@ func (t *Transport) PutPoison(ctx context.Context, rec transport.PoisonRecord) e
 	if err := validToken(rec.ID); err != nil {
 		return fmt.Errorf("herald/nats: poison record ID: %w", err)
 	}
-	body, err := poisonBody(rec)
+	body, err := adapterkit.EncodePoison(rec)
 	if err != nil {
-		return err
+		return fmt.Errorf("herald/nats: encode poison record %s: %w", rec.ID, err)
 	}
 	subject := t.poisonSubject(rec.Handler, rec.ID)
 	// Room for the body in one message: max_payload less the headers.
@@ -108,20 +102,6 @@ func (t *Transport) poisonSubject(handler, id string) string {
 	return t.poisonPrefix() + "." + token(handler, 40) + "." + id
 }
 
-// poisonBody is the record's JSON without its payload, a line feed, and the
-// payload.
-func poisonBody(rec transport.PoisonRecord) ([]byte, error) {
-	payload := rec.Payload
-	rec.Payload = nil
-	js, err := json.Marshal(rec)
-	if err != nil {
-		return nil, fmt.Errorf("herald/nats: encode poison record %s: %w", rec.ID, err)
-	}
-	body := make([]byte, 0, len(js)+1+len(payload))
-	body = append(append(append(body, js...), '\n'), payload...)
-	return body, nil
-}
-
 // readPoison decodes the record whose first message is (subject, h, data),
 // fetching its other parts if it has some.
 func (t *Transport) readPoison(ctx context.Context, subject string, h nats.Header, data []byte) (transport.PoisonRecord, error) {
@@ -141,17 +121,7 @@ func (t *Transport) readPoison(ctx context.Context, subject string, h nats.Heade
 		}
 		data = body
 	}
-	i := bytes.IndexByte(data, '\n')
-	if i < 0 {
-		return rec, errors.New("no line feed after the record's JSON")
-	}
-	if err := json.Unmarshal(data[:i], &rec); err != nil {
-		return rec, err
-	}
-	if len(data) > i+1 {
-		rec.Payload = append([]byte(nil), data[i+1:]...)
-	}
-	return rec, nil
+	return adapterkit.DecodePoison(data)
 }
 
 // ListPoison returns a page of the records matching q, oldest first, and the
@@ -163,19 +133,10 @@ func (t *Transport) ListPoison(ctx context.Context, q transport.PoisonQuery) ([]
 	if err := t.poisonReady(ctx); err != nil {
 		return nil, "", err
 	}
-	var after uint64
-	if q.After != "" {
-		n, err := strconv.ParseUint(q.After, 10, 64)
-		if err != nil {
-			return nil, "", fmt.Errorf("herald/nats: %w: poison cursor %q", transport.ErrInvalidOption, q.After)
-		}
-		after = n
+	after, limit, err := adapterkit.PoisonPage("nats", q)
+	if err != nil {
+		return nil, "", err
 	}
-	limit := q.Limit
-	if limit <= 0 {
-		limit = defaultPoisonPage
-	}
-	limit = min(limit, maxPoisonPage)
 	filter := t.poisonPrefix() + ".*.*"
 	if q.Handler != "" {
 		filter = t.poisonPrefix() + "." + token(q.Handler, 40) + ".*"
@@ -192,10 +153,10 @@ func (t *Transport) ListPoison(ctx context.Context, q transport.PoisonQuery) ([]
 	}
 	if after > 0 {
 		cc.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cc.OptStartSeq = after + 1
+		cc.OptStartSeq = uint64(after) + 1
 	}
 	var cons jetstream.Consumer
-	err := t.withStreams(ctx, func() error {
+	err = t.withStreams(ctx, func() error {
 		var err error
 		cons, err = t.poisonStream().CreateConsumer(ctx, cc)
 		return err

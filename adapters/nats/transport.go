@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
-	"github.com/heraldbus/herald/transport"
+	"github.com/heraldbus/herald/internal/adapterkit"
 )
 
 // Transport is a Herald transport over NATS JetStream: give it to the bus with
@@ -50,11 +50,10 @@ type Transport struct {
 	acks     *acker
 
 	// The streams, prepared by prepare, and again when found missing.
-	readyMu   sync.Mutex // serialises prepare
-	ready     atomic.Bool
+	ready     adapterkit.Prepared
 	gen       atomic.Uint64 // how many times the streams were prepared
 	strm      atomic.Pointer[streams]
-	lastErr   error // of the last prepare that failed, and when (readyMu)
+	lastErr   error // of the last prepare that failed, and when (in prepare)
 	lastErrAt time.Time
 
 	status      chan nats.Status
@@ -193,14 +192,7 @@ func (t *Transport) Subject(topic string) string { return t.cfg.SubjectPrefix + 
 func (t *Transport) poisonPrefix() string     { return t.cfg.SubjectPrefix + "_poison" }
 func (t *Transport) poisonStreamName() string { return t.cfg.StreamName + "_POISON" }
 
-func (t *Transport) isClosed() bool {
-	select {
-	case <-t.closed:
-		return true
-	default:
-		return false
-	}
-}
+func (t *Transport) isClosed() bool { return adapterkit.IsClosed(t.closed) }
 
 // Start checks the server (nats-server 2.9 or newer, JetStream enabled) and
 // creates the events and poison streams, or checks that existing ones capture
@@ -227,30 +219,21 @@ func (t *Transport) poisonStream() jetstream.Stream { return t.strm.Load().poiso
 const prepareBackoff = 100 * time.Millisecond
 
 func (t *Transport) prepare(ctx context.Context) error {
-	if t.ready.Load() {
-		return nil
-	}
-	if t.isClosed() {
-		return transport.ErrClosed
-	}
-	t.readyMu.Lock()
-	defer t.readyMu.Unlock()
-	if t.ready.Load() {
-		return nil
-	}
-	if err := ctx.Err(); err != nil {
+	return t.ready.Do(t.closed, func() error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if t.lastErr != nil && time.Since(t.lastErrAt) < prepareBackoff {
+			return t.lastErr
+		}
+		err := t.prepareLocked(ctx)
+		if err != nil && ctx.Err() == nil {
+			t.lastErr, t.lastErrAt = err, time.Now()
+		} else {
+			t.lastErr = nil
+		}
 		return err
-	}
-	if t.lastErr != nil && time.Since(t.lastErrAt) < prepareBackoff {
-		return t.lastErr
-	}
-	err := t.prepareLocked(ctx)
-	if err != nil && ctx.Err() == nil {
-		t.lastErr, t.lastErrAt = err, time.Now()
-	} else {
-		t.lastErr = nil
-	}
-	return err
+	})
 }
 
 func (t *Transport) prepareLocked(ctx context.Context) error {
@@ -303,7 +286,6 @@ func (t *Transport) prepareLocked(ctx context.Context) error {
 		t.recreateConsumers(ctx)
 	}
 	t.gen.Add(1)
-	t.ready.Store(true)
 	return nil
 }
 
@@ -351,7 +333,7 @@ func streamMissing(err error) bool {
 // operation that started before they were prepared again does not make
 // them prepared a second time.
 func (t *Transport) streamsLost(gen uint64, err error) {
-	if t.gen.Load() == gen && t.ready.CompareAndSwap(true, false) {
+	if t.gen.Load() == gen && t.ready.Reset() {
 		t.cfg.Logger.Warn("a stream is missing (a server with memory storage restarted, or the stream was deleted); preparing the streams again",
 			zap.String("stream", t.cfg.StreamName), zap.String("poison_stream", t.poisonStreamName()), zap.Error(err))
 	}
@@ -447,15 +429,7 @@ func (t *Transport) Publisher() message.Publisher { return publisher{t} }
 func (t *Transport) Close() error {
 	t.closeOnce.Do(func() {
 		close(t.closed)
-		t.mu.Lock()
-		subs := make([]*subscriber, 0, len(t.subs))
-		for s := range t.subs {
-			subs = append(subs, s)
-		}
-		t.mu.Unlock()
-		for _, s := range subs {
-			_ = s.Close()
-		}
+		adapterkit.CloseAll(&t.mu, t.subs)
 		t.acks.close()
 		if t.nc.IsConnected() {
 			if err := t.nc.FlushTimeout(t.cfg.RequestTimeout); err != nil {

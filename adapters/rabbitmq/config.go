@@ -1,13 +1,12 @@
 package rabbitmq
 
 import (
-	"fmt"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
 
-	"github.com/heraldbus/herald/transport"
+	"github.com/heraldbus/herald/internal/adapterkit"
 )
 
 // Defaults of the zero [Config].
@@ -140,7 +139,7 @@ func WithLogger(l *zap.Logger) Option {
 }
 
 func invalid(format string, args ...any) error {
-	return fmt.Errorf("herald/rabbitmq: %w: "+format, append([]any{transport.ErrInvalidOption}, args...)...)
+	return adapterkit.Invalid("rabbitmq", format, args...)
 }
 
 // withDefaults validates c and fills its zero fields.
@@ -161,24 +160,26 @@ func (c Config) withDefaults() (Config, error) {
 		return c, invalid("Prefix: %v", err)
 	}
 	const day = 24 * time.Hour
-	if err := fill(
-		limit[time.Duration]{"ConnectTimeout", &c.ConnectTimeout, DefaultConnectTimeout, time.Millisecond, time.Minute},
-		limit[time.Duration]{"RequestTimeout", &c.RequestTimeout, DefaultRequestTimeout, time.Millisecond, 10 * time.Minute},
-		limit[time.Duration]{"ReconnectWait", &c.ReconnectWait, DefaultReconnectWait, time.Millisecond, time.Minute},
-		limit[time.Duration]{"MaxReconnectWait", &c.MaxReconnectWait, DefaultMaxReconnectWait, time.Millisecond, 10 * time.Minute},
-		limit[time.Duration]{"NakDelay", &c.NakDelay, DefaultNakDelay, time.Millisecond, day},
-		limit[time.Duration]{"MaxNakDelay", &c.MaxNakDelay, DefaultMaxNakDelay, time.Millisecond, day},
-		limit[time.Duration]{"PublishTimeout", &c.PublishTimeout, DefaultPublishTimeout, time.Millisecond, 10 * time.Minute},
-		limit[time.Duration]{"PoisonMaxAge", &c.PoisonMaxAge, 0, time.Second, 10 * 365 * day},
+	d := adapterkit.Field[time.Duration]
+	if err := adapterkit.Fill("rabbitmq",
+		d("ConnectTimeout", &c.ConnectTimeout, DefaultConnectTimeout, time.Millisecond, time.Minute),
+		d("RequestTimeout", &c.RequestTimeout, DefaultRequestTimeout, time.Millisecond, 10*time.Minute),
+		d("ReconnectWait", &c.ReconnectWait, DefaultReconnectWait, time.Millisecond, time.Minute),
+		d("MaxReconnectWait", &c.MaxReconnectWait, DefaultMaxReconnectWait, time.Millisecond, 10*time.Minute),
+		d("NakDelay", &c.NakDelay, DefaultNakDelay, time.Millisecond, day),
+		d("MaxNakDelay", &c.MaxNakDelay, DefaultMaxNakDelay, time.Millisecond, day),
+		d("PublishTimeout", &c.PublishTimeout, DefaultPublishTimeout, time.Millisecond, 10*time.Minute),
+		d("PoisonMaxAge", &c.PoisonMaxAge, 0, time.Second, 10*365*day),
 	); err != nil {
 		return c, err
 	}
 	c.MaxNakDelay = max(c.MaxNakDelay, c.NakDelay)
 	c.MaxReconnectWait = max(c.MaxReconnectWait, c.ReconnectWait)
-	if err := fill(
-		limit[int]{"Prefetch", &c.Prefetch, DefaultPrefetch, 0, 65535},
-		limit[int]{"MaxMessageSize", &c.MaxMessageSize, DefaultMaxMessageSize, 0, 512 << 20},
-		limit[int]{"PublisherChannels", &c.PublisherChannels, DefaultPublisherChannels, 0, 64},
+	n := adapterkit.Field[int]
+	if err := adapterkit.Fill("rabbitmq",
+		n("Prefetch", &c.Prefetch, DefaultPrefetch, 0, 65535),
+		n("MaxMessageSize", &c.MaxMessageSize, DefaultMaxMessageSize, 0, 512<<20),
+		n("PublisherChannels", &c.PublisherChannels, DefaultPublisherChannels, 0, 64),
 	); err != nil {
 		return c, err
 	}
@@ -192,31 +193,4 @@ func (c Config) withDefaults() (Config, error) {
 		c.Logger = zap.NewNop()
 	}
 	return c, nil
-}
-
-// limit is a numeric Config field: its default (for zero) and the bounds of
-// a non-zero value.
-type limit[T int | time.Duration] struct {
-	name     string
-	v        *T
-	def      T
-	min, max T
-}
-
-// fill checks each field against its bounds (a negative one is invalid) and
-// sets a zero one to its default.
-func fill[T int | time.Duration](limits ...limit[T]) error {
-	for _, l := range limits {
-		switch v := *l.v; {
-		case v < 0:
-			return invalid("%s %v < 0", l.name, v)
-		case v > l.max:
-			return invalid("%s %v > %v", l.name, v, l.max)
-		case v > 0 && v < l.min:
-			return invalid("%s %v < %v", l.name, v, l.min)
-		case v == 0:
-			*l.v = l.def
-		}
-	}
-	return nil
 }

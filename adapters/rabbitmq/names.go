@@ -2,10 +2,10 @@ package rabbitmq
 
 import (
 	"fmt"
-	"hash/fnv"
 	"strings"
 	"time"
 
+	"github.com/heraldbus/herald/internal/adapterkit"
 	"github.com/heraldbus/herald/transport"
 )
 
@@ -51,17 +51,10 @@ func queueName(prefix, handler, topic string) string {
 	if len(readable) > maxReadable {
 		readable = readable[:maxReadable]
 	}
-	return readable + "." + hash(handler+"\x00"+topic)
+	return readable + "." + adapterkit.Hash(handler+"\x00"+topic)
 }
 
 // waitName is the exchange and queue of the redeliveries delayed by d.
 func waitName(prefix string, d time.Duration) string {
 	return fmt.Sprintf("%s.wait.%dms", prefix, d.Milliseconds())
-}
-
-// hash is 12 hex digits (48 bits) of the FNV-1a hash of s.
-func hash(s string) string {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(s))
-	return fmt.Sprintf("%012x", h.Sum64()&(1<<48-1))
 }

@@ -1,12 +1,9 @@
 package rabbitmq
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -14,6 +11,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
 
+	"github.com/heraldbus/herald/internal/adapterkit"
 	"github.com/heraldbus/herald/transport"
 )
 
@@ -26,17 +24,8 @@ const (
 	hdrStreamOffset  = "x-stream-offset"
 )
 
-// Page sizes of ListPoison.
-const (
-	defaultPoisonPage = 100
-	maxPoisonPage     = 1000
-)
-
-type pentry struct {
-	id, handler, event string
-	offset             int64
-	deleted            bool
-}
+// pentry is where the stream holds a live record.
+type pentry = adapterkit.PoisonEntry[struct{}]
 
 // poisonIndex is the in-memory index of the poison stream.
 type poisonIndex struct {
@@ -46,16 +35,14 @@ type poisonIndex struct {
 	started bool
 	synced  chan struct{} // closed once a sync marker was applied: the index has caught up
 	syncMu  sync.Mutex    // one first sync at a time
-	byID    map[string]*pentry
-	order   []*pentry // by offset, deleted ones included until compaction
-	dead    int       // deleted entries in order
+	index   adapterkit.PoisonIndex[struct{}]
 	waiters map[string]chan bool
 	cancel  context.CancelFunc
 	done    chan struct{}
 }
 
 func newPoisonIndex(t *Transport) *poisonIndex {
-	return &poisonIndex{t: t, byID: map[string]*pentry{}, waiters: map[string]chan bool{}, done: make(chan struct{}),
+	return &poisonIndex{t: t, waiters: map[string]chan bool{}, done: make(chan struct{}),
 		synced: make(chan struct{})}
 }
 
@@ -184,32 +171,11 @@ func (x *poisonIndex) apply(offset int64, h amqp.Table) {
 	id := hdr(h, hdrPoisonID)
 	result := false
 	switch hdr(h, hdrPoisonOp) {
-	case "put":
-		if old, ok := x.byID[id]; ok && !old.deleted {
-			old.deleted = true // replaced: the newer one counts
-			x.dead++
-		}
-		e := &pentry{id: id, handler: hdr(h, hdrPoisonHandler), event: hdr(h, hdrPoisonEvent), offset: offset}
-		x.byID[id] = e
-		x.order = append(x.order, e)
+	case "put": // a replaced record: the newer one counts
+		x.index.Put(id, pentry{Offset: offset, Handler: hdr(h, hdrPoisonHandler), Event: hdr(h, hdrPoisonEvent)})
 		result = true
 	case "delete":
-		if e, ok := x.byID[id]; ok && !e.deleted {
-			e.deleted = true
-			delete(x.byID, id)
-			x.dead++
-			result = true
-		}
-	}
-	if x.dead > 1024 && x.dead > len(x.order)/2 {
-		live := x.order[:0]
-		for _, e := range x.order {
-			if !e.deleted {
-				live = append(live, e)
-			}
-		}
-		clear(x.order[len(live):])
-		x.order, x.dead = live, 0
+		result = x.index.Delete(id)
 	}
 	if w, ok := x.waiters[hdr(h, hdrPoisonToken)]; ok {
 		w <- result
@@ -299,13 +265,10 @@ func (t *Transport) PutPoison(ctx context.Context, rec transport.PoisonRecord) e
 	if rec.ID == "" {
 		return fmt.Errorf("herald/rabbitmq: %w: poison record without an ID", transport.ErrInvalidOption)
 	}
-	payload := rec.Payload
-	rec.Payload = nil
-	js, err := json.Marshal(rec)
+	body, err := adapterkit.EncodePoison(rec)
 	if err != nil {
 		return fmt.Errorf("herald/rabbitmq: encode poison record %s: %w", rec.ID, err)
 	}
-	body := append(append(js, '\n'), payload...)
 	if len(body) > t.cfg.MaxMessageSize {
 		return fmt.Errorf("herald/rabbitmq: %w: poison record %s is %d bytes, the limit is %d", transport.ErrTooLarge, rec.ID, len(body), t.cfg.MaxMessageSize)
 	}
@@ -333,11 +296,7 @@ func (x *poisonIndex) lookup(ctx context.Context, id string) (pentry, bool) {
 	get := func() (pentry, bool) {
 		x.mu.Lock()
 		defer x.mu.Unlock()
-		e, ok := x.byID[id]
-		if !ok {
-			return pentry{}, false
-		}
-		return *e, true
+		return x.index.Get(id)
 	}
 	if e, ok := get(); ok {
 		return e, true
@@ -376,20 +335,13 @@ func (t *Transport) ListPoison(ctx context.Context, q transport.PoisonQuery) ([]
 		return nil, "", err
 	}
 	defer cancel()
-	after := int64(-1)
-	if q.After != "" {
-		n, err := strconv.ParseInt(q.After, 10, 64)
-		if err != nil || n < 0 {
-			return nil, "", fmt.Errorf("herald/rabbitmq: %w: poison cursor %q", transport.ErrInvalidOption, q.After)
-		}
-		after = n
+	after, limit, err := adapterkit.PoisonPage("rabbitmq", q)
+	if err != nil {
+		return nil, "", err
 	}
-	limit := q.Limit
-	if limit <= 0 {
-		limit = defaultPoisonPage
-	}
-	limit = min(limit, maxPoisonPage)
-	page, more := t.poison.page(q, after, limit)
+	t.poison.mu.Lock()
+	page, more := t.poison.index.Page(q, after, limit)
+	t.poison.mu.Unlock()
 	if len(page) == 0 {
 		return nil, "", nil
 	}
@@ -399,29 +351,9 @@ func (t *Transport) ListPoison(ctx context.Context, q transport.PoisonQuery) ([]
 	}
 	next := ""
 	if more {
-		next = strconv.FormatInt(page[len(page)-1].offset, 10)
+		next = strconv.FormatInt(page[len(page)-1].Offset, 10)
 	}
 	return recs, next, nil
-}
-
-// page returns up to limit live entries matching q after the offset after,
-// and whether more follow.
-func (x *poisonIndex) page(q transport.PoisonQuery, after int64, limit int) ([]pentry, bool) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	i := sort.Search(len(x.order), func(i int) bool { return x.order[i].offset > after })
-	var out []pentry
-	for ; i < len(x.order); i++ {
-		e := x.order[i]
-		if e.deleted || q.Handler != "" && e.handler != q.Handler || q.Event != "" && e.event != q.Event {
-			continue
-		}
-		if len(out) == limit {
-			return out, true
-		}
-		out = append(out, *e)
-	}
-	return out, false
 }
 
 // readRecords reads the records of entries (in offset order) from the stream.
@@ -431,7 +363,7 @@ func (t *Transport) readRecords(ctx context.Context, entries []pentry) ([]transp
 	var out []transport.PoisonRecord
 	for lo := 0; lo < len(entries); {
 		hi := lo + 1
-		for hi < len(entries) && entries[hi].offset-entries[lo].offset <= int64(4*(hi-lo+1)+64) {
+		for hi < len(entries) && entries[hi].Offset-entries[lo].Offset <= int64(4*(hi-lo+1)+64) {
 			hi++
 		}
 		recs, err := t.readRange(ctx, entries[lo:hi])
@@ -449,9 +381,9 @@ func (t *Transport) readRecords(ctx context.Context, entries []pentry) ([]transp
 func (t *Transport) readRange(ctx context.Context, entries []pentry) ([]transport.PoisonRecord, error) {
 	want := make(map[int64]bool, len(entries))
 	for _, e := range entries {
-		want[e.offset] = true
+		want[e.Offset] = true
 	}
-	first, last := entries[0].offset, entries[len(entries)-1].offset
+	first, last := entries[0].Offset, entries[len(entries)-1].Offset
 	var out []transport.PoisonRecord
 	err := t.withChannel(ctx, func(ch *amqp.Channel) error {
 		if err := ch.Qos(min(int(last-first)+1, 1000), 0, false); err != nil {
@@ -465,7 +397,7 @@ func (t *Transport) readRange(ctx context.Context, entries []pentry) ([]transpor
 			off, _ := d.Headers[hdrStreamOffset].(int64)
 			_ = d.Ack(false)
 			if want[off] && hdr(d.Headers, hdrPoisonOp) == "put" {
-				rec, err := decodeRecord(d.Body)
+				rec, err := adapterkit.DecodePoison(d.Body)
 				if err != nil {
 					return fmt.Errorf("poison record at offset %d: %w", off, err)
 				}
@@ -484,26 +416,10 @@ func (t *Transport) readRange(ctx context.Context, entries []pentry) ([]transpor
 	live := out[:0]
 	t.poison.mu.Lock()
 	for _, r := range out {
-		if e, ok := t.poison.byID[r.ID]; ok && !e.deleted {
+		if _, ok := t.poison.index.Get(r.ID); ok {
 			live = append(live, r)
 		}
 	}
 	t.poison.mu.Unlock()
 	return live, nil
-}
-
-// decodeRecord decodes a put's body: JSON, a line feed, the payload.
-func decodeRecord(body []byte) (transport.PoisonRecord, error) {
-	var rec transport.PoisonRecord
-	i := bytes.IndexByte(body, '\n')
-	if i < 0 {
-		return rec, errors.New("no line feed after the record's JSON")
-	}
-	if err := json.Unmarshal(body[:i], &rec); err != nil {
-		return rec, err
-	}
-	if len(body) > i+1 {
-		rec.Payload = append([]byte(nil), body[i+1:]...)
-	}
-	return rec, nil
 }

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/heraldbus/herald/internal/adapterkit"
 	"github.com/heraldbus/herald/transport"
 )
 
@@ -22,8 +22,7 @@ type Transport struct {
 	link *link
 	pub  *publisher
 
-	readyMu sync.Mutex
-	ready   atomic.Bool
+	ready adapterkit.Prepared
 
 	waitMu       sync.Mutex
 	waitDeclared map[string]bool // wait queues declared by this transport
@@ -76,14 +75,7 @@ func New(cfg Config, opts ...Option) (*Transport, error) {
 // Config returns the transport's configuration, with defaults filled in.
 func (t *Transport) Config() Config { return t.cfg }
 
-func (t *Transport) isClosed() bool {
-	select {
-	case <-t.closed:
-		return true
-	default:
-		return false
-	}
-}
+func (t *Transport) isClosed() bool { return adapterkit.IsClosed(t.closed) }
 
 // Start declares the events exchange (a durable topic exchange) and the
 // poison stream, waiting for the connection if it is being re-established. It
@@ -91,34 +83,21 @@ func (t *Transport) isClosed() bool {
 func (t *Transport) Start(ctx context.Context) error { return t.prepare(ctx) }
 
 func (t *Transport) prepare(ctx context.Context) error {
-	if t.ready.Load() {
-		return nil
+	return t.ready.Do(t.closed, func() error { return t.withChannel(ctx, t.declare) })
+}
+
+// declare declares the events exchange and the poison stream.
+func (t *Transport) declare(ch *amqp.Channel) error {
+	if err := ch.ExchangeDeclare(t.exchange(), amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+		return fmt.Errorf("declare exchange %q: %w", t.exchange(), err)
 	}
-	if t.isClosed() {
-		return transport.ErrClosed
+	args := amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeStream}
+	if t.cfg.PoisonMaxAge > 0 {
+		args[amqp.StreamMaxAgeArg] = fmt.Sprintf("%ds", int64(t.cfg.PoisonMaxAge.Seconds()))
 	}
-	t.readyMu.Lock()
-	defer t.readyMu.Unlock()
-	if t.ready.Load() {
-		return nil
+	if _, err := ch.QueueDeclare(t.poisonName(), true, false, false, false, args); err != nil {
+		return fmt.Errorf("declare poison stream %q: %w", t.poisonName(), err)
 	}
-	err := t.withChannel(ctx, func(ch *amqp.Channel) error {
-		if err := ch.ExchangeDeclare(t.exchange(), amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
-			return fmt.Errorf("declare exchange %q: %w", t.exchange(), err)
-		}
-		args := amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeStream}
-		if t.cfg.PoisonMaxAge > 0 {
-			args[amqp.StreamMaxAgeArg] = fmt.Sprintf("%ds", int64(t.cfg.PoisonMaxAge.Seconds()))
-		}
-		if _, err := ch.QueueDeclare(t.poisonName(), true, false, false, false, args); err != nil {
-			return fmt.Errorf("declare poison stream %q: %w", t.poisonName(), err)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	t.ready.Store(true)
 	return nil
 }
 
@@ -197,15 +176,7 @@ func (t *Transport) Close() error {
 	t.closeOnce.Do(func() {
 		first = true
 		close(t.closed)
-		t.mu.Lock()
-		subs := make([]*subscriber, 0, len(t.subs))
-		for s := range t.subs {
-			subs = append(subs, s)
-		}
-		t.mu.Unlock()
-		for _, s := range subs {
-			_ = s.Close()
-		}
+		adapterkit.CloseAll(&t.mu, t.subs)
 		t.poison.close()
 		t.pub.close()
 		t.link.shutdown()

@@ -19,11 +19,7 @@ import (
 
 const topic = "rabbit.Tested"
 
-func ctxFor(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
+func ctxFor(t *testing.T, d time.Duration) context.Context { return bustest.Context(t, d) }
 
 // started returns a started transport on br.
 func started(t *testing.T, br rabbitmqtest.Broker, edit ...func(*rabbitmq.Config)) *rabbitmq.Transport {

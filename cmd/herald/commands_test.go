@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/heraldbus/herald/adapters/nats/natstest"
+	"github.com/heraldbus/herald/bustest"
 )
 
 func TestHandlers(t *testing.T) {
@@ -32,7 +33,7 @@ func TestHandlers(t *testing.T) {
 
 func TestHandlersWatchStopsWithContext(t *testing.T) {
 	w := newWorld(t)
-	var out, errb syncBuffer
+	var out, errb bustest.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {
@@ -151,7 +152,7 @@ func TestPoisonPurge(t *testing.T) {
 
 func TestTail(t *testing.T) {
 	w := newWorld(t)
-	var out, errb syncBuffer
+	var out, errb bustest.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(context.Background(), []string{"--url", w.url, "tail", "--json", "--count", "1", "users.Signup"}, strings.NewReader(""), &out, &errb)

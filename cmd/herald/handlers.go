@@ -57,6 +57,9 @@ func (a *app) handlersCommand() *cobra.Command {
 			ctx := cmd.Context()
 			for {
 				rows, err := a.listHandlers(ctx, tr)
+				if err != nil && watch && ctx.Err() != nil {
+					return nil // interrupted during a refresh
+				}
 				if err != nil {
 					return failed(err)
 				}

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,27 +22,9 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(rabbitmqtest.Swept(m)) }
 
-// syncBuffer is a bytes.Buffer safe for the services' concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func runOK(t *testing.T, args ...string) string {
 	t.Helper()
-	var out syncBuffer
+	var out bustest.Buffer
 	begin := time.Now()
 	if err := run(context.Background(), args, &out); err != nil {
 		t.Fatalf("run %v: %v\n%s", args, err, out.String())
@@ -83,7 +63,7 @@ func TestRunNATSURL(t *testing.T) {
 // With -ops, each service's operator page shows its handler and what it
 // handled, and run returns once its ctx ends.
 func TestRunOps(t *testing.T) {
-	var out syncBuffer
+	var out bustest.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -117,7 +97,7 @@ func TestRunOps(t *testing.T) {
 }
 
 func TestBadFlags(t *testing.T) {
-	var out syncBuffer
+	var out bustest.Buffer
 	if err := run(context.Background(), []string{"-orders", "0"}, &out); err == nil {
 		t.Error("run with -orders 0 succeeded")
 	}

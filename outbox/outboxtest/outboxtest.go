@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -89,4 +90,31 @@ func Count(t testing.TB, db *sql.DB, table string) int {
 func Schema(table string) string {
 	s, _, _ := strings.Cut(table, ".")
 	return s
+}
+
+// Forward runs forward (an outbox's Forward method) until the func returned
+// is called, at the latest when t ends; stop then waits for forward to
+// return, and fails t if it returns an error or has not returned within 10
+// seconds of its ctx ending. stop may be called more than once.
+func Forward(t testing.TB, forward func(context.Context) error) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- forward(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("outboxtest: Forward returned %v, want nil", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("outboxtest: Forward did not return within 10s of its ctx ending")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }

@@ -10,11 +10,17 @@
 package kafkatest
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // MinSessionTimeout is the smallest consumer group session timeout the
@@ -59,3 +65,44 @@ func (c *Cluster) Kfake() *kfake.Cluster { return c.c }
 
 // Close stops the cluster. It is safe to call more than once.
 func (c *Cluster) Close() { c.c.Close() }
+
+// Shared returns a topic and group prefix of the test's own on the real
+// cluster at seeds (a test run's KAFKA_BROKERS), so that runs never collide;
+// the topics under it are deleted when t ends. The cluster must answer: t
+// fails without it.
+func Shared(t testing.TB, seeds []string) (prefix string) {
+	t.Helper()
+	var r [6]byte
+	_, _ = rand.Read(r[:])
+	prefix = "heraldtest." + hex.EncodeToString(r[:]) + "."
+	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
+	if err != nil {
+		t.Fatalf("KAFKA_BROKERS=%v: %v", seeds, err)
+	}
+	t.Cleanup(cl.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := cl.Ping(ctx); err != nil {
+		t.Fatalf("KAFKA_BROKERS=%v is set but does not answer: %v", seeds, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		adm := kadm.NewClient(cl)
+		topics, err := adm.ListTopics(ctx)
+		if err != nil {
+			t.Errorf("kafkatest: delete the test's topics: %v", err)
+			return
+		}
+		var mine []string
+		for _, name := range topics.Names() {
+			if strings.HasPrefix(name, prefix) {
+				mine = append(mine, name)
+			}
+		}
+		if _, err := adm.DeleteTopics(ctx, mine...); err != nil {
+			t.Errorf("kafkatest: delete the test's topics: %v", err)
+		}
+	})
+	return prefix
+}

@@ -25,6 +25,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/heraldbus/herald/adapters/adaptertest"
 	"github.com/heraldbus/herald/adapters/rabbitmq"
 )
 
@@ -70,23 +71,15 @@ func New(t testing.TB) Broker {
 
 // Config returns a transport Config on b, changed by edit.
 func (b Broker) Config(edit ...func(*rabbitmq.Config)) rabbitmq.Config {
-	c := rabbitmq.Config{URL: b.URL, Prefix: b.Prefix}
-	for _, e := range edit {
-		e(&c)
-	}
-	return c
+	return adaptertest.Edited(rabbitmq.Config{URL: b.URL, Prefix: b.Prefix}, edit...)
 }
 
 // Transport returns a new transport on b, closed when t ends (a bus that owns
 // it may close it first).
 func (b Broker) Transport(t testing.TB, edit ...func(*rabbitmq.Config)) *rabbitmq.Transport {
 	t.Helper()
-	tr, err := rabbitmq.New(b.Config(edit...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tr.Close() })
-	return tr
+	open := func(c rabbitmq.Config) (*rabbitmq.Transport, error) { return rabbitmq.New(c) }
+	return adaptertest.Open(t, open, b.Config(edit...))
 }
 
 // TestingM is what goleak.VerifyTestMain takes: *testing.M.

@@ -25,11 +25,9 @@ func writeReport(w io.Writer, res *results, info runInfo, chartDir string, chart
 	writeRunInfo(p, info)
 	writeTargets(p, res)
 	writeMemory(p, res)
-	writeNATS(p, res)
+	writeSections(p, res, natsSections)
 	writeObserve(p, res)
-	writeRabbitMQ(p, res)
-	writeKafka(p, res)
-	writePerEvent(p, res)
+	writeSections(p, res, brokerSections)
 	writeOutbox(p, res)
 	p("## Charts\n\n")
 	for _, c := range charts {
@@ -240,39 +238,6 @@ func writeMemory(p printer, res *results) {
 			}
 		}
 		p("\n")
-	}
-}
-
-// natsImpls are the NATS implementations, Herald first.
-var natsImpls = []string{"herald", "watermill-nats", "jetstream"}
-
-func writeNATS(p printer, res *results) {
-	if len(res.values("NATSEndToEnd", "impl")) > 0 {
-		p("## NATS JetStream: end to end\n\n")
-		p("`BenchmarkNATSEndToEnd`: b.N events published in batches of 1000 (each batch waits for its PubAcks) to 1 and 5\n")
-		p("handlers, each a durable consumer getting every event, decoding it (JSON) and acking it; the clock stops when\n")
-		p("every handler has handled every event, and the benchmark then checks, off the clock, that the server holds every\n")
-		p("ack. Same settings everywhere (Herald's defaults): file storage, limits retention (MaxAge a week), 1 replica, 2-minute duplicate\n")
-		p("window; durable consumers with explicit ack, AckWait 30s, MaxAckPending 1000, deliver new. Herald: `nats.New`\n")
-		p("with a stream name and prefix of its own, `bus.PublishBatch`, one `Subscribe` per handler. raw watermill-nats:\n")
-		p("`pkg/jetstream` Publisher (`Publish(topic, msgs...)`: one synchronous PubAck per message, it has no pipelined\n")
-		p("publish) and a Subscriber per handler (its own connection, `AckAsync: true`, no-op logger) read directly, no\n")
-		p("router. raw jetstream: one connection, `PublishMsgAsync` with a `Nats-Msg-Id` (Herald sends one), `Consume` per\n")
-		p("handler with `Ack`. Each library's client-side prefetch is its default.\n\n")
-		implTable(p, res, "NATSEndToEnd", "server", "handlers", natsImpls)
-	}
-	if len(res.values("NATSPublish", "impl")) > 0 {
-		p("## NATS JetStream: concurrent publishers\n\n")
-		p("`BenchmarkNATSPublish`: b.N events from 1, 8 and 64 goroutines, each `Publish` waiting for its own PubAck\n")
-		p("(Herald `bus.Publish`, watermill-nats `Publish`, jetstream `PublishMsg`). No handler consumes; an idle durable\n")
-		p("consumer stands for a handler that is down.\n\n")
-		implTable(p, res, "NATSPublish", "server", "publishers", natsImpls)
-	}
-	if len(res.values("NATSPublishBatch", "impl")) > 0 {
-		p("## NATS JetStream: batches\n\n")
-		p("`BenchmarkNATSPublishBatch`: b.N events from one goroutine in batches of 100, each batch waiting for its PubAcks:\n")
-		p("Herald `bus.PublishBatch`, watermill-nats `Publish(topic, msgs...)`, jetstream `PublishMsgAsync` then every future.\n\n")
-		implTable(p, res, "NATSPublishBatch", "server", "batch", natsImpls)
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -85,5 +86,49 @@ func TestReportAndCharts(t *testing.T) {
 func TestShellJoin(t *testing.T) {
 	if got := shellJoin([]string{"test", "-run", "^$", "-bench", "."}); got != "test -run '^$' -bench ." {
 		t.Errorf("shellJoin = %q", got)
+	}
+}
+
+func TestEverySectionHasProse(t *testing.T) {
+	for _, s := range append(append([]implSection{}, natsSections...), brokerSections...) {
+		if got := prose(s.base); !strings.Contains(got, "`Benchmark"+s.base+"`") || !strings.HasPrefix(got, "## ") {
+			t.Errorf("%s: prose %q", s.base, got)
+		}
+	}
+}
+
+// A section split by two groups, the inner one numeric: one column each,
+// the numeric one right-aligned, and the ratio on Herald's row only.
+func TestImplTableWithTwoGroups(t *testing.T) {
+	const runs = `BenchmarkNATSPerEvent/server=embedded/publishers=8/handlers=1/impl=herald-2  	 100	 1000 ns/op	 1000 events/s	 100 B/op	 1 allocs/op
+BenchmarkNATSPerEvent/server=embedded/publishers=8/handlers=1/impl=jetstream-2  	 100	 2000 ns/op	 500 events/s	 50 B/op	 1 allocs/op
+PASS
+`
+	res, err := parse(strings.NewReader(runs), "runs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var md strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&md, format, args...) }
+	writeSections(p, res, []implSection{{"NATSPerEvent", []string{"server", "publishers"}, "handlers", []string{"herald", "jetstream"}}})
+	lines := strings.Split(md.String(), "\n")
+	if !strings.HasPrefix(lines[0], "## NATS JetStream: one event per request") {
+		t.Fatalf("heading: %q", lines[0])
+	}
+	var table []string
+	for _, l := range lines {
+		if strings.HasPrefix(l, "|") {
+			table = append(table, l)
+		}
+	}
+	want := []string{
+		"| server | publishers | handlers | implementation | " + perfHead + " | ÷ jetstream |",
+		"|---|---:|---:|---|" + perfAlign + "|---:|",
+	}
+	if len(table) != 4 || table[0] != want[0] || table[1] != want[1] {
+		t.Fatalf("table:\n%s", strings.Join(table, "\n"))
+	}
+	if !strings.HasPrefix(table[2], "| embedded | 8 | 1 | Herald |") || !strings.Contains(table[2], "2.0") || !strings.HasSuffix(table[3], "|  |") {
+		t.Errorf("rows:\n%s\n%s", table[2], table[3])
 	}
 }

@@ -1,6 +1,9 @@
 package main
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+)
 
 // The columns that end every row of the throughput tables: perfHead's
 // titles, perfAlign's alignments and perfCells' values.
@@ -16,53 +19,68 @@ func perfCells(s *series) string {
 		cell(s.stat("B/op"), fmtNum), cell(s.stat("allocs/op"), fmtNum)}, " | ")
 }
 
-// implTable writes the table comparing base's implementations impls (Herald
-// first): for each value of group (the whole table when group is ""), for
-// each value of key, a row per implementation with its perfCells and, on
-// the first implementation's row, its events/s divided by each other one's.
-func implTable(p printer, res *results, base, group, key string, impls []string) {
-	head, align := "| ", "|"
-	groups := []string{""}
-	if group != "" {
-		head, align = head+group+" | ", align+"---|"
-		groups = res.values(base, group)
+// implTable writes the table of section s: for each combination of its
+// groups' values (outer first), for each value of its key, a row per
+// implementation with its perfCells and, on the first implementation's row,
+// its events/s divided by each other one's. A group column of numbers is
+// right-aligned.
+func implTable(p printer, res *results, s implSection) {
+	head, align := "|", "|"
+	for _, g := range s.groups {
+		head += " " + g + " |"
+		align += "---|"
+		if numeric(res.values(s.base, g)) {
+			align = strings.TrimSuffix(align, "---|") + "---:|"
+		}
 	}
-	head += key + " | implementation | " + perfHead
+	head += " " + s.key + " | implementation | " + perfHead
 	align += "---:|---|" + perfAlign + "|"
-	for _, impl := range impls[1:] {
+	for _, impl := range s.impls[1:] {
 		head, align = head+" | ÷ "+impl, align+"---:|"
 	}
 	p("%s |\n%s\n", head, align)
-	for _, g := range groups {
-		var kv []string
-		if group != "" {
-			kv = []string{group, g}
+	implRows(p, res, s, "|", nil)
+	p("\n")
+}
+
+// implRows writes the rows of s under the group values in kv (key, value
+// pairs), whose cells so far are prefix.
+func implRows(p printer, res *results, s implSection, prefix string, kv []string) {
+	if g := len(kv) / 2; g < len(s.groups) {
+		for _, v := range res.values(s.base, s.groups[g], kv...) {
+			implRows(p, res, s, prefix+" "+v+" |", append(kv[:len(kv):len(kv)], s.groups[g], v))
 		}
-		find := func(impl, v string) *series {
-			return res.find(base, append([]string{"impl", impl, key, v}, kv...)...)
-		}
-		for _, v := range res.values(base, key, kv...) {
-			first := find(impls[0], v).stat("events/s")
-			for _, impl := range impls {
-				s := find(impl, v)
-				if s == nil {
-					continue
-				}
-				row := "| "
-				if group != "" {
-					row += g + " | "
-				}
-				row += v + " | " + label(impl) + " | " + perfCells(s)
-				for _, other := range impls[1:] {
-					r := ""
-					if impl == impls[0] {
-						r = fmtRatioP(ratioOf(first, find(other, v).stat("events/s")))
-					}
-					row += " | " + r
-				}
-				p("%s |\n", row)
+		return
+	}
+	find := func(impl, v string) *series {
+		return res.find(s.base, append([]string{"impl", impl, s.key, v}, kv...)...)
+	}
+	for _, v := range res.values(s.base, s.key, kv...) {
+		first := find(s.impls[0], v).stat("events/s")
+		for _, impl := range s.impls {
+			sr := find(impl, v)
+			if sr == nil {
+				continue
 			}
+			row := prefix + " " + v + " | " + label(impl) + " | " + perfCells(sr)
+			for _, other := range s.impls[1:] {
+				r := ""
+				if impl == s.impls[0] {
+					r = fmtRatioP(ratioOf(first, find(other, v).stat("events/s")))
+				}
+				row += " | " + r
+			}
+			p("%s |\n", row)
 		}
 	}
-	p("\n")
+}
+
+// numeric reports whether every value is a number.
+func numeric(values []string) bool {
+	for _, v := range values {
+		if _, err := strconv.ParseFloat(v, 64); err != nil {
+			return false
+		}
+	}
+	return len(values) > 0
 }
