@@ -47,13 +47,14 @@ const (
 )
 
 // streamConfig is the events stream of every implementation: Herald's
-// defaults (file storage, interest retention, one replica, a 2-minute
-// duplicate window, discard old).
+// defaults (file storage, limits retention with a week's MaxAge, one replica,
+// a 2-minute duplicate window, discard old).
 func streamConfig(name string, subjects ...string) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:       name,
 		Subjects:   subjects,
-		Retention:  jetstream.InterestPolicy,
+		Retention:  jetstream.LimitsPolicy,
+		MaxAge:     heraldnats.DefaultMaxAge,
 		Storage:    jetstream.FileStorage,
 		Replicas:   1,
 		Duplicates: natsDupWindow,
@@ -117,9 +118,9 @@ func (a *admin) deleteStreams(b *testing.B, names ...string) {
 	})
 }
 
-// idleConsumer adds a durable consumer that never pulls, so that the
-// interest-retention stream stores what is published (as it would for a
-// handler that is down).
+// idleConsumer adds a durable consumer that never pulls (as for a handler
+// that is down), so that the stream stores what is published whatever its
+// retention.
 func (a *admin) idleConsumer(b *testing.B, stream, subject string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

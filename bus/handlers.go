@@ -22,9 +22,10 @@ import (
 // from says, so the option is safe to leave in code that is deployed again.
 //
 // It needs a transport that keeps history ([transport.History]). NATS does:
-// the stream holds what its retention keeps (with nats.RetentionLimits, every
-// event younger than MaxAge; with the default interest retention, only events
-// another handler has not acknowledged yet). Memory keeps no history: there
+// the stream holds what its retention keeps (with the default
+// nats.RetentionLimits, every event younger than MaxAge, a week by default;
+// with interest retention, only events another handler has not acknowledged
+// yet). Memory keeps no history: there
 // the option is accepted and does nothing.
 func WithStartFrom(from time.Time) SubscribeOption {
 	return subOption(func(c *subConfig) error {
@@ -73,7 +74,8 @@ func (b *Bus) OrphanHandlers(ctx context.Context) ([]HandlerInfo, error) {
 // DeleteHandler removes what the transport keeps for the handler name, so
 // that it stops keeping events for it: on NATS its durable consumers (one per
 // event type and its replay consumer), after which the stream, with interest
-// retention, no longer holds events for it; on memory nothing (no state
+// retention, no longer holds events for it (with limits retention, the
+// default, events age out at MaxAge whatever the consumers); on memory nothing (no state
 // outlives a handler's subscribers). Its poison records stay: purge them with
 // [Bus.Poison]. A handler subscribed with the name later starts afresh, with
 // new events.

@@ -356,8 +356,8 @@ func validValue(what, v string) error {
 // WithMessageID sets the event ID instead of a generated one: non-empty, no
 // control characters, at most 4096 bytes. Publishing the same ID again within
 // the transport's dedup window (NATS) stores it once; see the NATS adapter's
-// Retention for the one case where it does not (a server restart with interest
-// retention forgets acknowledged IDs). The memory transport has no dedup
+// Retention for the one case where it does not (a server restart with the
+// non-default interest retention forgets acknowledged IDs). The memory transport has no dedup
 // window: use [WithDedup] on the handlers for that.
 func WithMessageID(id string) PublishOption {
 	return pubOption(func(c *pubConfig) error { return setValue(&c.id, "message ID", id, true) })

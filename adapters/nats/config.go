@@ -19,6 +19,10 @@ const (
 	DefaultStreamName = "HERALD"
 	// DefaultSubjectPrefix is the subject prefix when Config.SubjectPrefix is empty.
 	DefaultSubjectPrefix = "herald"
+	// DefaultMaxAge is how long the events stream keeps an event with
+	// RetentionLimits (the default) when Config.MaxAge is zero: a week, so
+	// that a handler down over a long weekend misses nothing.
+	DefaultMaxAge = 7 * 24 * time.Hour
 	// DefaultDuplicateWindow is how long the stream remembers event IDs.
 	DefaultDuplicateWindow = 2 * time.Minute
 	// DefaultAckWait is the consumers' AckWait.
@@ -50,24 +54,43 @@ const (
 )
 
 // Retention says when the events stream deletes an event.
+//
+// The default, RetentionLimits with a MaxAge of [DefaultMaxAge], keeps a
+// window of history: a handler that subscribes later can start in the past
+// (bus.WithStartFrom), a handler that is removed holds nothing back, and the
+// stream's size is the rate of events times MaxAge, whatever the handlers do.
+// The price: a handler that stays down longer than MaxAge misses the events
+// that aged out meanwhile. RetentionInterest keeps an event exactly as long as
+// a handler needs it, which costs the server a deletion (a write on file
+// storage) for every event once its last handler acknowledges it, and keeps
+// every event, without bound, for the consumers of a removed handler until
+// they are deleted (bus.DeleteHandler).
+//
+// An existing stream keeps the retention it was created with (the server
+// cannot change it): a Config's Retention and MaxAge apply when the transport
+// creates the stream.
 type Retention int
 
 const (
-	// RetentionInterest (the default) keeps an event until every handler
-	// consumer that existed when it was published has acknowledged it (and at
-	// most MaxAge). An event published while no handler of its type exists is
-	// not kept: no handler subscribed later would receive it anyway. Caveat:
-	// a server rebuilds its duplicate window from the events it still holds
-	// when it restarts, so the ID of an event already acknowledged (deleted)
-	// is forgotten; a publish retried across a server restart within the
-	// DuplicateWindow (a lost PubAck) can then deliver the event again.
-	// Handlers see events at least once anyway; RetentionLimits avoids this.
-	RetentionInterest Retention = iota
-	// RetentionLimits keeps events until MaxAge (or the stream's limits) ends
-	// them, acknowledged or not: duplicate detection survives server
-	// restarts, and the stream can be inspected. Set MaxAge: an event older
-	// than MaxAge is deleted even if a handler that was down never got it.
-	RetentionLimits
+	// RetentionLimits (the default) keeps events until they are MaxAge old
+	// (or the stream's limits end them), acknowledged or not: a handler
+	// created later can read them (bus.WithStartFrom), duplicate detection
+	// survives server restarts, and the stream can be inspected. An event
+	// older than MaxAge is deleted even if a handler that was down never got
+	// it: choose MaxAge longer than any outage a handler must survive.
+	RetentionLimits Retention = iota
+	// RetentionInterest keeps an event until every handler consumer that
+	// existed when it was published has acknowledged it (and at most MaxAge,
+	// if set). An event published while no handler of its type exists is
+	// not kept: no handler subscribed later would receive it anyway. The
+	// consumers of a handler that no longer runs keep every later event of
+	// its types: delete them (bus.DeleteHandler). Caveat: a server rebuilds
+	// its duplicate window from the events it still holds when it restarts,
+	// so the ID of an event already acknowledged (deleted) is forgotten; a
+	// publish retried across a server restart within the DuplicateWindow (a
+	// lost PubAck) can then deliver the event again. Handlers see events at
+	// least once anyway; RetentionLimits avoids this.
+	RetentionInterest
 )
 
 // Config configures a [Transport]. Every zero field means its documented
@@ -112,12 +135,15 @@ type Config struct {
 	// Replicas of both streams (and so of their consumers); default 1, at
 	// most 5.
 	Replicas int
-	// Retention of the events stream; default [RetentionInterest].
+	// Retention of the events stream; default [RetentionLimits] (see
+	// [Retention] for the trade-off).
 	Retention Retention
-	// MaxAge bounds how long the events stream keeps an event; default 0, no
-	// limit (with RetentionInterest an event lives until every handler has
-	// acknowledged it); otherwise from 100ms (the server's minimum) to 10
-	// years (of 365 days).
+	// MaxAge bounds how long the events stream keeps an event. Zero means
+	// [DefaultMaxAge] with RetentionLimits and no limit with
+	// RetentionInterest (an event lives until every handler has
+	// acknowledged it); a negative MaxAge means no limit with either (with
+	// RetentionLimits the stream then grows until the server's limits);
+	// otherwise from 100ms (the server's minimum) to 10 years (of 365 days).
 	MaxAge time.Duration
 	// PoisonMaxAge bounds how long poison records are kept; default 0, until
 	// they are replayed or purged; otherwise from 100ms to 10 years.
@@ -246,6 +272,15 @@ func (c Config) withDefaults() (Config, error) {
 		return c, invalid("Retention %d", c.Retention)
 	}
 	const day = 24 * time.Hour
+	// A negative MaxAge (no age limit) is outside Fill's ranges: set
+	// aside, then restored.
+	noAge := c.MaxAge < 0
+	switch {
+	case noAge:
+		c.MaxAge = 0
+	case c.MaxAge == 0 && c.Retention == RetentionLimits:
+		c.MaxAge = DefaultMaxAge
+	}
 	d := adapterkit.Field[time.Duration]
 	if err := adapterkit.Fill("nats",
 		d("ConnectTimeout", &c.ConnectTimeout, DefaultConnectTimeout, time.Millisecond, time.Minute),
@@ -259,6 +294,9 @@ func (c Config) withDefaults() (Config, error) {
 		d("PubAckTimeout", &c.PubAckTimeout, DefaultPubAckTimeout, time.Millisecond, 10*time.Minute),
 	); err != nil {
 		return c, err
+	}
+	if noAge {
+		c.MaxAge = -1
 	}
 	c.MaxNakDelay = max(c.MaxNakDelay, c.NakDelay)
 	if c.MaxAge > 0 && c.DuplicateWindow > c.MaxAge {

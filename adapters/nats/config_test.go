@@ -2,6 +2,7 @@ package nats_test
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"reflect"
 	"testing"
@@ -48,7 +49,7 @@ func TestConfigBounds(t *testing.T) {
 	fields := []field{
 		dur("ConnectTimeout", ms, int64(time.Minute)),
 		dur("RequestTimeout", ms, int64(10*time.Minute)),
-		dur("MaxAge", 100*ms, 10*year),
+		{"MaxAge", []int64{0, 100 * ms, 10 * year, -1, math.MinInt64}, []int64{1, 100*ms - 1, 10*year + 1, math.MaxInt64}},
 		dur("PoisonMaxAge", 100*ms, 10*year),
 		dur("DuplicateWindow", 100*ms, day),
 		dur("AckWait", 30*ms, day),
@@ -112,6 +113,44 @@ func TestConfigBounds(t *testing.T) {
 				if tr != nil {
 					_ = tr.Close()
 				}
+			}
+		})
+	}
+}
+
+// The events stream a transport creates has the retention and MaxAge its
+// Config asks for: limits with a week by default, interest with no age limit,
+// and no age limit for a negative MaxAge.
+func TestRetentionDefaults(t *testing.T) {
+	srv := natstest.New(t)
+	for i, tc := range []struct {
+		name      string
+		edit      func(*nats.Config)
+		retention jetstream.RetentionPolicy
+		maxAge    time.Duration
+	}{
+		{"default", func(*nats.Config) {}, jetstream.LimitsPolicy, nats.DefaultMaxAge},
+		{"limits, an hour", func(c *nats.Config) { c.MaxAge = time.Hour }, jetstream.LimitsPolicy, time.Hour},
+		{"limits, no age limit", func(c *nats.Config) { c.MaxAge = -1 }, jetstream.LimitsPolicy, 0},
+		{"interest", func(c *nats.Config) { c.Retention = nats.RetentionInterest }, jetstream.InterestPolicy, 0},
+		{"interest, an hour", func(c *nats.Config) { c.Retention = nats.RetentionInterest; c.MaxAge = time.Hour }, jetstream.InterestPolicy, time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := broker{url: srv.URL(), stream: fmt.Sprintf("RET%d", i), prefix: fmt.Sprintf("ret%d", i)}
+			tr := b.transport(t, tc.edit)
+			if err := tr.Start(testCtx(t)); err != nil {
+				t.Fatal(err)
+			}
+			s, err := tr.JetStream().Stream(testCtx(t), b.stream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := s.CachedInfo().Config
+			if got.Retention != tc.retention || got.MaxAge != tc.maxAge {
+				t.Errorf("stream retention %v, MaxAge %v; want %v, %v", got.Retention, got.MaxAge, tc.retention, tc.maxAge)
+			}
+			if got.Duplicates != nats.DefaultDuplicateWindow {
+				t.Errorf("duplicate window %v, want %v", got.Duplicates, nats.DefaultDuplicateWindow)
 			}
 		})
 	}

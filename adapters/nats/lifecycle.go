@@ -31,8 +31,8 @@ var (
 // still holds that was published at or after from (DeliverByStartTime), or
 // with the oldest one when from is the zero time (DeliverAll). A consumer that
 // exists keeps its position. What the stream still holds depends on its
-// retention: with RetentionLimits, every event younger than MaxAge; with the
-// default RetentionInterest, only the events some other handler has not
+// retention: with the default RetentionLimits, every event younger than
+// MaxAge; with RetentionInterest, only the events some other handler has not
 // acknowledged yet. The replay consumer always starts with new replays.
 func (t *Transport) SubscriberFrom(handlerName string, from time.Time) (message.Subscriber, error) {
 	sub, err := t.Subscriber(handlerName)
@@ -158,9 +158,10 @@ func (t *Transport) Handlers(ctx context.Context) ([]transport.HandlerInfo, erro
 
 // DeleteHandler deletes every durable consumer of handler on the events stream
 // (transport.Handlers): those of each event topic (with its keyed
-// partitions: see Config.Partitions) and the replay one. With the
-// default RetentionInterest the stream then stops keeping events for it, and
-// drops those only it still needed. Its poison records stay (purge them with
+// partitions: see Config.Partitions) and the replay one. With
+// RetentionInterest the stream then stops keeping events for it, and drops
+// those only it still needed; with the default RetentionLimits the events
+// stay until MaxAge, as for every handler. Its poison records stay (purge them with
 // the bus's poison queue). found is false if it had no consumer. Call it only
 // once no process of the handler runs: a running one creates its consumer
 // again, starting with new events.

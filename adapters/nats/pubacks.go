@@ -1,6 +1,7 @@
 package nats
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -140,6 +141,9 @@ func pubAckError(m *nats.Msg) error {
 	if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
 		return nats.ErrNoResponders
 	}
+	if okPubAck(m.Data) {
+		return nil
+	}
 	var resp struct {
 		jetstream.PubAck
 		Error *jetstream.APIError `json:"error"`
@@ -154,6 +158,16 @@ func pubAckError(m *nats.Msg) error {
 		return fmt.Errorf("invalid PubAck %q: no stream", m.Data)
 	}
 	return nil
+}
+
+// okPubAck reports, without decoding it, whether data is a PubAck the
+// server sent for a stored event: a JSON object that starts with its stream's
+// name and has no "error" key (every error reply has one). Anything else is
+// decoded by pubAckError.
+func okPubAck(data []byte) bool {
+	const start = `{"stream":"`
+	return len(data) > len(start)+2 && string(data[:len(start)]) == start && data[len(start)] != '"' &&
+		data[len(data)-1] == '}' && !bytes.Contains(data, []byte(`"error"`))
 }
 
 // resolve completes the future of id with err, once; sent says whether its

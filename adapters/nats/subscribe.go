@@ -334,8 +334,9 @@ type pump struct {
 	ensure      bool // recreate the consumer before the next pull
 }
 
-// tracked is where a held message is in the stream.
-type tracked struct{ seq, epoch uint64 }
+// tracked is where a held message is in the stream, and how many times it
+// was delivered: its reply subject parsed once, when received.
+type tracked struct{ seq, epoch, delivered uint64 }
 
 // use makes cons, of epoch, the consumer the pump pulls from. If it is
 // another consumer than before (created again), the queued messages it will
@@ -374,7 +375,7 @@ func (p *pump) hold(m *nats.Msg) {
 	if err != nil {
 		return
 	}
-	p.seqs[m] = tracked{md.Sequence.Stream, p.epoch}
+	p.seqs[m] = tracked{md.Sequence.Stream, p.epoch, md.NumDelivered}
 	p.pos.delivered(md.Sequence.Stream, p.epoch)
 }
 
@@ -570,10 +571,10 @@ func (p *pump) message(m *nats.Msg) *message.Message {
 		id = m.Header.Get("Herald-Id")
 	}
 	var delivered uint64 = 1
-	if md, err := m.Metadata(); err == nil {
-		delivered = md.NumDelivered
+	if tr, ok := p.seqs[m]; ok { // its reply subject parsed (hold)
+		delivered = tr.delivered
 		if id == "" {
-			id = md.Stream + "-" + strconv.FormatUint(md.Sequence.Stream, 10)
+			id = p.s.t.cfg.StreamName + "-" + strconv.FormatUint(tr.seq, 10)
 		}
 	}
 	wm := message.NewMessage(id, m.Data)

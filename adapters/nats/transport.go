@@ -275,7 +275,7 @@ func (t *Transport) prepareLocked(ctx context.Context) error {
 		Retention:   retention,
 		Storage:     t.cfg.Storage,
 		Replicas:    t.cfg.Replicas,
-		MaxAge:      t.cfg.MaxAge,
+		MaxAge:      max(t.cfg.MaxAge, 0), // negative: no limit
 		Duplicates:  t.cfg.DuplicateWindow,
 		Discard:     jetstream.DiscardOld,
 	})
