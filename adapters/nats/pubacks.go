@@ -80,6 +80,7 @@ type acker struct {
 	prefix  string // of the reply subjects: "<inbox>."
 	next    uint64
 	pending map[string]*pubFuture // by reply token
+	idle    chan struct{}         // closing: closed once pending is empty
 }
 
 func newAcker(nc *nats.Conn, timeout time.Duration, settled func()) *acker {
@@ -177,6 +178,10 @@ func (a *acker) resolve(id string, err error, sent bool) bool {
 	a.mu.Lock()
 	f, ok := a.pending[id]
 	delete(a.pending, id)
+	if a.idle != nil && len(a.pending) == 0 {
+		close(a.idle)
+		a.idle = nil
+	}
 	a.mu.Unlock()
 	if !ok {
 		return false
@@ -202,11 +207,29 @@ func (a *acker) failAll(err error) {
 	}
 }
 
-// close fails what is pending with transport.ErrClosed and unsubscribes; later
-// publishes fail with transport.ErrClosed.
-func (a *acker) close() {
+// close refuses new publishes (transport.ErrClosed), waits up to wait for the
+// PubAcks of those in flight (a lost connection fails them at once), then
+// fails what is still pending with transport.ErrClosed and unsubscribes. Waiting matters: an event the stream
+// stored may already be handled, and the handler may be what closes the
+// transport; its publisher must still learn that the publish succeeded.
+func (a *acker) close(wait time.Duration) {
 	a.mu.Lock()
 	a.closed = true
+	var idle chan struct{}
+	if len(a.pending) > 0 && a.sub != nil {
+		idle = make(chan struct{})
+		a.idle = idle
+	}
+	a.mu.Unlock()
+	if idle != nil {
+		timer := time.NewTimer(wait)
+		select {
+		case <-idle:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+	a.mu.Lock()
 	sub := a.sub
 	a.sub = nil
 	a.mu.Unlock()

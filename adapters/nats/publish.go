@@ -177,8 +177,6 @@ func (t *Transport) waitAck(ctx context.Context, m *message.Message, f *pubFutur
 		return t.ackErr(m, f.err)
 	case <-ctx.Done():
 		return fmt.Errorf("herald/nats: publish %s: waiting for the PubAck: %w", m.UUID, ctx.Err())
-	case <-t.closed:
-		return fmt.Errorf("herald/nats: publish %s: %w", m.UUID, transport.ErrClosed)
 	}
 }
 

@@ -439,15 +439,17 @@ func atLeast(v string, major, minor int) bool {
 func (t *Transport) Publisher() message.Publisher { return publisher{t} }
 
 // Close stops every subscriber (their undelivered prefetched events are
-// nacked, to be redelivered), fails the publishes still waiting for a PubAck
-// with [transport.ErrClosed], flushes the acks, and closes the connection if the
+// nacked, to be redelivered), refuses new publishes, waits for the PubAcks of
+// the publishes in flight (at most [Config.RequestTimeout]; then they fail
+// with [transport.ErrClosed], and a lost connection fails them at once),
+// flushes the acks, and closes the connection if the
 // transport dialled it (a Config.Conn stays open). It is safe to call more
 // than once; later calls return the first call's result.
 func (t *Transport) Close() error {
 	t.closeOnce.Do(func() {
 		close(t.closed)
 		adapterkit.CloseAll(&t.mu, t.subs)
-		t.acks.close()
+		t.acks.close(t.cfg.RequestTimeout)
 		if t.nc.IsConnected() {
 			if err := t.nc.FlushTimeout(t.cfg.RequestTimeout); err != nil {
 				t.closeErr = fmt.Errorf("herald/nats: flush acks at close: %w", err)
