@@ -18,22 +18,22 @@ import (
 
 // Cases of closing, durability, breaker, dedup and ordering by key.
 
-func (s *suite) closeDrains(t *testing.T, be Backend) {
-	b, err := bus.New(bus.WithTransport(be(t)))
+// inFlight returns a started bus on be, with opts, whose handler name runs
+// fn on an event published to it: it returns once fn was called. The bus is
+// the case's to close.
+func (s *suite) inFlight(t *testing.T, be Backend, name string, fn func(context.Context, Event) error, opts ...bus.Option) *bus.Bus {
+	t.Helper()
+	b, err := bus.New(append([]bus.Option{bus.WithTransport(be(t))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	started := make(chan struct{}, 1)
-	release := make(chan struct{})
-	var finished atomic.Bool
-	if _, err := bus.Subscribe(b, "close.inflight", func(ctx context.Context, e Event) error {
+	if _, err := bus.Subscribe(b, name, func(ctx context.Context, e Event) error {
 		select {
 		case started <- struct{}{}:
-		default: // a later event (published before Close began): drained too
+		default: // a later event (published before Close began)
 		}
-		<-release
-		finished.Store(true)
-		return nil
+		return fn(ctx, e)
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -42,6 +42,17 @@ func (s *suite) closeDrains(t *testing.T, be Backend) {
 	}
 	s.publish(t, b, 0, 1, "")
 	<-started
+	return b
+}
+
+func (s *suite) closeDrains(t *testing.T, be Backend) {
+	release := make(chan struct{})
+	var finished atomic.Bool
+	b := s.inFlight(t, be, "close.inflight", func(context.Context, Event) error {
+		<-release // a later event is drained too
+		finished.Store(true)
+		return nil
+	})
 	closed := make(chan error, 1)
 	go func() { closed <- b.Close(s.ctx(t)) }()
 	bustest.Eventually(t, s.cfg.timeout, func() bool {
@@ -63,26 +74,10 @@ func (s *suite) closeDrains(t *testing.T, be Backend) {
 }
 
 func (s *suite) closeDeadline(t *testing.T, be Backend) {
-	b, err := bus.New(bus.WithTransport(be(t)), fastRetry)
-	if err != nil {
-		t.Fatal(err)
-	}
-	started := make(chan struct{}, 1)
-	if _, err := bus.Subscribe(b, "close.stubborn", func(ctx context.Context, e Event) error {
-		select {
-		case started <- struct{}{}:
-		default:
-		}
+	b := s.inFlight(t, be, "close.stubborn", func(ctx context.Context, _ Event) error {
 		<-ctx.Done()
 		return ctx.Err()
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(s.ctx(t)); err != nil {
-		t.Fatal(err)
-	}
-	s.publish(t, b, 0, 1, "")
-	<-started
+	}, fastRetry)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	begin := time.Now()

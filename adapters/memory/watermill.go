@@ -9,6 +9,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/heraldbus/herald/internal/adapterkit"
 	"github.com/heraldbus/herald/internal/membroker"
 	"github.com/heraldbus/herald/transport"
 )
@@ -60,18 +61,15 @@ func (t *Transport) Subscriber(handler string) (message.Subscriber, error) {
 	if t.h.Closed() {
 		return nil, fmt.Errorf("herald/memory: %w", transport.ErrClosed)
 	}
-	return &subscriber{t: t, group: handler, closing: make(chan struct{})}, nil
+	return &subscriber{t: t, group: handler}, nil
 }
 
 var _ transport.WindowSubscriber = (*subscriber)(nil)
 
 type subscriber struct {
-	t       *Transport
-	group   string
-	mu      sync.Mutex
-	closed  bool
-	closing chan struct{}
-	wg      sync.WaitGroup
+	t     *Transport
+	group string
+	feeds adapterkit.Feeds
 }
 
 func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
@@ -80,9 +78,7 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 
 // SubscribeWindow hands out up to window messages before they are settled.
 func (s *subscriber) SubscribeWindow(ctx context.Context, topic string, window int) (<-chan *message.Message, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	if s.feeds.Closed() {
 		return nil, fmt.Errorf("herald/memory: %w", transport.ErrClosed)
 	}
 	window = max(window, 1)
@@ -95,18 +91,16 @@ func (s *subscriber) SubscribeWindow(ctx context.Context, topic string, window i
 	var inflight sync.WaitGroup
 	exit := make(chan struct{})
 	done := make(chan struct{}) // closed when ctx ends, s closes or the loop exits
-	s.wg.Add(2)
-	go func() {
-		defer s.wg.Done()
+	closing := s.feeds.Closing()
+	watch := func() {
 		defer close(done)
 		select {
 		case <-ctx.Done():
-		case <-s.closing:
+		case <-closing:
 		case <-exit:
 		}
-	}()
-	go func() {
-		defer s.wg.Done()
+	}
+	feed := func() {
 		defer q.Leave()
 		defer inflight.Wait()
 		defer close(out)
@@ -145,19 +139,17 @@ func (s *subscriber) SubscribeWindow(ctx context.Context, topic string, window i
 				}
 			}()
 		}
-	}()
+	}
+	if err := s.feeds.Start(watch, feed); err != nil {
+		q.Leave()
+		return nil, fmt.Errorf("herald/memory: %w", err)
+	}
 	return out, nil
 }
 
 // Close ends every subscription of s, closes their channels and waits for
 // their goroutines. Unsettled messages go back to their queues.
 func (s *subscriber) Close() error {
-	s.mu.Lock()
-	if !s.closed {
-		s.closed = true
-		close(s.closing)
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
+	s.feeds.Close()
 	return nil
 }

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldbus/herald/adapters/nats"
@@ -22,12 +21,7 @@ import (
 // a goroutine, or fail with another error).
 func TestConfigBounds(t *testing.T) {
 	srv := natstest.New(t)
-	nc, err := natsgo.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-
+	nc := connect(t, srv.URL())
 	type field struct {
 		name string
 		ok   []int64 // accepted values

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -29,12 +28,7 @@ type inspector struct {
 
 func inspect(t *testing.T, b broker) *inspector {
 	t.Helper()
-	nc, err := natsgo.Connect(b.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(connect(t, b.url))
 	if err != nil {
 		t.Fatal(err)
 	}

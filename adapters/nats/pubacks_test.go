@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/heraldbus/herald/adapters/nats"
 	"github.com/heraldbus/herald/adapters/nats/natstest"
@@ -20,11 +19,7 @@ func TestPubAckTimeout(t *testing.T) {
 	srv := natstest.New(t)
 	// No stream captures "mute.>"; a core subscriber takes the messages and
 	// never answers.
-	nc, err := natsgo.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := connect(t, srv.URL())
 	sub, err := nc.SubscribeSync("mute.>")
 	if err != nil {
 		t.Fatal(err)

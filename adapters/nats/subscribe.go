@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/heraldbus/herald/internal/adapterkit"
 	"github.com/heraldbus/herald/transport"
 )
 
@@ -67,7 +68,7 @@ func (t *Transport) Subscriber(handlerName string) (message.Subscriber, error) {
 	if t.isClosed() {
 		return nil, transport.ErrClosed
 	}
-	s := &subscriber{t: t, handler: handlerName, closing: make(chan struct{}), consumers: map[string]jetstream.Consumer{}}
+	s := &subscriber{t: t, handler: handlerName, consumers: map[string]jetstream.Consumer{}}
 	t.subs[s] = struct{}{}
 	return s, nil
 }
@@ -77,12 +78,10 @@ type subscriber struct {
 	handler string
 	from    *startFrom // where a new consumer of an event topic starts (SubscriberFrom); nil: new events
 
+	feeds     adapterkit.Feeds // the pumps
 	mu        sync.Mutex
-	closed    bool
-	closing   chan struct{}
 	consumers map[string]jetstream.Consumer // by topic
 	checked   sync.Map                      // topics whose other-mode consumers were looked for (checkMode)
-	wg        sync.WaitGroup
 }
 
 func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
@@ -126,30 +125,23 @@ func (s *subscriber) open(ctx context.Context, feeds []feed) (<-chan *message.Me
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return nil, transport.ErrClosed
-	}
 	out := make(chan *message.Message)
 	feeders := new(atomic.Int32)
 	feeders.Store(int32(len(feeds)))
+	runs := make([]func(), len(feeds))
 	for i, f := range feeds {
-		cons := conss[i]
-		s.consumers[f.topic] = cons
 		pos := s.t.position(consumerName(s.handler, f.topic))
 		p := &pump{s: s, topic: f.topic, ctx: ctx, out: out, feeders: feeders, pos: pos,
 			seqs: map[*nats.Msg]tracked{}}
-		p.use(cons, pos.current())
-		if n := f.window; n > 1 {
-			p.limit = n
-			p.inflight = make(map[*message.Message]*nats.Msg, n)
-			p.settled = make(chan settlement, n)
-			p.done = make(chan struct{})
-		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			p.run()
-		}()
+		p.use(conss[i], pos.current())
+		p.win.Open(f.window)
+		runs[i] = p.run
+	}
+	if err := s.feeds.Start(runs...); err != nil {
+		return nil, err
+	}
+	for i, f := range feeds {
+		s.consumers[f.topic] = conss[i]
 	}
 	return out, nil
 }
@@ -158,7 +150,7 @@ func (s *subscriber) open(ctx context.Context, feeds []feed) (<-chan *message.Me
 func (s *subscriber) cache(topic string, cons jetstream.Consumer) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.closed {
+	if !s.feeds.Closed() {
 		s.consumers[topic] = cons
 	}
 }
@@ -271,16 +263,8 @@ func (s *subscriber) updateConsumer(ctx context.Context, cons jetstream.Consumer
 }
 
 func (s *subscriber) Close() error {
-	s.mu.Lock()
-	if !s.closed {
-		s.closed = true
-		close(s.closing)
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-	s.t.mu.Lock()
-	delete(s.t.subs, s)
-	s.t.mu.Unlock()
+	s.feeds.Close()
+	adapterkit.Remove(&s.t.mu, s.t.subs, s)
 	return nil
 }
 
@@ -311,13 +295,10 @@ type pump struct {
 	cur   *nats.Msg   // handed out, waiting for Ack or Nack (one at a time)
 	curWM *message.Message
 
-	// With SubscribeWindow(n > 1): up to limit messages handed out at
-	// once, each watched by a goroutine that reports its Ack or Nack.
-	limit    int
-	inflight map[*message.Message]*nats.Msg
-	settled  chan settlement
-	done     chan struct{}    // closed when run returns: the watchers stop
-	nextWM   *message.Message // queue[0] as a watermill message, once built
+	// With SubscribeWindow(n > 1): up to n messages handed out at once,
+	// each watched by a goroutine that reports its Ack or Nack.
+	win    adapterkit.Window[*nats.Msg]
+	nextWM *message.Message // queue[0] as a watermill message, once built
 
 	inbox       string
 	subject     string // of the pull requests
@@ -388,46 +369,14 @@ func (p *pump) ack(m *nats.Msg) {
 	}
 }
 
-// settlement is a handed-out message's outcome, from its watcher.
-type settlement struct {
-	wm    *message.Message
-	acked bool
-}
-
-// watch reports wm's Ack or Nack to the pump.
-func (p *pump) watch(wm *message.Message) {
-	var st settlement
-	select {
-	case <-wm.Acked():
-		st = settlement{wm: wm, acked: true}
-	case <-wm.Nacked():
-		st = settlement{wm: wm}
-	case <-p.done:
-		return
-	}
-	select {
-	case p.settled <- st:
-	case <-p.done:
-	}
-}
-
-// free reports whether another message may be handed out.
-func (p *pump) free() bool {
-	if p.inflight != nil {
-		return len(p.inflight) < p.limit
-	}
-	return p.cur == nil
-}
-
 func (p *pump) run() {
 	defer func() {
 		if p.feeders.Add(-1) == 0 {
 			close(p.out)
 		}
 	}()
-	if p.done != nil {
-		defer close(p.done)
-	}
+	defer p.win.Stop()
+	closing := p.s.feeds.Closing()
 	t := p.s.t
 	p.progress = time.NewTicker(progressEvery(p.ackWait))
 	defer p.progress.Stop()
@@ -446,7 +395,7 @@ func (p *pump) run() {
 			}
 		}
 		var out chan<- *message.Message
-		if p.free() && len(p.queue) > 0 {
+		if p.win.Free(p.cur == nil) && len(p.queue) > 0 {
 			if p.nextWM == nil {
 				p.nextWM = p.message(p.queue[0])
 			}
@@ -462,25 +411,18 @@ func (p *pump) run() {
 		}
 		select {
 		case out <- p.nextWM:
-			if p.inflight != nil {
+			if p.win.Held != nil {
 				wm := p.nextWM
-				p.inflight[wm] = p.queue[0]
-				p.s.wg.Go(func() { p.watch(wm) })
+				p.win.Held[wm] = p.queue[0]
+				p.s.feeds.Go(func() { p.win.Watch(wm) })
 			} else {
 				p.cur, p.curWM = p.queue[0], p.nextWM
 			}
 			p.nextWM = nil
 			p.queue[0] = nil
 			p.queue = p.queue[1:]
-		case st := <-p.settled:
-			if m, ok := p.inflight[st.wm]; ok {
-				delete(p.inflight, st.wm)
-				if st.acked {
-					p.ack(m)
-				} else {
-					p.nak(m, st.wm)
-				}
-			}
+		case st := <-p.win.Settled:
+			p.win.Settle(st, p.ack, p.nak)
 		case <-acked:
 			p.ack(p.cur)
 			p.cur, p.curWM = nil, nil
@@ -503,13 +445,13 @@ func (p *pump) run() {
 			if p.cur != nil {
 				p.reply(p.cur, ackProgress)
 			}
-			for _, m := range p.inflight {
+			for _, m := range p.win.Held {
 				p.reply(m, ackProgress)
 			}
 		case <-p.ctx.Done():
 			p.shutdown()
 			return
-		case <-p.s.closing:
+		case <-closing:
 			p.shutdown()
 			return
 		}
@@ -518,9 +460,9 @@ func (p *pump) run() {
 
 func (p *pump) held() int {
 	if p.cur != nil {
-		return 1 + len(p.inflight)
+		return 1 + len(p.win.Held)
 	}
-	return len(p.inflight)
+	return len(p.win.Held)
 }
 
 // Ack bodies (JetStream's ack protocol).
@@ -605,7 +547,7 @@ func (p *pump) shutdown() {
 			p.reply(p.cur, ackNak)
 		}
 	}
-	for wm, m := range p.inflight {
+	for wm, m := range p.win.Held {
 		select {
 		case <-wm.Acked():
 			p.ack(m)
@@ -613,6 +555,6 @@ func (p *pump) shutdown() {
 			p.reply(m, ackNak)
 		}
 	}
-	clear(p.inflight)
+	clear(p.win.Held)
 	clear(p.seqs)
 }

@@ -317,7 +317,7 @@ func (t *Transport) recreateConsumers(ctx context.Context) {
 	t.mu.Lock()
 	for s := range t.subs {
 		s.mu.Lock()
-		if !s.closed {
+		if !s.feeds.Closed() {
 			for topic := range s.consumers {
 				all = append(all, consumerOf{s, topic})
 			}

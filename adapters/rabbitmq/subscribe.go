@@ -6,13 +6,13 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
 
+	"github.com/heraldbus/herald/internal/adapterkit"
 	"github.com/heraldbus/herald/transport"
 )
 
@@ -69,10 +69,7 @@ type subscriber struct {
 	handler string
 	ctx     context.Context // cancelled by Close
 	cancel  context.CancelFunc
-
-	mu     sync.Mutex
-	closed bool
-	wg     sync.WaitGroup
+	feeds   adapterkit.Feeds // the pumps
 }
 
 var _ transport.WindowSubscriber = (*subscriber)(nil)
@@ -90,9 +87,7 @@ func (s *subscriber) SubscribeWindow(ctx context.Context, topic string, window i
 	if err := s.t.prepare(ctx); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	if s.feeds.Closed() {
 		return nil, transport.ErrClosed
 	}
 	q := s.t.QueueName(s.handler, topic)
@@ -100,17 +95,10 @@ func (s *subscriber) SubscribeWindow(ctx context.Context, topic string, window i
 		return nil, err
 	}
 	p := &pump{s: s, topic: topic, queue: q, ctx: ctx, out: make(chan *message.Message), prefetch: max(s.t.cfg.Prefetch, window)}
-	if window > 1 {
-		p.limit = window
-		p.inflight = make(map[*message.Message]held, window)
-		p.settled = make(chan settlement, window)
-		p.done = make(chan struct{})
+	p.win.Open(window)
+	if err := s.feeds.Start(p.run); err != nil {
+		return nil, err
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		p.run()
-	}()
 	return p.out, nil
 }
 
@@ -128,14 +116,9 @@ func (s *subscriber) declare(ch *amqp.Channel, q, topic string) error {
 
 // Close stops the subscriber's channels and waits for their goroutines.
 func (s *subscriber) Close() error {
-	s.mu.Lock()
-	s.closed = true
-	s.mu.Unlock()
-	s.cancel()
-	s.wg.Wait()
-	s.t.mu.Lock()
-	delete(s.t.subs, s)
-	s.t.mu.Unlock()
+	s.cancel() // first: the pumps Close waits for end on it
+	s.feeds.Close()
+	adapterkit.Remove(&s.t.mu, s.t.subs, s)
 	return nil
 }
 
@@ -144,12 +127,6 @@ func (s *subscriber) Close() error {
 type held struct {
 	d  amqp.Delivery
 	ch *amqp.Channel
-}
-
-// settlement is a handed-out message's outcome, from its watcher.
-type settlement struct {
-	wm    *message.Message
-	acked bool
 }
 
 // pump feeds one Subscribe channel from a consumer on a channel of its own:
@@ -174,45 +151,16 @@ type pump struct {
 	cur   *message.Message // handed out (window 1)
 	curH  held
 
-	// With SubscribeWindow(n > 1): up to limit messages handed out at once,
+	// With SubscribeWindow(n > 1): up to n messages handed out at once,
 	// each watched by a goroutine that reports its Ack or Nack.
-	limit    int
-	inflight map[*message.Message]held
-	settled  chan settlement
-	done     chan struct{} // closed when run returns: the watchers stop
+	win adapterkit.Window[held]
 
 	retryC <-chan time.Time // set while waiting to open a channel again
 }
 
-func (p *pump) free() bool {
-	if p.inflight != nil {
-		return len(p.inflight) < p.limit
-	}
-	return p.cur == nil
-}
-
-// watch reports wm's Ack or Nack to the pump.
-func (p *pump) watch(wm *message.Message) {
-	var st settlement
-	select {
-	case <-wm.Acked():
-		st = settlement{wm: wm, acked: true}
-	case <-wm.Nacked():
-		st = settlement{wm: wm}
-	case <-p.done:
-		return
-	}
-	select {
-	case p.settled <- st:
-	case <-p.done:
-	}
-}
-
 func (p *pump) run() {
 	defer close(p.out)
-	if p.done != nil {
-		defer close(p.done)
-	}
+	defer p.win.Stop()
 	// stop ends when Subscribe's ctx does or the subscriber closes.
 	stop, cancel := context.WithCancel(p.ctx)
 	defer cancel()
@@ -240,7 +188,7 @@ func (p *pump) run() {
 			}
 		}
 		var in <-chan amqp.Delivery
-		if p.ch != nil && p.next == nil && p.free() {
+		if p.ch != nil && p.next == nil && p.win.Free(p.cur == nil) {
 			in = p.deliveries
 		}
 		var out chan<- *message.Message
@@ -259,10 +207,10 @@ func (p *pump) run() {
 			}
 			p.next, p.nextH = p.message(d), held{d: d, ch: p.ch}
 		case out <- p.next:
-			if p.inflight != nil {
+			if p.win.Held != nil {
 				wm := p.next
-				p.inflight[wm] = p.nextH
-				p.s.wg.Go(func() { p.watch(wm) })
+				p.win.Held[wm] = p.nextH
+				p.s.feeds.Go(func() { p.win.Watch(wm) })
 			} else {
 				p.cur, p.curH = p.next, p.nextH
 			}
@@ -273,15 +221,8 @@ func (p *pump) run() {
 		case <-nacked:
 			p.nack(p.curH, p.cur)
 			p.cur = nil
-		case st := <-p.settled:
-			if h, ok := p.inflight[st.wm]; ok {
-				delete(p.inflight, st.wm)
-				if st.acked {
-					p.ack(h)
-				} else {
-					p.nack(h, st.wm)
-				}
-			}
+		case st := <-p.win.Settled:
+			p.win.Settle(st, p.ack, p.nack)
 		case <-p.chClosed:
 			p.lost()
 		case <-p.retryC:
@@ -440,14 +381,14 @@ func (p *pump) shutdown() {
 		default:
 		}
 	}
-	for wm, h := range p.inflight {
+	for wm, h := range p.win.Held {
 		select {
 		case <-wm.Acked():
 			p.ack(h)
 		default:
 		}
 	}
-	clear(p.inflight)
+	clear(p.win.Held)
 	_ = p.ch.Close() // the broker requeues every unacknowledged delivery
 	p.ch = nil
 }

@@ -1,6 +1,7 @@
 // Package adapterkit is the plumbing the transport adapters (adapters/kafka,
-// adapters/nats, adapters/rabbitmq) share: option checks and defaults,
-// derived broker names, the life of a transport's subscribers, and the
+// adapters/nats, adapters/rabbitmq, adapters/memory) share: option checks
+// and defaults, derived broker names, the life of a transport's subscribers
+// and of their pumps, a pump's window of messages handed out, and the
 // encoding, paging and indexing of poison records. It holds no broker
 // client; each adapter keeps its own wire protocol.
 //

@@ -15,13 +15,14 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the pgx driver, as the outbox wants
+
+	"github.com/heraldbus/herald/internal/testenv"
 )
 
 // EnvURL is the variable that names the database of the tests.
@@ -31,15 +32,7 @@ const EnvURL = "POSTGRES_URL"
 // these tests) and is skipped otherwise, with a message that says so.
 func URL(t testing.TB) string {
 	t.Helper()
-	if url := os.Getenv(EnvURL); url != "" {
-		return url
-	}
-	const msg = EnvURL + " is not set: these tests need a Postgres database (e.g. POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test?sslmode=disable)"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
+	return testenv.Getenv(t, EnvURL, EnvURL+" is not set: these tests need a Postgres database (e.g. POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test?sslmode=disable)")
 }
 
 // DB opens a pool on the database at POSTGRES_URL (see URL), checks that it

@@ -4,13 +4,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heraldbus/herald/internal/testenv"
 )
 
 // Machine is a NATS server the test did not start: the one at $NATS_URL.
@@ -30,14 +31,7 @@ type Machine struct {
 // skipped otherwise.
 func NewMachine(t testing.TB, tag string) Machine {
 	t.Helper()
-	url := os.Getenv("NATS_URL")
-	if url == "" {
-		const msg = "NATS_URL not set: the machine's NATS is not tested (.ci/run sets it when a server listens on 127.0.0.1:4222)"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	url := testenv.Getenv(t, "NATS_URL", "NATS_URL not set: the machine's NATS is not tested (.ci/run sets it when a server listens on 127.0.0.1:4222)")
 	var r [6]byte
 	_, _ = rand.Read(r[:])
 	id := hex.EncodeToString(r[:])

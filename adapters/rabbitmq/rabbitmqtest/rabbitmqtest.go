@@ -27,6 +27,7 @@ import (
 
 	"github.com/heraldbus/herald/adapters/adaptertest"
 	"github.com/heraldbus/herald/adapters/rabbitmq"
+	"github.com/heraldbus/herald/internal/testenv"
 )
 
 // EnvURL is the variable that names the broker of the tests.
@@ -51,16 +52,7 @@ type Broker struct {
 // these tests) and is skipped otherwise, with a message that says so.
 func URL(t testing.TB) string {
 	t.Helper()
-	url := os.Getenv(EnvURL)
-	if url != "" {
-		return url
-	}
-	const msg = EnvURL + " is not set: these tests need a RabbitMQ broker (e.g. RABBITMQ_URL=amqp://guest:guest@127.0.0.1:5672/)"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
+	return testenv.Getenv(t, EnvURL, EnvURL+" is not set: these tests need a RabbitMQ broker (e.g. RABBITMQ_URL=amqp://guest:guest@127.0.0.1:5672/)")
 }
 
 // New returns the broker at RABBITMQ_URL (see URL) with a new prefix.

@@ -1,11 +1,6 @@
 package main
 
-import (
-	"bytes"
-	"fmt"
-	"strings"
-	"testing"
-)
+import "testing"
 
 const keyedSample = `goos: linux
 BenchmarkNATSKeyed/server=embedded/replicas=1/partitions=unkeyed-2         	   20000	     84695 ns/op	         3.000 consumers	     11807 events/s	     84695 ns/delivery	   10545 B/op	     109 allocs/op
@@ -19,30 +14,17 @@ PASS
 // The keyed section has a row per server, replicas and partitions, with the
 // consumers and the ratio to unkeyed.
 func TestKeyedSection(t *testing.T) {
-	res, err := parse(strings.NewReader(keyedSample), "sample")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var md bytes.Buffer
-	writeKeyed(func(f string, a ...any) { md.WriteString(fmt.Sprintf(f, a...)) }, res)
-	out := md.String()
-	for _, want := range []string{
-		"## NATS JetStream: ordering by key across replicas",
-		"| embedded | 1 | unkeyed | 3 |",
-		"| embedded | 1 | 8 | 10 |",
-		"| embedded | 3 | 32 | 34 |",
-		"| 0.31× (~) |",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("section lacks %q:\n%s", want, out)
-		}
-	}
-	if n := strings.Count(out, "\n| embedded"); n != 5 {
-		t.Errorf("%d rows, want 5:\n%s", n, out)
-	}
-	var empty bytes.Buffer
-	writeKeyed(func(f string, a ...any) { empty.WriteString(fmt.Sprintf(f, a...)) }, &results{})
-	if empty.Len() != 0 {
-		t.Errorf("a run without the benchmark renders %q", empty.String())
-	}
+	section{
+		sample: keyedSample,
+		write:  writeKeyed,
+		want: []string{
+			"## NATS JetStream: ordering by key across replicas",
+			"| embedded | 1 | unkeyed | 3 |",
+			"| embedded | 1 | 8 | 10 |",
+			"| embedded | 3 | 32 | 34 |",
+			"| 0.31× (~) |",
+		},
+		rowPrefixes: []string{"embedded"},
+		rows:        5,
+	}.check(t)
 }

@@ -1,11 +1,6 @@
 package main
 
-import (
-	"bytes"
-	"fmt"
-	"strings"
-	"testing"
-)
+import "testing"
 
 const observeSample = `goos: linux
 BenchmarkObserveMemory/providers=none-2 	  200000	      2708 ns/op	    369272 events/s	      2708 ns/delivery	     704 B/op	       5 allocs/op
@@ -20,31 +15,18 @@ PASS
 // The observability section has a row per transport, server and mode, and
 // the ratio of both to none.
 func TestObserveSection(t *testing.T) {
-	res, err := parse(strings.NewReader(observeSample), "sample")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var md bytes.Buffer
-	writeObserve(func(f string, a ...any) { md.WriteString(fmt.Sprintf(f, a...)) }, res)
-	out := md.String()
-	for _, want := range []string{
-		"## The cost of observability",
-		"| memory | – | none |",
-		"| memory | – | both |",
-		"| NATS | embedded | both |",
-		"| 54.0 ",
-		"| 10.2× (~) |",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("section lacks %q:\n%s", want, out)
-		}
-	}
-	if n := strings.Count(out, "\n| memory") + strings.Count(out, "\n| NATS"); n != 4 {
-		t.Errorf("%d rows, want 4:\n%s", n, out)
-	}
-	var empty bytes.Buffer
-	writeObserve(func(f string, a ...any) { empty.WriteString(fmt.Sprintf(f, a...)) }, &results{})
-	if empty.Len() != 0 {
-		t.Errorf("a run without the benchmarks renders %q", empty.String())
-	}
+	section{
+		sample: observeSample,
+		write:  writeObserve,
+		want: []string{
+			"## The cost of observability",
+			"| memory | – | none |",
+			"| memory | – | both |",
+			"| NATS | embedded | both |",
+			"| 54.0 ",
+			"| 10.2× (~) |",
+		},
+		rowPrefixes: []string{"memory", "NATS"},
+		rows:        4,
+	}.check(t)
 }

@@ -1,11 +1,6 @@
 package main
 
-import (
-	"bytes"
-	"fmt"
-	"strings"
-	"testing"
-)
+import "testing"
 
 const trackSample = `goos: linux
 BenchmarkTrackMemory/tracking=off-2 	  156188	      1545 ns/op	    647122 events/s	      1545 ns/delivery	     760 B/op	       7 allocs/op
@@ -18,30 +13,17 @@ PASS
 // The tracking section has a row per transport, server and mode, and the
 // ratio of on to off; a run without its benchmarks renders nothing.
 func TestTrackSection(t *testing.T) {
-	res, err := parse(strings.NewReader(trackSample), "sample")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var md bytes.Buffer
-	writeTrack(func(f string, a ...any) { md.WriteString(fmt.Sprintf(f, a...)) }, res)
-	out := md.String()
-	for _, want := range []string{
-		"## The cost of delivery tracking",
-		"| memory | – | off |",
-		"| memory | – | on |",
-		"| NATS | embedded | on |",
-		"| 3.00× (~) |",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("section lacks %q:\n%s", want, out)
-		}
-	}
-	if n := strings.Count(out, "\n| memory") + strings.Count(out, "\n| NATS"); n != 4 {
-		t.Errorf("%d rows, want 4:\n%s", n, out)
-	}
-	var empty bytes.Buffer
-	writeTrack(func(f string, a ...any) { empty.WriteString(fmt.Sprintf(f, a...)) }, &results{})
-	if empty.Len() != 0 {
-		t.Errorf("a run without the benchmarks renders %q", empty.String())
-	}
+	section{
+		sample: trackSample,
+		write:  writeTrack,
+		want: []string{
+			"## The cost of delivery tracking",
+			"| memory | – | off |",
+			"| memory | – | on |",
+			"| NATS | embedded | on |",
+			"| 3.00× (~) |",
+		},
+		rowPrefixes: []string{"memory", "NATS"},
+		rows:        4,
+	}.check(t)
 }
