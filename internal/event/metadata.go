@@ -57,6 +57,13 @@ func NewMessage(parent context.Context, meta handlers.Metadata, value any, paylo
 	if md == nil {
 		md = make(message.Metadata, 2)
 	}
+	return NewSharedMessage(parent, meta, value, payload, md, codec)
+}
+
+// NewSharedMessage is [NewMessage] for a chain that never writes a message's
+// Metadata: md becomes the message's metadata as it is, and may be nil or
+// shared with the other handlers' messages of the event.
+func NewSharedMessage(parent context.Context, meta handlers.Metadata, value any, payload []byte, md message.Metadata, codec handlers.Codec) *message.Message {
 	d := &delivery{parent: parent, meta: meta, value: value, codec: codec}
 	d.msg.UUID = meta.ID
 	d.msg.Payload = payload
