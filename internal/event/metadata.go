@@ -40,7 +40,9 @@ func (d *delivery) Deadline() (time.Time, bool) { return d.parent.Deadline() }
 func (d *delivery) Done() <-chan struct{}       { return d.parent.Done() }
 func (d *delivery) Err() error                  { return d.parent.Err() }
 func (d *delivery) Value(key any) any {
-	if key == (ctxkey.Delivery{}) {
+	// A type check, not key == ctxkey.Delivery{}: comparing interfaces
+	// calls the runtime's efaceeq, and every middleware looks the delivery up.
+	if _, ok := key.(ctxkey.Delivery); ok {
 		return d
 	}
 	return d.parent.Value(key)
