@@ -183,7 +183,11 @@ func SetDeliveries(msg *message.Message, n int) {
 }
 
 func deliveryOf(msg *message.Message) *delivery {
-	d, _ := msg.Context().Value(ctxkey.Delivery{}).(*delivery)
+	ctx := msg.Context()
+	if d, ok := ctx.(*delivery); ok {
+		return d // the context NewMessage or Bind set, unwrapped: no Value call
+	}
+	d, _ := ctx.Value(ctxkey.Delivery{}).(*delivery)
 	return d
 }
 
