@@ -98,11 +98,15 @@ func (s *Subscription) handleLocal(q *membroker.Queue, it membroker.Item, again 
 		meta := le.meta
 		meta.Handler = s.name
 		meta.Attempt = 1 + it.Redeliveries
-		var md message.Metadata
-		if le.extra != nil {
-			md = maps.Clone(le.extra)
+		if s.userMW {
+			// The user's middleware may write the message's Metadata: each
+			// delivery gets a copy of its own (an empty map when none).
+			msg = event.NewMessage(s.ctx, meta, le.value, le.d.Payload, maps.Clone(le.extra), s.b.cfg.codec)
+		} else {
+			// Herald's own chain only reads it: every handler shares the
+			// event's (nil when the publish gave none).
+			msg = event.NewSharedMessage(s.ctx, meta, le.value, le.d.Payload, le.extra, s.b.cfg.codec)
 		}
-		msg = event.NewMessage(s.ctx, meta, le.value, le.d.Payload, md, s.b.cfg.codec)
 		event.SetDeliveries(msg, meta.Attempt)
 	} else {
 		// Published through the watermill publisher, or a replay: decode.

@@ -74,6 +74,9 @@ type Subscription struct {
 	chain message.HandlerFunc
 	stats *handlerStats // for Bus.Stats (stats.go)
 	serve bool          // a request handler (Handle): answers requests (request.go)
+	// userMW: the chain has the user's middleware, which may write a
+	// message's Metadata, so an in-process delivery gets a map of its own.
+	userMW bool
 
 	mu        sync.Mutex
 	started   bool
@@ -106,7 +109,8 @@ func (b *Bus) subscribe(name, event string, terminal message.HandlerFunc, sc sub
 		return buildChain(b.cfg, name, policy, sc, h)
 	})
 	s := &Subscription{b: b, name: name, event: event, cfg: sc, chain: chain, stats: st, serve: sc.request,
-		stop: make(chan struct{}), abort: make(chan struct{}), done: make(chan struct{})}
+		userMW: len(sc.middleware)+len(b.cfg.middleware) > 0,
+		stop:   make(chan struct{}), abort: make(chan struct{}), done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
 	b.mu.Lock()

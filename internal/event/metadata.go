@@ -40,7 +40,9 @@ func (d *delivery) Deadline() (time.Time, bool) { return d.parent.Deadline() }
 func (d *delivery) Done() <-chan struct{}       { return d.parent.Done() }
 func (d *delivery) Err() error                  { return d.parent.Err() }
 func (d *delivery) Value(key any) any {
-	if key == (ctxkey.Delivery{}) {
+	// A type check, not key == ctxkey.Delivery{}: comparing interfaces
+	// calls the runtime's efaceeq, and every middleware looks the delivery up.
+	if _, ok := key.(ctxkey.Delivery); ok {
 		return d
 	}
 	return d.parent.Value(key)
@@ -57,6 +59,13 @@ func NewMessage(parent context.Context, meta handlers.Metadata, value any, paylo
 	if md == nil {
 		md = make(message.Metadata, 2)
 	}
+	return NewSharedMessage(parent, meta, value, payload, md, codec)
+}
+
+// NewSharedMessage is [NewMessage] for a chain that never writes a message's
+// Metadata: md becomes the message's metadata as it is, and may be nil or
+// shared with the other handlers' messages of the event.
+func NewSharedMessage(parent context.Context, meta handlers.Metadata, value any, payload []byte, md message.Metadata, codec handlers.Codec) *message.Message {
 	d := &delivery{parent: parent, meta: meta, value: value, codec: codec}
 	d.msg.UUID = meta.ID
 	d.msg.Payload = payload
@@ -174,7 +183,11 @@ func SetDeliveries(msg *message.Message, n int) {
 }
 
 func deliveryOf(msg *message.Message) *delivery {
-	d, _ := msg.Context().Value(ctxkey.Delivery{}).(*delivery)
+	ctx := msg.Context()
+	if d, ok := ctx.(*delivery); ok {
+		return d // the context NewMessage or Bind set, unwrapped: no Value call
+	}
+	d, _ := ctx.Value(ctxkey.Delivery{}).(*delivery)
 	return d
 }
 
