@@ -105,10 +105,15 @@ func writeTargets(p printer, res *results) {
 	for _, c := range []struct {
 		h   string
 		min float64
-	}{{"1", 10}, {"10", 20}} {
+	}{{"1", 10}, {"10", 40}} {
 		r, _ := thr(c.h)
 		ts = append(ts, target{fmt.Sprintf("in-memory throughput, %s handler(s): Herald ≥ %.0f× cqrs", c.h, c.min),
 			fmt.Sprintf("%s×", fmtRatio(r.v)), r, r.v >= c.min})
+	}
+	if hs, ch := res.find("MemoryThroughput", "impl", "herald", "handlers", "1"), res.find("MemoryThroughput", "impl", "chan", "handlers", "1"); hs != nil && ch != nil {
+		r := ratioOf(hs.stat("ns/delivery"), ch.stat("ns/delivery"))
+		ts = append(ts, target{"in-memory cost per delivery, 1 handler: Herald ≤ 10× a bare channel hop",
+			fmt.Sprintf("%s×", fmtRatio(r.v)), r, r.v <= 10})
 	}
 	for _, h := range res.values("MemoryThroughput", "handlers") {
 		_, r := thr(h)

@@ -76,7 +76,7 @@ func TestReportAndCharts(t *testing.T) {
 	}
 	var md bytes.Buffer
 	writeReport(&md, res, runInfo{Count: 3, Benchtime: "1s", RawFile: "results.txt"}, "charts", charts)
-	for _, want := range []string{"## Targets", "in-memory throughput, 10 handler(s): Herald ≥ 20× cqrs | 24.7×", "memory_throughput.png"} {
+	for _, want := range []string{"## Targets", "in-memory throughput, 10 handler(s): Herald ≥ 40× cqrs | 24.7×", "memory_throughput.png"} {
 		if !strings.Contains(md.String(), want) {
 			t.Errorf("report lacks %q", want)
 		}
