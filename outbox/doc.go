@@ -46,7 +46,9 @@
 //
 // The price: any long transaction on the database, even one that stores no
 // event, holds back the events of transactions that began after it, until it
-// ends. Keep transactions short.
+// ends. Keep transactions short. While events are held back, the forwarder
+// looks again on its own (after the minimum backoff, doubling up to the poll
+// interval), since such a transaction may end without a notification.
 //
 // # Several forwarders
 //

@@ -67,3 +67,57 @@ func TestOpenTransactionHoldsBackLaterEvents(t *testing.T) {
 		t.Errorf("delivered %v, want [{1} {2}]: the older transaction's event first", got)
 	}
 }
+
+// An older transaction that stores no event holds events back as well, and
+// its end notifies nobody: the forwarder looks again on its own while events
+// are held back, so they go out soon after it ends, long before the poll
+// (an hour here).
+func TestHeldBackEventsForwardedWithoutNotification(t *testing.T) {
+	db := outboxtest.DB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b := bustest.New(t)
+	rec := bustest.Record[placed](t, b, "billing")
+	ob, err := New(db, b, WithTable(outboxtest.Table(t, db)), WithPollInterval(time.Hour), WithBackoff(time.Millisecond, 20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ob.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var rounds, forwarded atomic.Int64
+	ob.afterRound = func(n int, err error) {
+		if err != nil {
+			t.Errorf("round: %v", err)
+		}
+		forwarded.Add(int64(n))
+		rounds.Add(1)
+	}
+	stopForward := outboxtest.Forward(t, ob.Forward)
+	defer stopForward()
+
+	older, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = older.Rollback() }()
+	if _, err := older.ExecContext(ctx, "SELECT pg_current_xact_id()"); err != nil { // takes a transaction ID
+		t.Fatal(err)
+	}
+	if err := Store(ctx, ob, db, placed{Seq: 1}); err != nil { // commits and notifies at once
+		t.Fatal(err)
+	}
+	from := rounds.Load()
+	// Without the re-check, the notification's round would be the last
+	// before the poll.
+	bustest.Eventually(t, 10*time.Second, func() bool { return rounds.Load() >= from+4 }, "the forwarder did not look again at the held-back event")
+	if n := forwarded.Load(); n != 0 || rec.Len() != 0 {
+		t.Fatalf("%d events forwarded, %d delivered while an older transaction was open; want none", n, rec.Len())
+	}
+	if err := older.Commit(); err != nil { // stored nothing: no notification
+		t.Fatal(err)
+	}
+	if got := rec.Wait(t, 1, 10*time.Second); got[0].Seq != 1 {
+		t.Errorf("delivered %v, want [{1}]", got)
+	}
+}
