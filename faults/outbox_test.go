@@ -100,6 +100,16 @@ func waitBlockedDelete(t *testing.T, db *sql.DB, ob *outbox.Outbox) int {
 	return pid
 }
 
+// waitListening waits until ob's forwarder listens for notifications.
+func waitListening(t *testing.T, db *sql.DB, ob *outbox.Outbox) {
+	t.Helper()
+	bustest.Eventually(t, wait, func() bool {
+		var n int
+		err := db.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE query LIKE $1`, `LISTEN "`+ob.Channel()+`"%`).Scan(&n)
+		return err == nil && n == 1
+	}, "the forwarder's listener connected")
+}
+
 // terminate drops the connections of the backends whose query is like
 // pattern (pg_terminate_backend) and returns how many it dropped.
 func terminate(t *testing.T, db *sql.DB, pattern string) int {
@@ -246,6 +256,7 @@ func TestOutboxPostgresConnectionDropped(t *testing.T) {
 		outboxtest.Forward(t, ob.Forward)
 		tl.waitDistinct(t, batch, wait, "the first batch published")
 		waitBlockedDelete(t, db, ob)
+		waitListening(t, db, ob)
 
 		dropped := terminate(t, db, "DELETE FROM "+ob.Table()+" %")
 		dropped += terminate(t, db, `LISTEN "`+ob.Channel()+`"%`)

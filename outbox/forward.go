@@ -38,7 +38,8 @@ import (
 //
 // Between rounds an idle forwarder waits for a notification (sent by the
 // commit of a transaction that stored events) on a connection of its own
-// from db's pool, or for the poll interval ([WithPollInterval]).
+// from db's pool, or for the poll interval ([WithPollInterval]); sooner
+// while events are held back by an older transaction still in progress.
 func (o *Outbox) Forward(ctx context.Context) error {
 	wake := make(chan struct{}, 1)
 	lctx, cancel := context.WithCancel(ctx)
@@ -52,9 +53,9 @@ func (o *Outbox) Forward(ctx context.Context) error {
 	pub := bus.TransportOf(o.b)
 	poll := time.NewTimer(o.cfg.pollInterval)
 	defer poll.Stop()
-	var backoff time.Duration
+	var backoff, recheck time.Duration
 	for {
-		n, err := o.forwardBatch(ctx, pub)
+		n, held, err := o.forwardBatch(ctx, pub)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -70,8 +71,15 @@ func (o *Outbox) Forward(ctx context.Context) error {
 		case n == o.cfg.batchSize:
 			backoff = 0
 			continue // more may be waiting
-		default:
+		case held:
+			// Events wait behind an older transaction, which may end
+			// without a notification: look again soon.
 			backoff = 0
+			recheck = min(max(2*recheck, o.cfg.minBackoff), o.cfg.maxBackoff, o.cfg.pollInterval)
+			poll.Reset(recheck)
+			wait = wake
+		default:
+			backoff, recheck = 0, 0
 			poll.Reset(o.cfg.pollInterval)
 			wait = wake
 		}
@@ -91,35 +99,36 @@ type row struct {
 	msg   *message.Message
 }
 
-// forwardBatch forwards one batch and returns how many events it forwarded:
-// 0 when another forwarder holds the lock or nothing is ready.
-func (o *Outbox) forwardBatch(ctx context.Context, t transport.Transport) (int, error) {
+// forwardBatch forwards one batch and returns how many events it forwarded
+// (0 when another forwarder holds the lock or nothing is ready), and whether
+// committed events are held back by an older transaction still in progress.
+func (o *Outbox) forwardBatch(ctx context.Context, t transport.Transport) (n int, held bool, err error) {
 	tx, err := o.db.BeginTx(ctx, nil)
 	if err != nil {
-		return 0, fmt.Errorf("herald/outbox: forward %s: begin: %w", o.table, err)
+		return 0, false, fmt.Errorf("herald/outbox: forward %s: begin: %w", o.table, err)
 	}
 	defer func() { _ = tx.Rollback() }()
 	var locked bool
 	if err := tx.QueryRowContext(ctx, "SELECT pg_try_advisory_xact_lock($1)", o.lockKey).Scan(&locked); err != nil {
-		return 0, fmt.Errorf("herald/outbox: forward %s: lock: %w", o.table, err)
+		return 0, false, fmt.Errorf("herald/outbox: forward %s: lock: %w", o.table, err)
 	}
 	if !locked {
-		return 0, nil
+		return 0, false, nil
 	}
-	rows, err := o.read(ctx, tx)
+	rows, held, err := o.read(ctx, tx)
 	if err != nil || len(rows) == 0 {
-		return 0, err
+		return 0, held, err
 	}
 	if err := publish(ctx, t, rows); err != nil {
 		if !refused(err) {
-			return 0, fmt.Errorf("herald/outbox: forward %s: %w", o.table, err)
+			return 0, held, fmt.Errorf("herald/outbox: forward %s: %w", o.table, err)
 		}
 		// The transport refuses an event for good (too large, an invalid
 		// name or event): find it, one at a time, and move it aside to
 		// <table>_dead with the error, so that it does not hold back the
 		// events behind it forever.
 		if err := o.publishEach(ctx, tx, t, rows); err != nil {
-			return 0, fmt.Errorf("herald/outbox: forward %s: %w", o.table, err)
+			return 0, held, fmt.Errorf("herald/outbox: forward %s: %w", o.table, err)
 		}
 	}
 	seqs := make([]int64, len(rows))
@@ -127,21 +136,22 @@ func (o *Outbox) forwardBatch(ctx context.Context, t transport.Transport) (int, 
 		seqs[i] = r.seq
 	}
 	if _, err := tx.ExecContext(ctx, o.deleteSQL, seqs); err != nil {
-		return 0, fmt.Errorf("herald/outbox: forward %s: delete: %w", o.table, err)
+		return 0, held, fmt.Errorf("herald/outbox: forward %s: delete: %w", o.table, err)
 	}
 	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("herald/outbox: forward %s: commit: %w", o.table, err)
+		return 0, held, fmt.Errorf("herald/outbox: forward %s: commit: %w", o.table, err)
 	}
-	return len(rows), nil
+	return len(rows), held, nil
 }
 
-func (o *Outbox) read(ctx context.Context, tx *sql.Tx) ([]row, error) {
+// read reads the next batch of ready rows in forwarding order, and whether
+// any committed row is held back by an older transaction in progress.
+func (o *Outbox) read(ctx context.Context, tx *sql.Tx) (out []row, held bool, err error) {
 	rs, err := tx.QueryContext(ctx, o.selectSQL, o.cfg.batchSize)
 	if err != nil {
-		return nil, fmt.Errorf("herald/outbox: forward %s: read: %w", o.table, err)
+		return nil, false, fmt.Errorf("herald/outbox: forward %s: read: %w", o.table, err)
 	}
 	defer rs.Close()
-	var out []row
 	for rs.Next() {
 		var (
 			r       row
@@ -149,19 +159,23 @@ func (o *Outbox) read(ctx context.Context, tx *sql.Tx) ([]row, error) {
 			payload []byte
 		)
 		if err := rs.Scan(&r.seq, &r.topic, &id, &payload, &md); err != nil {
-			return nil, fmt.Errorf("herald/outbox: forward %s: read: %w", o.table, err)
+			return nil, false, fmt.Errorf("herald/outbox: forward %s: read: %w", o.table, err)
+		}
+		if r.seq < 0 { // the marker of held-back rows
+			held = true
+			continue
 		}
 		r.msg = message.NewMessage(id, payload)
 		if err := json.Unmarshal([]byte(md), &r.msg.Metadata); err != nil {
-			return nil, fmt.Errorf("herald/outbox: forward %s: event %s: metadata: %w", o.table, id, err)
+			return nil, false, fmt.Errorf("herald/outbox: forward %s: event %s: metadata: %w", o.table, id, err)
 		}
 		r.msg.SetContext(ctx)
 		out = append(out, r)
 	}
 	if err := rs.Err(); err != nil {
-		return nil, fmt.Errorf("herald/outbox: forward %s: read: %w", o.table, err)
+		return nil, false, fmt.Errorf("herald/outbox: forward %s: read: %w", o.table, err)
 	}
-	return out, nil
+	return out, held, nil
 }
 
 // refused reports whether err is a transport's refusal that no retry can

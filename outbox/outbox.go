@@ -112,8 +112,12 @@ func WithBatchSize(n int) Option {
 // WithPollInterval sets how often an idle forwarder looks at the table when
 // no notification woke it, from 10ms to 1 hour; default
 // [DefaultPollInterval]. Notifications make delivery prompt; the poll catches
-// what they cannot (a listener reconnecting, an older transaction that held
-// events back and committed nothing of its own).
+// what they cannot (a notification lost while the listener reconnects).
+// Events held back by an older transaction still in progress (see the
+// package documentation) do not wait for the poll: while there are any, the
+// forwarder looks again after the minimum backoff ([WithBackoff]), doubling
+// up to the poll interval, as that transaction may end without a
+// notification (it stored no event).
 func WithPollInterval(d time.Duration) Option {
 	return func(c *config) error {
 		if d < 10*time.Millisecond || d > time.Hour {
@@ -194,8 +198,14 @@ func New(db *sql.DB, b *bus.Bus, opts ...Option) (*Outbox, error) {
 	}
 	o.insertSQL = `WITH ins AS (INSERT INTO ` + o.table + ` (topic, event_id, payload, metadata) VALUES ($1, $2, $3, $4::jsonb) RETURNING 1)
 SELECT pg_notify($5, '') FROM ins`
-	o.selectSQL = `SELECT seq, topic, event_id, payload, metadata::text FROM ` + o.table + `
-WHERE xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY xid, seq LIMIT $1`
+	// The ready rows in order, then, if any row is held back (committed, but
+	// by a transaction younger than one still in progress), one row with seq
+	// -1 that says so. One statement: one snapshot for both.
+	o.selectSQL = `(SELECT seq, topic, event_id, payload, metadata::text FROM ` + o.table + `
+WHERE xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY xid, seq LIMIT $1)
+UNION ALL
+(SELECT -1, '', '', ''::bytea, '' FROM ` + o.table + `
+WHERE xid >= pg_snapshot_xmin(pg_current_snapshot()) LIMIT 1)`
 	o.deleteSQL = `DELETE FROM ` + o.table + ` WHERE seq = ANY($1)`
 	o.deadSQL = `INSERT INTO ` + o.table + `_dead (seq, topic, event_id, payload, metadata, stored_at, error)
 	SELECT seq, topic, event_id, payload, metadata, stored_at, $2 FROM ` + o.table + ` WHERE seq = $1`

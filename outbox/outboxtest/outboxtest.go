@@ -14,6 +14,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/hex"
 	"strings"
 	"sync"
@@ -37,6 +38,13 @@ func URL(t testing.TB) string {
 
 // DB opens a pool on the database at POSTGRES_URL (see URL), checks that it
 // answers, and closes it when t ends.
+//
+// The tests that use DB run one at a time on a Postgres server, whatever
+// their package: DB waits (up to [ExclusiveWait]) for the test before it,
+// in any process, to end. The outbox holds back the events of every
+// transaction younger than one still in progress anywhere on the server
+// (see package outbox, Order), so a test's transactions would otherwise
+// delay another package's events, at random.
 func DB(t testing.TB) *sql.DB {
 	t.Helper()
 	db, err := sql.Open("pgx", URL(t))
@@ -49,7 +57,37 @@ func DB(t testing.TB) *sql.DB {
 	if err := db.PingContext(ctx); err != nil {
 		t.Fatalf("outboxtest: Postgres at %s does not answer: %v", EnvURL, err)
 	}
+	exclusive(t, db)
 	return db
+}
+
+// ExclusiveWait bounds how long [DB] waits for the tests of other packages
+// to end.
+const ExclusiveWait = 10 * time.Minute
+
+// exclusiveKey is the advisory lock that serialises the tests using DB.
+const exclusiveKey = 0x6865726f62 // "herob"
+
+// exclusive holds the tests' advisory lock on a connection of its own
+// until t ends.
+func exclusive(t testing.TB, db *sql.DB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), ExclusiveWait)
+	defer cancel()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatalf("outboxtest: connect: %v", err)
+	}
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", exclusiveKey); err != nil {
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn }) // drop the session, and the lock with it
+		_ = conn.Close()
+		t.Fatalf("outboxtest: waiting %v for the outbox tests of other packages to end: %v", ExclusiveWait, err)
+	}
+	t.Cleanup(func() {
+		// Ending the session releases the lock, whatever state it is in.
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		_ = conn.Close()
+	})
 }
 
 // Table returns "schema.outbox" in a new schema of the test's own, dropped
