@@ -2,6 +2,9 @@ package outbox
 
 import (
 	"context"
+	"database/sql"
+	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -110,7 +113,14 @@ func TestHeldBackEventsForwardedWithoutNotification(t *testing.T) {
 	from := rounds.Load()
 	// Without the re-check, the notification's round would be the last
 	// before the poll.
-	bustest.Eventually(t, 10*time.Second, func() bool { return rounds.Load() >= from+4 }, "the forwarder did not look again at the held-back event")
+	deadline := time.Now().Add(20 * time.Second)
+	for tick := time.NewTicker(time.Millisecond); rounds.Load() < from+4; <-tick.C {
+		if time.Now().After(deadline) {
+			tick.Stop()
+			t.Fatalf("the forwarder did not look again at the held-back event: %d rounds since it was stored; %s",
+				rounds.Load()-from, activity(t, db))
+		}
+	}
 	if n := forwarded.Load(); n != 0 || rec.Len() != 0 {
 		t.Fatalf("%d events forwarded, %d delivered while an older transaction was open; want none", n, rec.Len())
 	}
@@ -120,4 +130,25 @@ func TestHeldBackEventsForwardedWithoutNotification(t *testing.T) {
 	if got := rec.Wait(t, 1, 10*time.Second); got[0].Seq != 1 {
 		t.Errorf("delivered %v, want [{1}]", got)
 	}
+}
+
+// activity describes the server's busy backends, for a failure message.
+func activity(t *testing.T, db *sql.DB) string {
+	rs, err := db.Query(`SELECT pid, state, coalesce(wait_event_type, ''), coalesce(wait_event, ''), left(query, 80)
+FROM pg_stat_activity WHERE state <> 'idle' AND pid <> pg_backend_pid()`)
+	if err != nil {
+		return "pg_stat_activity: " + err.Error()
+	}
+	defer rs.Close()
+	var sb strings.Builder
+	sb.WriteString("busy backends:")
+	for rs.Next() {
+		var pid int
+		var state, wtype, wevent, query string
+		if err := rs.Scan(&pid, &state, &wtype, &wevent, &query); err != nil {
+			return sb.String() + " " + err.Error()
+		}
+		fmt.Fprintf(&sb, "\n  %d %s %s/%s %q", pid, state, wtype, wevent, query)
+	}
+	return sb.String()
 }
