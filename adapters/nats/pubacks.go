@@ -208,15 +208,18 @@ func (a *acker) failAll(err error) {
 }
 
 // close refuses new publishes (transport.ErrClosed), waits up to wait for the
-// PubAcks of those in flight (a lost connection fails them at once), then
-// fails what is still pending with transport.ErrClosed and unsubscribes. Waiting matters: an event the stream
-// stored may already be handled, and the handler may be what closes the
-// transport; its publisher must still learn that the publish succeeded.
+// PubAcks of those in flight while the connection is up (a lost connection
+// fails them at once; publishes made while it is down wait in the client's
+// reconnect buffer, and no PubAck can come for them), then fails what is
+// still pending with transport.ErrClosed and unsubscribes. Waiting matters:
+// an event the stream stored may already be handled, and the handler may be
+// what closes the transport; its publisher must still learn that the
+// publish succeeded.
 func (a *acker) close(wait time.Duration) {
 	a.mu.Lock()
 	a.closed = true
 	var idle chan struct{}
-	if len(a.pending) > 0 && a.sub != nil {
+	if len(a.pending) > 0 && a.sub != nil && a.nc.IsConnected() {
 		idle = make(chan struct{})
 		a.idle = idle
 	}

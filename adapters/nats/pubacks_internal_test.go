@@ -107,3 +107,42 @@ func TestCloseWaitsForPubAcksInFlight(t *testing.T) {
 		t.Errorf("a publish never acknowledged: %v after close, want ErrClosed", f.err)
 	}
 }
+
+// A publish made while the connection is down waits in the client's
+// reconnect buffer: no PubAck can come for it, so close does not wait for
+// one (it used to wait the whole RequestTimeout, past the bus's Close
+// deadline), and fails it with ErrClosed.
+func TestCloseDoesNotWaitForPubAcksWhileDisconnected(t *testing.T) {
+	srv := natstest.New(t)
+	down := make(chan struct{})
+	nc, err := nats.Connect(srv.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(time.Hour),
+		nats.DisconnectErrHandler(func(*nats.Conn, error) { close(down) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	a := newAcker(nc, time.Hour, func() {})
+	if _, err := a.publish(&nats.Msg{Subject: "first"}); err != nil { // subscribes for PubAcks
+		t.Fatal(err)
+	}
+	srv.Shutdown()
+	<-down
+	f, err := a.publish(&nats.Msg{Subject: "buffered", Data: []byte("e")})
+	if err != nil {
+		t.Fatalf("publish while reconnecting: %v, want it buffered", err)
+	}
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		a.close(time.Hour)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("close waited for a PubAck while the connection was down")
+	}
+	<-f.done
+	if !errors.Is(f.err, transport.ErrClosed) {
+		t.Errorf("the buffered publish: %v after close, want ErrClosed", f.err)
+	}
+}
