@@ -231,8 +231,15 @@ func (t *Transport) buildMsg(topic string, m *message.Message, forStream bool) (
 	lean := forStream && m.UUID != ""
 	h := make(nats.Header, len(m.Metadata)+1)
 	size := len(m.Payload) + len("NATS/1.0\r\n\r\n")
+	// A replay of the event carries the Herald-Id left out here: the size
+	// check keeps room for it, so that every event published can be replayed.
+	reserve := 0
 	for k, v := range m.Metadata {
-		if reservedKey(k) || lean && k == transport.KeyID && v == m.UUID {
+		if reservedKey(k) {
+			continue
+		}
+		if lean && k == transport.KeyID && v == m.UUID {
+			reserve = len(k) + len(v) + 4
 			continue
 		}
 		if err := validHeader(k, v); err != nil {
@@ -249,8 +256,9 @@ func (t *Transport) buildMsg(topic string, m *message.Message, forStream bool) (
 	if srv := t.nc.MaxPayload(); srv > 0 && (limit == 0 || srv < limit) {
 		limit = srv
 	}
-	if limit > 0 && int64(size) > limit {
-		return nil, fmt.Errorf("%w: message %s is %d bytes with its headers, the limit is %d", transport.ErrTooLarge, m.UUID, size, limit)
+	if limit > 0 && int64(size+reserve) > limit {
+		return nil, fmt.Errorf("%w: message %s is %d bytes with its headers (and a replay's %s), the limit is %d",
+			transport.ErrTooLarge, m.UUID, size+reserve, transport.KeyID, limit)
 	}
 	return &nats.Msg{Subject: t.Subject(t.publishTopic(topic, m)), Header: h, Data: m.Payload}, nil
 }
