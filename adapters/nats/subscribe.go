@@ -509,9 +509,10 @@ func (p *pump) nakDelay(wm *message.Message) time.Duration {
 
 // message converts a pulled message to a watermill one.
 func (p *pump) message(m *nats.Msg) *message.Message {
-	id := m.Header.Get(jetstream.MsgIDHeader)
+	msgID, heraldID := m.Header.Get(jetstream.MsgIDHeader), m.Header.Get(transport.KeyID)
+	id := msgID
 	if id == "" {
-		id = m.Header.Get(transport.KeyID)
+		id = heraldID
 	}
 	var delivered uint64 = 1
 	if tr, ok := p.seqs[m]; ok { // its reply subject parsed (hold)
@@ -526,7 +527,9 @@ func (p *pump) message(m *nats.Msg) *message.Message {
 			wm.Metadata[k] = v[0]
 		}
 	}
-	restoreID(m.Header, wm.Metadata)
+	if heraldID == "" && msgID != "" { // see restoreID
+		wm.Metadata[transport.KeyID] = msgID
+	}
 	wm.Metadata[transport.KeyDeliveryCount] = strconv.FormatUint(delivered, 10)
 	wm.SetContext(p.ctx)
 	return wm
