@@ -21,7 +21,7 @@
 // One stream (Config.StreamName, default "HERALD") captures
 // "<SubjectPrefix>.>" (default "herald.>"); an event named E is published on
 // "<SubjectPrefix>.E", with its ID as Nats-Msg-Id and its metadata as headers
-// (Herald-Id, Herald-Event, ...: see package transport). Handler H consumes
+// (see "Headers" below). Handler H consumes
 // event E through the durable pull consumer named after (H, E), and replays of
 // its poison records through a second one on "<SubjectPrefix>._replay.H"
 // (nats-server 2.9 allows one filter subject per consumer). A handler name
@@ -38,6 +38,32 @@
 // Requests (bus.Handle, bus.Request) travel on core NATS, on
 // [Transport.RequestSubject] ("<SubjectPrefix>_request.<event name>"), outside
 // every stream (see [Transport.Request]).
+//
+// # Headers
+//
+// An event in the stream carries these headers; a publisher in another
+// language sends the same ones:
+//
+//	Nats-Msg-Id            the event ID, also the stream's dedup ID   required*
+//	Herald-Id              the event ID                               required*
+//	Herald-Event           the event name                             required
+//	Herald-Correlation-Id  the ID of the chain's first event          default: the event ID
+//	Herald-Causation-Id    the ID of the event that caused it         default: none
+//	Herald-Published-At    RFC 3339 time                              default: none
+//	Herald-Ordering-Key    the ordering key (see partitions below)    default: none
+//	Content-Type           the payload's codec                        default: application/json
+//
+// * At least one of the two. The event ID is Herald-Id when present, else
+// Nats-Msg-Id; Herald sends Herald-Id only when it differs from Nats-Msg-Id
+// (a replay, whose Nats-Msg-Id is its poison record's ID), so a consumer in
+// another language reads Herald-Id and falls back to Nats-Msg-Id. Herald
+// itself leaves out the defaults, and the metadata given with
+// bus.WithMetadata travels as headers of its own name; Nats-* headers other
+// than Nats-Msg-Id are the server's. A message without an event ID or
+// Herald-Event is poisoned ("not published by Herald?"). A Herald release
+// before this layout reads the ID from Herald-Id only: upgrade consumers
+// before publishers. Requests ([Transport.Request]) carry Herald-Id, as core
+// NATS has no Nats-Msg-Id.
 //
 // # Ordering by key: partitions
 //

@@ -213,15 +213,33 @@ func (t *Transport) PublishAsync(ctx context.Context, topic string, m *message.M
 	return nil
 }
 
-// natsMsg builds the NATS message of m on topic.
+// natsMsg builds the stream message of m on topic: m.UUID travels as
+// Nats-Msg-Id, and the Herald-Id header only when it differs from it (the
+// receiver restores it from Nats-Msg-Id: see restoreID).
 func (t *Transport) natsMsg(topic string, m *message.Message) (*nats.Msg, error) {
+	return t.buildMsg(topic, m, true)
+}
+
+// buildMsg builds the NATS message of m on topic. For the stream (forStream),
+// m.UUID becomes the Nats-Msg-Id header and a Herald-Id metadata entry equal
+// to it is left out; otherwise (a core NATS request) the metadata travels
+// whole and m.UUID not at all.
+func (t *Transport) buildMsg(topic string, m *message.Message, forStream bool) (*nats.Msg, error) {
 	if err := validSubject(topic); err != nil {
 		return nil, fmt.Errorf("herald/nats: topic: %w: %w", transport.ErrInvalidName, err)
 	}
+	lean := forStream && m.UUID != ""
 	h := make(nats.Header, len(m.Metadata)+1)
 	size := len(m.Payload) + len("NATS/1.0\r\n\r\n")
+	// A replay of the event carries the Herald-Id left out here: the size
+	// check keeps room for it, so that every event published can be replayed.
+	reserve := 0
 	for k, v := range m.Metadata {
 		if reservedKey(k) {
+			continue
+		}
+		if lean && k == transport.KeyID && v == m.UUID {
+			reserve = len(k) + len(v) + 4
 			continue
 		}
 		if err := validHeader(k, v); err != nil {
@@ -230,7 +248,7 @@ func (t *Transport) natsMsg(topic string, m *message.Message) (*nats.Msg, error)
 		h[k] = []string{v}
 		size += len(k) + len(v) + 4
 	}
-	if m.UUID != "" {
+	if lean {
 		h[jetstream.MsgIDHeader] = []string{m.UUID}
 		size += len(jetstream.MsgIDHeader) + len(m.UUID) + 4
 	}
@@ -238,8 +256,9 @@ func (t *Transport) natsMsg(topic string, m *message.Message) (*nats.Msg, error)
 	if srv := t.nc.MaxPayload(); srv > 0 && (limit == 0 || srv < limit) {
 		limit = srv
 	}
-	if limit > 0 && int64(size) > limit {
-		return nil, fmt.Errorf("%w: message %s is %d bytes with its headers, the limit is %d", transport.ErrTooLarge, m.UUID, size, limit)
+	if limit > 0 && int64(size+reserve) > limit {
+		return nil, fmt.Errorf("%w: message %s is %d bytes with its headers (and a replay's %s), the limit is %d",
+			transport.ErrTooLarge, m.UUID, size+reserve, transport.KeyID, limit)
 	}
 	return &nats.Msg{Subject: t.Subject(t.publishTopic(topic, m)), Header: h, Data: m.Payload}, nil
 }

@@ -17,8 +17,9 @@ import (
 // request of event name T is a NATS request on "<SubjectPrefix>_request.T",
 // outside the events stream's subjects; a handler H answers it from the queue
 // group H, so that the processes running H share the requests. The request
-// carries the event headers (Herald-Id, Herald-Event, ...) and
-// Herald-Deadline; the reply carries the encoded answer and Herald-Handler,
+// carries the event headers (Herald-Id, Herald-Event, ...; Herald-Id always,
+// as a request has no Nats-Msg-Id; a foreign requester may send the ID as
+// Nats-Msg-Id instead) and Herald-Deadline; the reply carries the encoded answer and Herald-Handler,
 // or, when the handler failed, an empty body and Herald-Error, the error's
 // message. A service in another language answers Herald requests by
 // subscribing to the subject (in the queue group of its handler name) and
@@ -39,12 +40,12 @@ func (t *Transport) Request(ctx context.Context, topic string, req *message.Mess
 	if t.isClosed() {
 		return nil, transport.ErrClosed
 	}
-	m, err := t.natsMsg(topic, req)
+	// Core NATS has no Nats-Msg-Id: the request's ID travels as Herald-Id.
+	m, err := t.buildMsg(topic, req, false)
 	if err != nil {
 		return nil, err
 	}
 	m.Subject = t.RequestSubject(topic)
-	m.Header.Del(jetstream.MsgIDHeader)
 	resp, err := t.nc.RequestMsgWithContext(ctx, m)
 	switch {
 	case err == nil:
@@ -107,12 +108,17 @@ type responder struct {
 }
 
 func (r *responder) received(m *nats.Msg) {
-	wm := message.NewMessage(m.Header.Get(transport.KeyID), m.Data)
+	id := m.Header.Get(transport.KeyID)
+	if id == "" {
+		id = m.Header.Get(jetstream.MsgIDHeader) // a foreign requester's
+	}
+	wm := message.NewMessage(id, m.Data)
 	for k, v := range m.Header {
 		if len(v) > 0 && !reservedKey(k) {
 			wm.Metadata[k] = v[0]
 		}
 	}
+	restoreID(m.Header, wm.Metadata)
 	req := transport.Request{Message: wm, Reply: func(reply *message.Message) error { return r.reply(m, reply) }}
 	if taken, _ := r.in.Send(context.Background(), nil, req); taken {
 		return

@@ -41,7 +41,8 @@ import (
 //     context (the Subscribe ctx) has ended, i.e. on shutdown. The server
 //     keeps the event meanwhile: nothing of the process waits for it.
 //   - A received message has UUID = its Nats-Msg-Id (or Herald-Id) header,
-//     every header as metadata except Nats-* ones, and [transport.KeyDeliveryCount] =
+//     every header as metadata except Nats-* ones, [transport.KeyID] = its
+//     Nats-Msg-Id when it has no Herald-Id header, and [transport.KeyDeliveryCount] =
 //     the number of deliveries to this handler. Its context is Subscribe's ctx.
 //   - While the transport holds an event (prefetched or being handled), it
 //     sends progress acks every third of the consumer's AckWait (see
@@ -508,9 +509,10 @@ func (p *pump) nakDelay(wm *message.Message) time.Duration {
 
 // message converts a pulled message to a watermill one.
 func (p *pump) message(m *nats.Msg) *message.Message {
-	id := m.Header.Get(jetstream.MsgIDHeader)
+	msgID, heraldID := m.Header.Get(jetstream.MsgIDHeader), m.Header.Get(transport.KeyID)
+	id := msgID
 	if id == "" {
-		id = m.Header.Get("Herald-Id")
+		id = heraldID
 	}
 	var delivered uint64 = 1
 	if tr, ok := p.seqs[m]; ok { // its reply subject parsed (hold)
@@ -525,9 +527,25 @@ func (p *pump) message(m *nats.Msg) *message.Message {
 			wm.Metadata[k] = v[0]
 		}
 	}
+	if heraldID == "" && msgID != "" { // see restoreID
+		wm.Metadata[transport.KeyID] = msgID
+	}
 	wm.Metadata[transport.KeyDeliveryCount] = strconv.FormatUint(delivered, 10)
 	wm.SetContext(p.ctx)
 	return wm
+}
+
+// restoreID sets the Herald-Id metadata of a message received with headers h
+// to its Nats-Msg-Id when h has no Herald-Id: Herald leaves Herald-Id out
+// when it equals the Nats-Msg-Id (see natsMsg), and a foreign publisher may
+// send only the Nats-Msg-Id.
+func restoreID(h nats.Header, md message.Metadata) {
+	if h.Get(transport.KeyID) != "" {
+		return
+	}
+	if id := h.Get(jetstream.MsgIDHeader); id != "" {
+		md[transport.KeyID] = id
+	}
 }
 
 // shutdown ends the pull requests and gives back every message held: those

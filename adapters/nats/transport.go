@@ -427,11 +427,13 @@ func atLeast(v string, major, minor int) bool {
 //     in flight.
 //   - msg.UUID becomes the Nats-Msg-Id header: the stream drops a duplicate
 //     within the DuplicateWindow, and a duplicate counts as published.
-//   - Every metadata entry becomes a header; keys starting with "Nats-" are
-//     reserved for the transport and skipped; a key or value that cannot be a
-//     header (a line break in a value) is an error.
-//   - A message larger than MaxPayload (or the server's max_payload) gives an
-//     error wrapping [transport.ErrTooLarge]; on a closed transport, [transport.ErrClosed].
+//   - Every metadata entry becomes a header, except Herald-Id when it equals
+//     msg.UUID (receivers read it from Nats-Msg-Id); keys starting with
+//     "Nats-" are reserved for the transport and skipped; a key or value that
+//     cannot be a header (a line break in a value) is an error.
+//   - A message larger than MaxPayload (or the server's max_payload), counting
+//     the Herald-Id header a replay of it would carry, gives an error wrapping
+//     [transport.ErrTooLarge]; on a closed transport, [transport.ErrClosed].
 //   - On error, messages other than the one reported may have been stored.
 //
 // The transport creates its streams first if [Transport.Start] has not. The

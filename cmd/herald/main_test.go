@@ -154,8 +154,8 @@ func handlerByName(t *testing.T, url, name string) handlerRow {
 	return handlerRow{}
 }
 
-func publishSignup(b *bus.Bus, email string) error {
+func publishSignup(b *bus.Bus, email string, opts ...bus.PublishOption) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return bus.Publish(ctx, b, Signup{Email: email})
+	return bus.Publish(ctx, b, Signup{Email: email}, opts...)
 }

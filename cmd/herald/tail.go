@@ -106,6 +106,9 @@ func (a *app) printEvent(m jetstream.Msg, asJSON bool) error {
 		CorrelationID: h.Get(transport.KeyCorrelationID), CausationID: h.Get(transport.KeyCausationID),
 		PublishedAt: h.Get(transport.KeyPublishedAt),
 	}
+	if line.ID == "" { // Herald sends the ID once, as Nats-Msg-Id
+		line.ID = h.Get(jetstream.MsgIDHeader)
+	}
 	if md, err := m.Metadata(); err == nil {
 		line.Stream = md.Sequence.Stream
 	}
