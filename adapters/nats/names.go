@@ -19,6 +19,23 @@ func validSubject(s string) error {
 	if s == "" {
 		return fmt.Errorf("empty subject")
 	}
+	// Every publish checks its subject: ASCII, the usual case, byte by
+	// byte; anything else by rune, below.
+	ascii := true
+	prevByte := byte('.')
+	for i := 0; i < len(s) && ascii; i++ {
+		c := s[i]
+		switch {
+		case c >= 0x80:
+			ascii = false
+		case c == '.' && prevByte == '.', c == '*', c == '>', c <= ' ', c == 0x7f:
+			ascii = false // let the rune loop say what is wrong
+		}
+		prevByte = c
+	}
+	if ascii && prevByte != '.' {
+		return nil
+	}
 	prev := '.'
 	for _, r := range s {
 		switch {

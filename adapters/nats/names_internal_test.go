@@ -43,3 +43,38 @@ func TestRedact(t *testing.T) {
 		t.Errorf("redact = %q", got)
 	}
 }
+
+// validSubject's ASCII fast path and its rune loop agree: every subject is
+// accepted or refused as a rune-by-rune check would.
+func TestValidSubject(t *testing.T) {
+	for _, tc := range []struct {
+		s  string
+		ok bool
+	}{
+		{"orders.placed", true}, {"a", true}, {"a-b_c.d1", true}, {"ünïcode.h", true}, {"a~b|c", true},
+		{"", false}, {".a", false}, {"a.", false}, {"a..b", false}, {"a.*", false}, {"a.>", false}, {"a*b", false},
+		{"a b", false}, {"a\tb", false}, {"a\nb", false}, {"a\x00b", false}, {"a\x7fb", false},
+		{"a\u00a0b", false}, {"a\u0085b", false}, {"a\u2003b", false}, {"ü..x", false}, {"ü.", false},
+	} {
+		if err := validSubject(tc.s); (err == nil) != tc.ok {
+			t.Errorf("validSubject(%q) = %v, want ok %v", tc.s, err, tc.ok)
+		}
+	}
+}
+
+// validHeader refuses a value with a line break, and keys that cannot be
+// header names.
+func TestValidHeader(t *testing.T) {
+	for _, tc := range []struct {
+		k, v string
+		ok   bool
+	}{
+		{"Herald-Event", "orders.placed", true}, {"X", "", true}, {"X", "a\u00e9b", true},
+		{"", "v", false}, {"A B", "v", false}, {"A:B", "v", false}, {"A\x7f", "v", false},
+		{"X", "a\nb", false}, {"X", "a\rb", false}, {"X", "\r\n", false},
+	} {
+		if err := validHeader(tc.k, tc.v); (err == nil) != tc.ok {
+			t.Errorf("validHeader(%q, %q) = %v, want ok %v", tc.k, tc.v, err, tc.ok)
+		}
+	}
+}

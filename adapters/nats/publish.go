@@ -279,7 +279,7 @@ func validHeader(k, v string) error {
 			return fmt.Errorf("key %q: a header name cannot contain ':', spaces or control characters", k)
 		}
 	}
-	if strings.ContainsAny(v, "\r\n") {
+	if strings.IndexByte(v, '\n') >= 0 || strings.IndexByte(v, '\r') >= 0 {
 		return fmt.Errorf("%q: a header value cannot contain a line break", k)
 	}
 	return nil
