@@ -53,7 +53,11 @@ func (l *keyLog) handler(replica string) func(context.Context, Order) error {
 			}
 			l.mu.Unlock()
 			if hold != nil {
-				<-hold
+				select {
+				case <-hold:
+				case <-ctx.Done(): // the test failed before b joined
+					return ctx.Err()
+				}
 			}
 		}
 		time.Sleep(3 * time.Millisecond) // work: keeps events in flight at each rebalance
@@ -120,7 +124,8 @@ func (l *keyLog) dups(t *testing.T) int {
 	return n
 }
 
-// joinHook calls joined when its client sends a JoinGroup request.
+// joinHook is a kgo hook that calls itself when its client sends a
+// JoinGroup request.
 type joinHook func()
 
 func (h joinHook) OnBrokerWrite(_ kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, err error) {
