@@ -87,6 +87,7 @@ type Subscription struct {
 	ctx       context.Context
 	cancel    context.CancelFunc // cancels in-flight handlers
 	wg        sync.WaitGroup
+	workers   chan struct{} // closed when every worker has returned
 	done      chan struct{} // closed when every worker has returned and the transport side is released
 	doneOnce  sync.Once
 	release   []func()
@@ -110,7 +111,7 @@ func (b *Bus) subscribe(name, event string, terminal message.HandlerFunc, sc sub
 	})
 	s := &Subscription{b: b, name: name, event: event, cfg: sc, chain: chain, stats: st, serve: sc.request,
 		userMW: len(sc.middleware)+len(b.cfg.middleware) > 0,
-		stop:   make(chan struct{}), abort: make(chan struct{}), done: make(chan struct{})}
+		stop:   make(chan struct{}), abort: make(chan struct{}), workers: make(chan struct{}), done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
 	b.mu.Lock()
@@ -259,6 +260,7 @@ func (s *Subscription) start() error {
 	s.started = true
 	go func() {
 		s.wg.Wait()
+		close(s.workers)
 		for _, r := range s.release {
 			r()
 		}
@@ -342,7 +344,10 @@ func (s *Subscription) nacked(msg *message.Message, err error) time.Duration {
 // Subscribe.
 //
 // Stop returns ctx's error if handlers were still running 100ms after ctx
-// ended and their ctx was cancelled. It is safe to call more than once. Called
+// ended and their ctx was cancelled. Once they have returned, Stop waits for
+// the transport to release the handler's consumer (a last offset commit, a
+// group leave), which the transport bounds by its own timeouts, not by ctx.
+// It is safe to call more than once. Called
 // from one of the bus's handlers, Stop cannot wait for that handler to return:
 // it starts the stop and returns nil at once; watch [Subscription.Done].
 func (s *Subscription) Stop(ctx context.Context) error {
@@ -380,24 +385,34 @@ func (s *Subscription) Stop(ctx context.Context) error {
 	return s.wait(ctx)
 }
 
-// wait waits for the workers to end until ctx ends, then cancels them.
+// wait waits for the workers to end until ctx ends, then cancels them; once
+// they have returned, it waits for the transport to release the handler's
+// queue or consumer.
+//
+// Only the workers are held to ctx and stopGrace: the release (a Kafka
+// member's last commit and LeaveGroup, a NATS consumer's drain) is the
+// transport's, bounded by its own request timeouts, and may well take longer
+// than stopGrace on a loaded machine. Counting it against the handlers
+// reported a handler that had returned as "still running".
 func (s *Subscription) wait(ctx context.Context) error {
+	var cause error
 	select {
-	case <-s.done:
-		s.cancel()
-		return s.unhandled(nil)
+	case <-s.workers:
 	case <-ctx.Done():
+		s.abortOnce.Do(func() { close(s.abort) })
+		s.cancel() // in-flight handlers: give up; those that honour ctx return at once
+		t := time.NewTimer(stopGrace)
+		defer t.Stop()
+		select {
+		case <-s.workers:
+			cause = ctx.Err()
+		case <-t.C:
+			return fmt.Errorf("herald: handler %q still running after stop deadline: %w", s.name, ctx.Err())
+		}
 	}
-	s.abortOnce.Do(func() { close(s.abort) })
-	s.cancel() // in-flight handlers: give up; those that honour ctx return at once
-	t := time.NewTimer(stopGrace)
-	defer t.Stop()
-	select {
-	case <-s.done:
-		return s.unhandled(ctx.Err())
-	case <-t.C:
-		return fmt.Errorf("herald: handler %q still running after stop deadline: %w", s.name, ctx.Err())
-	}
+	<-s.done
+	s.cancel()
+	return s.unhandled(cause)
 }
 
 // unhandled reports the events a memory queue still held when its workers

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/heraldbus/herald/adapters/kafka"
 	"github.com/heraldbus/herald/bus"
@@ -29,6 +31,11 @@ type keyLog struct {
 	by      map[string]int // replica name -> handled
 	total   int
 	changed chan struct{}
+	// hold, when set, is waited on by replica a's handler once total
+	// reached holdAt: a does not work through the backlog before b joins.
+	hold   chan struct{}
+	holdAt int
+	firstB time.Time // when b handled its first event
 }
 
 func newKeyLog() *keyLog { return &keyLog{seqs: map[string][]int{}, by: map[string]int{}} }
@@ -38,11 +45,29 @@ func (l *keyLog) handler(replica string) func(context.Context, Order) error {
 		if m, _ := handlers.FromContext(ctx); m.OrderingKey != o.Key {
 			return fmt.Errorf("ordering key %q on an event of key %q", m.OrderingKey, o.Key)
 		}
+		if replica == "a" {
+			l.mu.Lock()
+			hold := l.hold
+			if l.total < l.holdAt {
+				hold = nil
+			}
+			l.mu.Unlock()
+			if hold != nil {
+				select {
+				case <-hold:
+				case <-ctx.Done(): // the test failed before b joined
+					return ctx.Err()
+				}
+			}
+		}
 		time.Sleep(3 * time.Millisecond) // work: keeps events in flight at each rebalance
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		l.seqs[o.Key] = append(l.seqs[o.Key], o.Seq)
 		l.by[replica]++
+		if replica == "b" && l.firstB.IsZero() {
+			l.firstB = time.Now()
+		}
 		l.total++
 		if l.changed != nil {
 			close(l.changed)
@@ -99,6 +124,16 @@ func (l *keyLog) dups(t *testing.T) int {
 	return n
 }
 
+// joinHook is a kgo hook that calls itself when its client sends a
+// JoinGroup request.
+type joinHook func()
+
+func (h joinHook) OnBrokerWrite(_ kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, err error) {
+	if err == nil && key == (&kmsg.JoinGroupRequest{}).Key() {
+		h()
+	}
+}
+
 // A replica of a handler joins mid-stream, on a topic of 4 partitions: the
 // partitions that move wait for their events in flight, so every event is
 // handled once, in publish order per key. Then the first replica leaves
@@ -119,9 +154,27 @@ func TestRebalanceKeepsOrderPerKey(t *testing.T) {
 				c.ClientOptions = []kgo.Opt{kgo.HeartbeatInterval(100 * time.Millisecond)}
 			}
 			log := newKeyLog()
+			// Replica a waits, past a quarter of the stream, until b asks to
+			// join the group: on a loaded machine, making b's bus, topics and
+			// clients took longer than a took to handle the whole backlog
+			// ("the stream ended before b got partitions").
+			joining := make(chan struct{})
+			log.hold, log.holdAt = joining, n/4
+			var joinOnce sync.Once
+			var joinedAt atomic.Int64
+			editB := func(c *kafka.Config) {
+				edit(c)
+				c.ClientOptions = append(c.ClientOptions, kgo.WithHooks(joinHook(func() {
+					joinOnce.Do(func() { joinedAt.Store(time.Now().UnixNano()); close(joining) })
+				})))
+			}
 			replica := func(name string) *bus.Bus {
 				t.Helper()
-				rb, err := bus.New(bus.WithTransport(b.transport(t, edit)))
+				e := edit
+				if name == "b" {
+					e = editB
+				}
+				rb, err := bus.New(bus.WithTransport(b.transport(t, e)))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -199,7 +252,8 @@ func TestRebalanceKeepsOrderPerKey(t *testing.T) {
 					t.Errorf("key %s: %d handlings of %d events", key, len(seqs), perKey)
 				}
 			}
-			t.Logf("FIGURES rebalance events=%d handled=%d duplicates=%d by_a=%d by_b=%d left_at_leave=%d", n, log.total, dups, log.by["a"], log.by["b"], left)
+			t.Logf("FIGURES rebalance events=%d handled=%d duplicates=%d by_a=%d by_b=%d left_at_leave=%d join_to_first_b=%v",
+				n, log.total, dups, log.by["a"], log.by["b"], left, log.firstB.Sub(time.Unix(0, joinedAt.Load())).Round(time.Millisecond))
 		})
 	}
 }

@@ -298,7 +298,14 @@ func (t *Transport) prepareLocked(ctx context.Context) error {
 	}
 	t.strm.Store(&streams{events: events, poison: poison})
 	if t.gen.Load() > 0 {
-		t.recreateConsumers(ctx)
+		if err := t.recreateConsumers(ctx); err != nil && t.cfg.Retention == RetentionInterest {
+			// Not prepared: with interest retention the stream drops an
+			// event that no consumer wants when it is stored, so a publish
+			// let through now would be lost for the handlers whose consumer
+			// is missing. Publishes wait for (and run) the next prepare,
+			// which finds the streams and creates the consumers again.
+			return fmt.Errorf("herald/nats: the streams were created again, not every consumer: %w", err)
+		}
 	}
 	t.gen.Add(1)
 	return nil
@@ -307,8 +314,9 @@ func (t *Transport) prepareLocked(ctx context.Context) error {
 // recreateConsumers ensures the consumers of every running subscriber,
 // after the streams were prepared again: a stream that was missing lost
 // them, and with interest retention an event published before its handler's
-// consumer exists again would not be kept for it.
-func (t *Transport) recreateConsumers(ctx context.Context) {
+// consumer exists again would not be kept for it. It returns the errors of
+// the consumers it could not create (the subscriber of each retries too).
+func (t *Transport) recreateConsumers(ctx context.Context) error {
 	type consumerOf struct {
 		s     *subscriber
 		topic string
@@ -325,15 +333,18 @@ func (t *Transport) recreateConsumers(ctx context.Context) {
 		s.mu.Unlock()
 	}
 	t.mu.Unlock()
+	var errs []error
 	for _, c := range all {
 		cons, _, err := c.s.ensureConsumer(ctx, c.topic)
 		if err != nil {
 			t.cfg.Logger.Warn("could not create a consumer again with the streams; its subscriber will retry",
 				zap.String("handler", c.s.handler), zap.String("topic", c.topic), zap.Error(err))
+			errs = append(errs, err)
 			continue
 		}
 		c.s.cache(c.topic, cons)
 	}
+	return errors.Join(errs...)
 }
 
 // streamMissing reports whether err says that a stream is missing: no

@@ -88,6 +88,9 @@ func TestImageThumbnail(t *testing.T) {
 			if code != http.StatusOK || h.Get("Content-Type") != c.contentType || !bytes.Equal(served, thumb) {
 				t.Errorf("%s: GET /thumbnails/%s: %d %s, %d bytes", c.name, id, code, h.Get("Content-Type"), len(served))
 			}
+			// The handler deletes the upload after it stores the thumbnail:
+			// the job is done once it has.
+			e.waitState(id, "done")
 			if _, err := e.app.store.Get(context.Background(), uploadName(id)); err == nil {
 				t.Errorf("%s: the upload is still stored", c.name)
 			}

@@ -128,6 +128,7 @@ type receivedMail struct {
 // concurrent use.
 type mailbox struct {
 	srv    *smtp.Server
+	ln     net.Listener
 	addr   string
 	served chan struct{} // closed when Serve has returned
 	closed chan struct{} // closed by Close: releases held DATA commands
@@ -148,7 +149,7 @@ func startMailbox() (*mailbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &mailbox{addr: ln.Addr().String(), served: make(chan struct{}), closed: make(chan struct{}), changed: make(chan struct{})}
+	m := &mailbox{ln: ln, addr: ln.Addr().String(), served: make(chan struct{}), closed: make(chan struct{}), changed: make(chan struct{})}
 	m.srv = smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &session{m: m}, nil }))
 	m.srv.Domain = "localhost"
 	m.srv.MaxMessageBytes = 1 << 20
@@ -175,6 +176,10 @@ func (m *mailbox) Close() {
 	}
 	close(m.closed)
 	_ = m.srv.Close()
+	// go-smtp's Close closes the listeners Serve has registered: when Serve
+	// has not run yet, none, and it would then accept forever. Closing ours
+	// makes its Accept fail, and Serve returns (the server is closed).
+	_ = m.ln.Close()
 	<-m.served
 }
 
