@@ -19,38 +19,56 @@ type placed struct {
 
 func (placed) EventName() string { return "outbox_internal_test.Placed" }
 
-// An open transaction holds back the events of every transaction that began
-// writing after it, even committed ones: forwarding them first would break
-// the order when it commits. Once it commits, its events come first.
-func TestOpenTransactionHoldsBackLaterEvents(t *testing.T) {
-	db := outboxtest.DB(t)
+// forwarder is a running forwarder on a table of its own, with the rounds
+// it ran and the events it forwarded counted, a recorder of what billing
+// got, and an open transaction begun before anything was stored.
+type forwarder struct {
+	db                *sql.DB
+	ctx               context.Context
+	ob                *Outbox
+	rec               *bustest.Recorder[placed]
+	older             *sql.Tx
+	rounds, forwarded atomic.Int64
+}
+
+func startForwarder(t *testing.T, opts ...Option) *forwarder {
+	t.Helper()
+	f := &forwarder{db: outboxtest.DB(t)}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
+	f.ctx = ctx
 	b := bustest.New(t)
-	rec := bustest.Record[placed](t, b, "billing")
-	ob, err := New(db, b, WithTable(outboxtest.Table(t, db)), WithPollInterval(10*time.Millisecond))
+	f.rec = bustest.Record[placed](t, b, "billing")
+	ob, err := New(f.db, b, append([]Option{WithTable(outboxtest.Table(t, f.db))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := ob.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	var rounds, forwarded atomic.Int64
 	ob.afterRound = func(n int, err error) {
 		if err != nil {
 			t.Errorf("round: %v", err)
 		}
-		forwarded.Add(int64(n))
-		rounds.Add(1)
+		f.forwarded.Add(int64(n))
+		f.rounds.Add(1)
 	}
-	stopForward := outboxtest.Forward(t, ob.Forward)
-	defer stopForward()
-
-	older, err := db.BeginTx(ctx, nil)
-	if err != nil {
+	f.ob = ob
+	outboxtest.Forward(t, ob.Forward) // stopped when t ends, before the table is dropped
+	if f.older, err = f.db.BeginTx(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = older.Rollback() }()
+	t.Cleanup(func() { _ = f.older.Rollback() })
+	return f
+}
+
+// An open transaction holds back the events of every transaction that began
+// writing after it, even committed ones: forwarding them first would break
+// the order when it commits. Once it commits, its events come first.
+func TestOpenTransactionHoldsBackLaterEvents(t *testing.T) {
+	f := startForwarder(t, WithPollInterval(10*time.Millisecond))
+	db, ctx, ob, rec, older := f.db, f.ctx, f.ob, f.rec, f.older
+	rounds, forwarded := &f.rounds, &f.forwarded
 	if err := Store(ctx, ob, older, placed{Seq: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -76,34 +94,9 @@ func TestOpenTransactionHoldsBackLaterEvents(t *testing.T) {
 // are held back, so they go out soon after it ends, long before the poll
 // (an hour here).
 func TestHeldBackEventsForwardedWithoutNotification(t *testing.T) {
-	db := outboxtest.DB(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	b := bustest.New(t)
-	rec := bustest.Record[placed](t, b, "billing")
-	ob, err := New(db, b, WithTable(outboxtest.Table(t, db)), WithPollInterval(time.Hour), WithBackoff(time.Millisecond, 20*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ob.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	var rounds, forwarded atomic.Int64
-	ob.afterRound = func(n int, err error) {
-		if err != nil {
-			t.Errorf("round: %v", err)
-		}
-		forwarded.Add(int64(n))
-		rounds.Add(1)
-	}
-	stopForward := outboxtest.Forward(t, ob.Forward)
-	defer stopForward()
-
-	older, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = older.Rollback() }()
+	f := startForwarder(t, WithPollInterval(time.Hour), WithBackoff(time.Millisecond, 20*time.Millisecond))
+	db, ctx, ob, rec, older := f.db, f.ctx, f.ob, f.rec, f.older
+	rounds, forwarded := &f.rounds, &f.forwarded
 	if _, err := older.ExecContext(ctx, "SELECT pg_current_xact_id()"); err != nil { // takes a transaction ID
 		t.Fatal(err)
 	}
