@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -94,14 +93,14 @@ type env struct {
 	t   *testing.T
 	app *app
 	srv *httptest.Server
-	log *syncBuffer
+	log *bustest.Buffer
 }
 
 // start starts the service with cfg; it is closed when the test ends, and
 // must close cleanly.
 func start(t *testing.T, cfg config) *env {
 	t.Helper()
-	log := &syncBuffer{}
+	log := &bustest.Buffer{}
 	cfg.Log = log
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
@@ -192,24 +191,6 @@ func (e *env) waitMail(what string, cond func(msgs []receivedMail, attempts int)
 	if err := e.app.mail.Wait(ctx, cond); err != nil {
 		e.t.Fatalf("waiting for %s: %v (%d messages, %d attempts)", what, err, len(e.app.mail.Messages()), e.app.mail.Attempts())
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // waitFor polls cond until it holds, failing the test after testTimeout.

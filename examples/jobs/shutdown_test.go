@@ -19,7 +19,7 @@ type served struct {
 	t      *testing.T
 	app    *app
 	url    string
-	out    *syncBuffer
+	out    *bustest.Buffer
 	cancel context.CancelFunc // SIGINT
 	done   chan error         // serve's error, once it returned
 
@@ -44,7 +44,7 @@ func (s *served) wait() error {
 func serveTest(t *testing.T, args ...string) *served {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &served{t: t, out: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	s := &served{t: t, out: &bustest.Buffer{}, cancel: cancel, done: make(chan error, 1)}
 	ready := make(chan struct{})
 	go func() {
 		s.done <- serve(ctx, append([]string{"-addr", "127.0.0.1:0"}, args...), s.out, func(a *app, addr string) {
@@ -187,7 +187,7 @@ func TestRunBadFlags(t *testing.T) {
 		{[]string{"-addr", "127.0.0.1:0", "-nats", "nats://127.0.0.1:1"}, "nats: "},
 		{[]string{"-addr", "256.0.0.1:0"}, "listen tcp"},
 	} {
-		var out syncBuffer
+		var out bustest.Buffer
 		err := run(context.Background(), c.args, &out)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("run %q: %v, want an error containing %q", c.args, err, c.want)
