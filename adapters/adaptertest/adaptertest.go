@@ -155,6 +155,19 @@ func (s *suite) publish(t *testing.T, b *bus.Bus, from, n int, tag string) {
 	}
 }
 
+// down subscribes a handler of name that does nothing and stops it: the
+// handler is down, and a durable transport keeps its state and its events.
+func (s *suite) down(t *testing.T, b *bus.Bus, name string) {
+	t.Helper()
+	sub, err := bus.Subscribe(b, name, func(context.Context, Event) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Stop(s.ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (s *suite) poison(t *testing.T, b *bus.Bus, handler string, n int) []transport.PoisonRecord {
 	t.Helper()
 	var recs []transport.PoisonRecord

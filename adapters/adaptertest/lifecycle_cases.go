@@ -107,13 +107,7 @@ func (s *suite) durable(t *testing.T, be Backend) {
 		t.Skip("transport is not durable (events live only while a handler of the name runs)")
 	}
 	b1 := s.bus(t, be)
-	sub, err := bus.Subscribe(b1, "durable.h", func(context.Context, Event) error { return nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sub.Stop(s.ctx(t)); err != nil {
-		t.Fatal(err)
-	}
+	s.down(t, b1, "durable.h")
 	s.publish(t, b1, 0, 10, "while-down")
 	b2 := s.bus(t, be)
 	r := bustest.Record[Event](t, b2, "durable.h")
