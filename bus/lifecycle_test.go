@@ -24,18 +24,35 @@ func newMemBus(t *testing.T, buffer int, opts ...bus.Option) *bus.Bus {
 	return b
 }
 
-// start starts b, publishes first and returns a ctx that ends after timeout.
-func start(t *testing.T, b *bus.Bus, timeout time.Duration, first ping) context.Context {
+// start starts b, publishes the events given and returns a ctx that ends
+// after timeout.
+func start(t *testing.T, b *bus.Bus, timeout time.Duration, events ...ping) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	t.Cleanup(cancel)
 	if err := b.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := bus.Publish(ctx, b, first); err != nil {
-		t.Fatal(err)
+	for _, e := range events {
+		if err := bus.Publish(ctx, b, e); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return ctx
+}
+
+// answerTwice returns a handler that calls count, then publishes two events,
+// answer(e, 0) and answer(e, 1), for each event e it gets.
+func answerTwice[In, Out any](b *bus.Bus, count func(), answer func(e In, i int) Out) func(context.Context, In) error {
+	return func(ctx context.Context, e In) error {
+		count()
+		for i := range 2 {
+			if err := bus.Publish(ctx, b, answer(e, i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 }
 
 // Two handlers publishing to each other with a buffer of 1 fill each other's
@@ -51,26 +68,10 @@ func TestCloseEndsAPublishCycle(t *testing.T) {
 			close(busy)
 		}
 	}
-	if _, err := bus.Subscribe(b, "pinger", func(ctx context.Context, e ping) error {
-		count()
-		for i := range 2 {
-			if err := bus.Publish(ctx, b, pong{N: e.N + i}); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
+	if _, err := bus.Subscribe(b, "pinger", answerTwice(b, count, func(e ping, i int) pong { return pong{N: e.N + i} })); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bus.Subscribe(b, "ponger", func(ctx context.Context, e pong) error {
-		count()
-		for i := range 2 {
-			if err := bus.Publish(ctx, b, ping{N: e.N + i}); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
+	if _, err := bus.Subscribe(b, "ponger", answerTwice(b, count, func(e pong, i int) ping { return ping{N: e.N + i} })); err != nil {
 		t.Fatal(err)
 	}
 	ctx := start(t, b, 10*time.Second, ping{})
