@@ -459,6 +459,20 @@ func (be *backend) consumer(t testing.TB, handler, topic string) *jetstream.Cons
 	return nil
 }
 
+// handleAll publishes events 0 to n-1 on b, waits until c has seen each
+// succeed (what names them in a failure) and until the consumer of handler
+// has settled, and returns how long the events took to succeed and the
+// consumer's info then (NATS).
+func (be *backend) handleAll(t testing.TB, b *bus.Bus, c *tally, handler string, n int, what string) (time.Duration, *jetstream.ConsumerInfo) {
+	t.Helper()
+	begin := time.Now()
+	publishRange(t, b, 0, n)
+	c.waitDistinct(t, n, wait, what)
+	took := time.Since(begin)
+	be.settled(t, handler)
+	return took, be.consumer(t, handler, eventName)
+}
+
 // settled waits until the handler's consumer has nothing pending and
 // nothing unacknowledged (NATS); on memory it returns at once.
 func (be *backend) settled(t testing.TB, handler string) {
