@@ -53,6 +53,18 @@ func newBus(t *testing.T, b broker, edit ...func(*nats.Config)) *bus.Bus {
 		bus.WithDefaultRetry(middleware.RetryPolicy{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond}))
 }
 
+// waitPoison waits until handler has n poison records on b, and returns them.
+func waitPoison(t *testing.T, b *bus.Bus, handler string, n int) []transport.PoisonRecord {
+	t.Helper()
+	var recs []transport.PoisonRecord
+	bustest.Eventually(t, wait, func() bool {
+		var err error
+		recs, err = b.Poison().List(context.Background(), handler)
+		return err == nil && len(recs) == n
+	}, "%d poison records of %s", n, handler)
+	return recs
+}
+
 func publishOrders(t *testing.T, b *bus.Bus, from, n int) {
 	t.Helper()
 	evs := make([]OrderPlaced, n)

@@ -19,7 +19,6 @@ import (
 	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/handlers"
 	"github.com/heraldbus/herald/middleware"
-	"github.com/heraldbus/herald/transport"
 )
 
 // Observability over NATS: one trace across two buses, and Stats.
@@ -156,11 +155,7 @@ func TestTraceCrossesBusesOverNATS(t *testing.T) {
 		}
 		root.End()
 		shipped.Wait(t, 1, wait)
-		var poison []transport.PoisonRecord
-		bustest.Eventually(t, wait, func() bool {
-			poison, _ = billing.Poison().List(ctx, "billing.audit")
-			return len(poison) == 1
-		}, "billing.audit's poison record")
+		poison := waitPoison(t, billing, "billing.audit", 1)
 		id := poison[0].Event.ID
 
 		group := func(h string) attribute.KeyValue { return middleware.AttrConsumerGroup.String(h) }

@@ -34,13 +34,7 @@ func TestRawNATSMessagePoisoned(t *testing.T) {
 		if _, err := js.Publish(testCtx(t), subject, []byte(`{"id":"raw","seq":1}`)); err != nil {
 			t.Fatal(err)
 		}
-		var recs []transport.PoisonRecord
-		bustest.Eventually(t, wait, func() bool {
-			var err error
-			recs, err = bb.Poison().List(context.Background(), "billing.charge-card")
-			return err == nil && len(recs) == 1
-		}, "a poison record for the raw message")
-		rec := recs[0]
+		rec := waitPoison(t, bb, "billing.charge-card", 1)[0]
 		if !strings.Contains(rec.Error, "not published by Herald") || rec.Attempts != 1 || string(rec.Payload) != `{"id":"raw","seq":1}` {
 			t.Errorf("record: error %q, attempts %d, payload %q", rec.Error, rec.Attempts, rec.Payload)
 		}

@@ -79,12 +79,7 @@ func TestLeanWireReplayKeepsTheEventID(t *testing.T) {
 		if err := bus.Publish(testCtx(t), bb, OrderPlaced{ID: "o-2"}, bus.WithMessageID("lean-2")); err != nil {
 			t.Fatal(err)
 		}
-		var recs []transport.PoisonRecord
-		bustest.Eventually(t, wait, func() bool {
-			var err error
-			recs, err = bb.Poison().List(context.Background(), "lean.replayed")
-			return err == nil && len(recs) == 1
-		}, "the poison record")
+		recs := waitPoison(t, bb, "lean.replayed", 1)
 		if recs[0].Event.ID != "lean-2" {
 			t.Fatalf("poison record of event %q, want lean-2", recs[0].Event.ID)
 		}
