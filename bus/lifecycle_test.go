@@ -41,6 +41,16 @@ func start(t *testing.T, b *bus.Bus, timeout time.Duration, events ...ping) cont
 	return ctx
 }
 
+// await waits for ch to be closed, failing t with what if ctx ends first.
+func await(t *testing.T, ctx context.Context, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+		t.Fatal(what)
+	}
+}
+
 // answerTwice returns a handler that calls count, then publishes two events,
 // answer(e, 0) and answer(e, 1), for each event e it gets.
 func answerTwice[In, Out any](b *bus.Bus, count func(), answer func(e In, i int) Out) func(context.Context, In) error {
@@ -77,11 +87,7 @@ func TestCloseEndsAPublishCycle(t *testing.T) {
 	ctx := start(t, b, 10*time.Second, ping{})
 	// Each event makes two: with a buffer of 1 the handlers soon wait on
 	// each other's full queues, for good.
-	select {
-	case <-busy:
-	case <-ctx.Done():
-		t.Fatal("the cycle never started")
-	}
+	await(t, ctx, busy, "the cycle never started")
 	done := make(chan error, 1)
 	go func() { done <- b.Close(context.Background()) }()
 	select {
@@ -113,11 +119,7 @@ func TestCloseAfterANackIsPrompt(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := start(t, b, 5*time.Second, ping{})
-	select {
-	case <-first:
-	case <-ctx.Done():
-		t.Fatal("handler never called")
-	}
+	await(t, ctx, first, "handler never called")
 	if err := b.Close(ctx); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
