@@ -119,9 +119,7 @@ func (s *suite) durable(t *testing.T, be Backend) {
 func (s *suite) breaker(t *testing.T, be Backend) {
 	b := s.bus(t, be)
 	var healthy atomic.Bool
-	var calls atomic.Int32
 	r := &bustest.Recorder[Event]{Fail: func(context.Context, Event) error {
-		calls.Add(1)
 		if !healthy.Load() {
 			return errors.New("dependency down")
 		}
