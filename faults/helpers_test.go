@@ -24,6 +24,7 @@ import (
 	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/handlers"
 	"github.com/heraldbus/herald/internal/event"
+	"github.com/heraldbus/herald/internal/notify"
 	"github.com/heraldbus/herald/middleware"
 	"github.com/heraldbus/herald/transport"
 )
@@ -68,7 +69,7 @@ type tally struct {
 	ids     map[int]string
 	pads    map[int]int // len(Pad) of the last success
 	badIDs  []string
-	changed chan struct{}
+	changed notify.Changed
 }
 
 func newTally() *tally {
@@ -97,16 +98,9 @@ func (c *tally) handler(fail func(ctx context.Context, e Event, call int) error)
 		c.mu.Lock()
 		c.ok[e.Seq]++
 		c.pads[e.Seq] = len(e.Pad)
-		c.signal()
+		c.changed.Broadcast()
 		c.mu.Unlock()
 		return nil
-	}
-}
-
-func (c *tally) signal() {
-	if c.changed != nil {
-		close(c.changed)
-		c.changed = nil
 	}
 }
 
@@ -164,26 +158,12 @@ func (c *tally) has(seq int) bool {
 // timeout. It wakes on every success, without polling.
 func (c *tally) waitFor(t testing.TB, timeout time.Duration, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if !c.changed.Wait(&c.mu, cond, ctx.Done()) {
 		c.mu.Lock()
-		if cond() {
-			c.mu.Unlock()
-			return
-		}
-		if c.changed == nil {
-			c.changed = make(chan struct{})
-		}
-		ch := c.changed
-		c.mu.Unlock()
-		select {
-		case <-ch:
-		case <-deadline.C:
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			t.Fatalf("%s: not within %v (%d distinct events succeeded, missing %s)", what, timeout, len(c.ok), missing(c.ok, -1))
-		}
+		defer c.mu.Unlock()
+		t.Fatalf("%s: not within %v (%d distinct events succeeded, missing %s)", what, timeout, len(c.ok), missing(c.ok, -1))
 	}
 }
 
