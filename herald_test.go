@@ -21,6 +21,7 @@ import (
 	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/handlers"
 	"github.com/heraldbus/herald/internal/event"
+	"github.com/heraldbus/herald/internal/testkit"
 	"github.com/heraldbus/herald/middleware"
 	"github.com/heraldbus/herald/transport"
 )
@@ -240,13 +241,7 @@ func TestEncodeAlwaysDecodesPerHandler(t *testing.T) {
 
 func awaitPoison(t *testing.T, b *bus.Bus, handler string, n int) []transport.PoisonRecord {
 	t.Helper()
-	var recs []transport.PoisonRecord
-	bustest.Eventually(t, wait, func() bool {
-		var err error
-		recs, err = b.Poison().List(context.Background(), handler)
-		return err == nil && len(recs) >= n
-	}, "%d poison records for %s", n, handler)
-	return recs
+	return testkit.WaitPoison(t, b, handler, n, wait)
 }
 
 // flakyStore fails its first puts, then stores in a memory transport.

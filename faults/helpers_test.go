@@ -25,6 +25,7 @@ import (
 	"github.com/heraldbus/herald/handlers"
 	"github.com/heraldbus/herald/internal/event"
 	"github.com/heraldbus/herald/internal/notify"
+	"github.com/heraldbus/herald/internal/testkit"
 	"github.com/heraldbus/herald/middleware"
 	"github.com/heraldbus/herald/transport"
 )
@@ -513,12 +514,7 @@ func poisonList(t testing.TB, b *bus.Bus, handler string) []transport.PoisonReco
 // waitPoison waits until handler has n poison records and returns them.
 func waitPoison(t testing.TB, b *bus.Bus, handler string, n int) []transport.PoisonRecord {
 	t.Helper()
-	var recs []transport.PoisonRecord
-	bustest.Eventually(t, wait, func() bool {
-		recs = poisonList(t, b, handler)
-		return len(recs) >= n
-	}, "%d poison records of %q (have %d)", n, handler, len(recs))
-	return recs
+	return testkit.WaitPoison(t, b, handler, n, wait)
 }
 
 // subscribeTallies subscribes n handlers, named prefix0 to prefix<n-1>, each

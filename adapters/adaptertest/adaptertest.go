@@ -29,6 +29,7 @@ import (
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/internal/event"
+	"github.com/heraldbus/herald/internal/testkit"
 	"github.com/heraldbus/herald/middleware"
 	"github.com/heraldbus/herald/transport"
 )
@@ -170,13 +171,7 @@ func (s *suite) down(t *testing.T, b *bus.Bus, name string) {
 
 func (s *suite) poison(t *testing.T, b *bus.Bus, handler string, n int) []transport.PoisonRecord {
 	t.Helper()
-	var recs []transport.PoisonRecord
-	bustest.Eventually(t, s.cfg.timeout, func() bool {
-		var err error
-		recs, err = b.Poison().List(context.Background(), handler)
-		return err == nil && len(recs) >= n
-	}, "%d poison records for %q (have %d)", n, handler, len(recs))
-	return recs
+	return testkit.WaitPoison(t, b, handler, n, s.cfg.timeout)
 }
 
 // seqs returns the set of Seq values, failing on a value outside [0, n).

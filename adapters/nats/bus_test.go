@@ -19,6 +19,7 @@ import (
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/internal/event"
+	"github.com/heraldbus/herald/internal/testkit"
 	"github.com/heraldbus/herald/middleware"
 	"github.com/heraldbus/herald/transport"
 )
@@ -56,13 +57,7 @@ func newBus(t *testing.T, b broker, edit ...func(*nats.Config)) *bus.Bus {
 // waitPoison waits until handler has n poison records on b, and returns them.
 func waitPoison(t *testing.T, b *bus.Bus, handler string, n int) []transport.PoisonRecord {
 	t.Helper()
-	var recs []transport.PoisonRecord
-	bustest.Eventually(t, wait, func() bool {
-		var err error
-		recs, err = b.Poison().List(context.Background(), handler)
-		return err == nil && len(recs) == n
-	}, "%d poison records of %s", n, handler)
-	return recs
+	return testkit.WaitPoison(t, b, handler, n, wait)
 }
 
 func publishOrders(t *testing.T, b *bus.Bus, from, n int) {

@@ -18,6 +18,7 @@ import (
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/testkit"
 	"github.com/heraldbus/herald/middleware"
 )
 
@@ -76,30 +77,6 @@ func hasAttrs(have, want []attribute.KeyValue) bool {
 		}
 	}
 	return true
-}
-
-// attempts returns the attempt events of s as "n:outcome:error.type".
-func attempts(s sdktrace.ReadOnlySpan) []string {
-	var out []string
-	for _, e := range s.Events() {
-		if e.Name != "attempt" {
-			continue
-		}
-		var n int64
-		var oc, et string
-		for _, a := range e.Attributes {
-			switch a.Key {
-			case middleware.AttrAttempt:
-				n = a.Value.AsInt64()
-			case middleware.AttrOutcome:
-				oc = a.Value.AsString()
-			case middleware.AttrErrorType:
-				et = a.Value.AsString()
-			}
-		}
-		out = append(out, strings.TrimSuffix(strings.Join([]string{string(rune('0' + n)), oc, et}, ":"), ":"))
-	}
-	return out
 }
 
 func childOf(t *testing.T, child, parent sdktrace.ReadOnlySpan) {
@@ -186,13 +163,13 @@ func TestTraceCrossesBusesOverNATS(t *testing.T) {
 		if charge.SpanKind() != trace.SpanKindConsumer {
 			t.Errorf("process span kind %v", charge.SpanKind())
 		}
-		if got := strings.Join(attempts(charge), " "); got != "1:retried:*errors.errorString 2:handled" {
+		if got := testkit.AttemptEvents(charge); got != "1:retried:*errors.errorString 2:handled" {
 			t.Errorf("billing.charge attempts %q", got)
 		}
 
 		audit := ss.one(t, processOrder, group("billing.audit"), outcome("poisoned"))
 		childOf(t, audit, pubOrder)
-		if got := strings.Join(attempts(audit), " "); got != "1:poisoned:*errors.errorString" {
+		if got := testkit.AttemptEvents(audit); got != "1:poisoned:*errors.errorString" {
 			t.Errorf("billing.audit attempts %q", got)
 		}
 		if st := audit.Status(); st.Code != codes.Error || !strings.Contains(st.Description, "audit rule 7") {
