@@ -105,15 +105,9 @@ func TestForeignPublisherIDHeaders(t *testing.T) {
 		tr := b.transport(t)
 		bb := bustest.New(t, bus.WithTransport(tr))
 		rec := bustest.Record[OrderPlaced](t, bb, "foreign.ids")
-		js, _ := jetstream.New(connect(t, b.url))
 		publish := func(seq int, header string, id string) {
-			msg := natsgo.NewMsg(tr.Subject(OrderPlaced{}.EventName()))
-			msg.Data = []byte(`{"id":"foreign","seq":` + string(rune('0'+seq)) + `}`)
-			msg.Header.Set(transport.KeyEvent, OrderPlaced{}.EventName())
-			msg.Header.Set(header, id)
-			if _, err := js.PublishMsg(testCtx(t), msg); err != nil {
-				t.Fatal(err)
-			}
+			publishForeign(t, b, tr, `{"id":"foreign","seq":`+string(rune('0'+seq))+`}`,
+				natsgo.Header{transport.KeyEvent: {OrderPlaced{}.EventName()}, header: {id}})
 		}
 		publish(1, jetstream.MsgIDHeader, "only-nats-msg-id")
 		publish(2, transport.KeyID, "only-herald-id")
