@@ -348,16 +348,7 @@ func TestPublishErrors(t *testing.T) {
 	if err := tr.Close(); err != nil {
 		t.Fatal(err)
 	}
-	err = pub.Publish("errs.closed", msg("{}", nil))
-	if !errors.Is(err, transport.ErrClosed) {
-		t.Errorf("publish after Close: %v", err)
-	}
-	if _, err := tr.Subscriber("h"); !errors.Is(err, transport.ErrClosed) {
-		t.Errorf("Subscriber after Close: %v", err)
-	}
-	if _, _, err := tr.ListPoison(context.Background(), transport.PoisonQuery{}); !errors.Is(err, transport.ErrClosed) {
-		t.Errorf("ListPoison after Close: %v", err)
-	}
+	testkit.RefusesWhenClosed(t, tr, "errs.closed")
 }
 
 // A stream that exists with other subjects is reported, not changed.

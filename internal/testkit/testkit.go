@@ -1,20 +1,24 @@
 // Package testkit holds the helpers that tests of several Herald packages
 // share and that no public test package offers: the wait for poison records
-// (the root tests, the conformance suite, the NATS tests, the fault suite)
-// and the rendering of a span's attempt events (the middleware and NATS
-// tracing tests).
+// (the root tests, the conformance suite, the NATS tests, the fault suite),
+// the rendering of a span's attempt events (the middleware and NATS tracing
+// tests), and the checks of a closed transport (the NATS and RabbitMQ
+// tests).
 package testkit
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
+	"github.com/heraldbus/herald/internal/event"
 	"github.com/heraldbus/herald/middleware"
 	"github.com/heraldbus/herald/transport"
 )
@@ -58,4 +62,22 @@ func AttemptEvents(s sdktrace.ReadOnlySpan) string {
 		out = append(out, n+":"+oc+et)
 	}
 	return strings.Join(out, " ")
+}
+
+// RefusesWhenClosed checks that tr, once closed, refuses with an error
+// wrapping [transport.ErrClosed] a publish on topic, a Subscriber and, if it
+// keeps poison records, ListPoison.
+func RefusesWhenClosed(t testing.TB, tr transport.Transport, topic string) {
+	t.Helper()
+	if err := tr.Publisher().Publish(topic, message.NewMessage(event.NewID(), []byte("{}"))); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("publish after Close: %v", err)
+	}
+	if _, err := tr.Subscriber("h"); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Subscriber after Close: %v", err)
+	}
+	if ps, ok := tr.(transport.PoisonStore); ok {
+		if _, _, err := ps.ListPoison(context.Background(), transport.PoisonQuery{}); !errors.Is(err, transport.ErrClosed) {
+			t.Errorf("ListPoison after Close: %v", err)
+		}
+	}
 }
