@@ -129,14 +129,8 @@ func TestPanicIsRecoveredAndPoisonedWithStack(t *testing.T) {
 
 func TestPoisonReplayReachesOnlyTheFailedHandler(t *testing.T) {
 	b := bustest.New(t, fast)
-	var broken atomic.Bool
-	broken.Store(true)
-	fixed := &bustest.Recorder[OrderPlaced]{Fail: func(ctx context.Context, e OrderPlaced) error {
-		if broken.Load() {
-			return bus.Permanent(errors.New("bug"))
-		}
-		return nil
-	}}
+	var bugFixed atomic.Bool
+	fixed := testkit.FailUntil[OrderPlaced](&bugFixed, bus.Permanent(errors.New("bug")))
 	if _, err := bus.Subscribe(b, "buggy", fixed.Handle); err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +145,7 @@ func TestPoisonReplayReachesOnlyTheFailedHandler(t *testing.T) {
 		t.Fatalf("Get = %+v, %v", got, err)
 	}
 
-	broken.Store(false)
+	bugFixed.Store(true)
 	if err := b.Poison().Replay(ctxT(t), recs[0].ID); err != nil {
 		t.Fatal(err)
 	}

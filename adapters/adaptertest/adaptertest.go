@@ -374,14 +374,8 @@ func (s *suite) otherEventPoisoned(t *testing.T, be Backend) {
 
 func (s *suite) replayOnlyFailed(t *testing.T, be Backend) {
 	b := s.bus(t, be)
-	var broken atomic.Bool
-	broken.Store(true)
-	failing := &bustest.Recorder[Event]{Fail: func(context.Context, Event) error {
-		if broken.Load() {
-			return bus.Permanent(errors.New("bug"))
-		}
-		return nil
-	}}
+	var fixed atomic.Bool
+	failing := testkit.FailUntil[Event](&fixed, bus.Permanent(errors.New("bug")))
 	if _, err := bus.Subscribe(b, "replay.failing", failing.Handle); err != nil {
 		t.Fatal(err)
 	}
@@ -389,7 +383,7 @@ func (s *suite) replayOnlyFailed(t *testing.T, be Backend) {
 	s.publish(t, b, 0, 3, "")
 	good.Wait(t, 3, s.cfg.timeout)
 	recs := s.poison(t, b, "replay.failing", 3)
-	broken.Store(false)
+	fixed.Store(true)
 	n, err := b.Poison().ReplayAll(s.ctx(t), "replay.failing")
 	if err != nil || n != 3 {
 		t.Fatalf("ReplayAll = %d, %v", n, err)

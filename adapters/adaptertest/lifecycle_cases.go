@@ -12,6 +12,7 @@ import (
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/testkit"
 	"github.com/heraldbus/herald/middleware"
 	"github.com/heraldbus/herald/transport"
 )
@@ -119,12 +120,7 @@ func (s *suite) durable(t *testing.T, be Backend) {
 func (s *suite) breaker(t *testing.T, be Backend) {
 	b := s.bus(t, be)
 	var healthy atomic.Bool
-	r := &bustest.Recorder[Event]{Fail: func(context.Context, Event) error {
-		if !healthy.Load() {
-			return errors.New("dependency down")
-		}
-		return nil
-	}}
+	r := testkit.FailUntil[Event](&healthy, errors.New("dependency down"))
 	if _, err := bus.Subscribe(b, "mw.breaker", r.Handle, bus.WithRetry(middleware.RetryPolicy{MaxAttempts: 1}),
 		bus.WithCircuitBreaker(middleware.BreakerConfig{ConsecutiveFailures: 2, OpenFor: 2 * time.Second})); err != nil {
 		t.Fatal(err)

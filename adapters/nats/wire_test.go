@@ -12,6 +12,7 @@ import (
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/testkit"
 	"github.com/heraldbus/herald/transport"
 )
 
@@ -67,12 +68,7 @@ func TestLeanWireReplayKeepsTheEventID(t *testing.T) {
 		tr := b.transport(t)
 		bb := bustest.New(t, bus.WithTransport(tr))
 		var fixed atomic.Bool
-		rec := &bustest.Recorder[OrderPlaced]{Fail: func(context.Context, OrderPlaced) error {
-			if fixed.Load() {
-				return nil
-			}
-			return handlers.Permanent(errors.New("not yet"))
-		}}
+		rec := testkit.FailUntil[OrderPlaced](&fixed, handlers.Permanent(errors.New("not yet")))
 		if _, err := bus.Subscribe(bb, "lean.replayed", rec.Handle); err != nil {
 			t.Fatal(err)
 		}

@@ -2,14 +2,15 @@
 // share and that no public test package offers: the wait for poison records
 // (the root tests, the conformance suite, the NATS tests, the fault suite),
 // the rendering of a span's attempt events (the middleware and NATS tracing
-// tests), and the checks of a closed transport (the NATS and RabbitMQ
-// tests).
+// tests), the checks of a closed transport (the NATS and RabbitMQ tests), and
+// a recorder that fails until a flag is set.
 package testkit
 
 import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,6 +38,17 @@ func WaitPoison(t testing.TB, b *bus.Bus, handler string, n int, timeout time.Du
 		return err == nil && len(recs) >= n
 	}, "%d poison records of %q", n, handler)
 	return recs
+}
+
+// FailUntil returns a recorder of E events whose handler fails with err
+// until fixed is true; the events it gets after that are recorded.
+func FailUntil[E any](fixed *atomic.Bool, err error) *bustest.Recorder[E] {
+	return &bustest.Recorder[E]{Fail: func(context.Context, E) error {
+		if fixed.Load() {
+			return nil
+		}
+		return err
+	}}
 }
 
 // AttemptEvents renders the "attempt" events of a process span (see
