@@ -21,6 +21,7 @@ import (
 	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/handlers"
 	"github.com/heraldbus/herald/internal/event"
+	"github.com/heraldbus/herald/internal/testkit"
 	"github.com/heraldbus/herald/middleware"
 	"github.com/heraldbus/herald/transport"
 )
@@ -128,14 +129,8 @@ func TestPanicIsRecoveredAndPoisonedWithStack(t *testing.T) {
 
 func TestPoisonReplayReachesOnlyTheFailedHandler(t *testing.T) {
 	b := bustest.New(t, fast)
-	var broken atomic.Bool
-	broken.Store(true)
-	fixed := &bustest.Recorder[OrderPlaced]{Fail: func(ctx context.Context, e OrderPlaced) error {
-		if broken.Load() {
-			return bus.Permanent(errors.New("bug"))
-		}
-		return nil
-	}}
+	var bugFixed atomic.Bool
+	fixed := testkit.FailUntil[OrderPlaced](&bugFixed, bus.Permanent(errors.New("bug")))
 	if _, err := bus.Subscribe(b, "buggy", fixed.Handle); err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +145,7 @@ func TestPoisonReplayReachesOnlyTheFailedHandler(t *testing.T) {
 		t.Fatalf("Get = %+v, %v", got, err)
 	}
 
-	broken.Store(false)
+	bugFixed.Store(true)
 	if err := b.Poison().Replay(ctxT(t), recs[0].ID); err != nil {
 		t.Fatal(err)
 	}
@@ -240,13 +235,7 @@ func TestEncodeAlwaysDecodesPerHandler(t *testing.T) {
 
 func awaitPoison(t *testing.T, b *bus.Bus, handler string, n int) []transport.PoisonRecord {
 	t.Helper()
-	var recs []transport.PoisonRecord
-	bustest.Eventually(t, wait, func() bool {
-		var err error
-		recs, err = b.Poison().List(context.Background(), handler)
-		return err == nil && len(recs) >= n
-	}, "%d poison records for %s", n, handler)
-	return recs
+	return testkit.WaitPoison(t, b, handler, n, wait)
 }
 
 // flakyStore fails its first puts, then stores in a memory transport.

@@ -3,6 +3,7 @@ package benchmarks
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -131,15 +132,42 @@ func handleJSON(b *testing.B, payload []byte, fn func(BenchEvent)) {
 	fn(e)
 }
 
-// consumeWatermill handles every message of msgs with fn (decoded) and acks
-// it, in a goroutine of wg, until msgs is closed.
-func consumeWatermill(b *testing.B, wg *sync.WaitGroup, msgs <-chan *message.Message, fn func(BenchEvent)) {
-	wg.Go(func() {
-		for m := range msgs {
-			handleJSON(b, m.Payload, fn)
-			m.Ack()
+// subscribeWatermill starts n watermill subscribers on topic (newSub(i)
+// makes the i-th), each handling every message it gets with fn (decoded),
+// then acking it. When b ends it cancels their subscriptions, closes them,
+// waits for their handling to end, and closes pub.
+func subscribeWatermill(b *testing.B, pub message.Publisher, topic string, n int,
+	newSub func(i int) (message.Subscriber, error), fn func(BenchEvent)) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var subs []message.Subscriber
+	b.Cleanup(func() {
+		cancel()
+		for _, s := range subs {
+			if err := s.Close(); err != nil {
+				b.Error(err)
+			}
 		}
+		wg.Wait()
+		_ = pub.Close()
 	})
+	for i := range n {
+		sub, err := newSub(i)
+		if err != nil {
+			b.Fatal(err)
+		}
+		subs = append(subs, sub)
+		msgs, err := sub.Subscribe(ctx, topic)
+		if err != nil {
+			b.Fatal(err)
+		}
+		wg.Go(func() {
+			for m := range msgs {
+				handleJSON(b, m.Payload, fn)
+				m.Ack()
+			}
+		})
+	}
 }
 
 // watermillPublish returns the publish functions of a watermill publisher
@@ -185,6 +213,48 @@ type impl[A, R any] struct {
 func heraldPublish(hb *bus.Bus) (publishFunc, publishBatchFunc) {
 	return func(ctx context.Context, e BenchEvent) error { return bus.Publish(ctx, hb, e) },
 		func(ctx context.Context, es []BenchEvent) error { return bus.PublishBatch(ctx, hb, es) }
+}
+
+// busMode is one side of a comparison of Herald runs that differ only in
+// bus options: its name, and the options (made for the run b).
+type busMode struct {
+	name string
+	opts func(b *testing.B) []bus.Option
+}
+
+// benchModesMemory runs, for each mode, a sub-benchmark "<key>=<mode>" that
+// hands run a memory bus (default chain, the mode's options, closed when b
+// ends) with one handler counting on c, which waits for b.N events.
+func benchModesMemory(b *testing.B, key string, modes []busMode, run func(b *testing.B, hb *bus.Bus, c *counter)) {
+	for _, mode := range modes {
+		b.Run(key+"="+mode.name, func(b *testing.B) {
+			hb, err := bus.New(mode.opts(b)...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			closeLater(b, hb)
+			c := newCounter(b.N)
+			subscribeAndStart(b, hb, 1, func(BenchEvent) { c.hit() })
+			run(b, hb, c)
+		})
+	}
+}
+
+// benchModesNATS runs, for each NATS server and mode, a sub-benchmark
+// "server=<server>/<key>=<mode>" that hands run Herald's NATS rig
+// (startHeraldNATSWith, the mode's options) with one handler counting on c,
+// which waits for b.N events.
+func benchModesNATS(b *testing.B, key string, modes []busMode, run func(b *testing.B, a *admin, rig *natsRig, c *counter)) {
+	for _, srv := range natsServers(b) {
+		for _, mode := range modes {
+			b.Run(fmt.Sprintf("server=%s/%s=%s", srv.name, key, mode.name), func(b *testing.B) {
+				a := newAdmin(b, srv.url)
+				c := newCounter(b.N)
+				rig := startHeraldNATSWith(b, a, srv.url, 1, func(BenchEvent) { c.hit() }, mode.opts(b)...)
+				run(b, a, rig, c)
+			})
+		}
+	}
 }
 
 // heraldBus returns a bus owning tr, built with opts, and closed when b ends

@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	wmjs "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
@@ -227,36 +227,21 @@ func startHeraldNATSWith(b *testing.B, a *admin, url string, handlers int, fn fu
 // PubAck before the next message (it has no pipelined publish); each
 // Subscriber has its own connection, as its Close drains the connection.
 func startWatermillNATS(b *testing.B, a *admin, url string, handlers int, fn func(BenchEvent)) *natsRig {
-	ctx, cancel := context.WithCancel(context.Background())
 	stream := uniqueName("WM")
 	a.deleteStreams(b, stream)
 	scfg := streamConfig(stream, stream) // pkg/jetstream publishes on the stream's name
-	if _, err := a.js.CreateStream(ctx, scfg); err != nil {
-		cancel()
+	if _, err := a.js.CreateStream(context.Background(), scfg); err != nil {
 		b.Fatal(err)
 	}
 	logger := watermill.NopLogger{}
 	configureStream := func(string) jetstream.StreamConfig { return scfg }
 	pub, err := wmjs.NewPublisher(wmjs.PublisherConfig{URL: url, Logger: logger, ConfigureStream: configureStream})
 	if err != nil {
-		cancel()
 		b.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	var subs []*wmjs.Subscriber
-	b.Cleanup(func() {
-		cancel()
-		for _, s := range subs {
-			if err := s.Close(); err != nil {
-				b.Error(err)
-			}
-		}
-		wg.Wait()
-		_ = pub.Close()
-	})
-	for i := range handlers {
+	subscribeWatermill(b, pub, stream, handlers, func(i int) (message.Subscriber, error) {
 		durable := fmt.Sprintf("h%d", i)
-		sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
+		return wmjs.NewSubscriber(wmjs.SubscriberConfig{
 			URL:             url,
 			Logger:          logger,
 			AckAsync:        true,
@@ -266,16 +251,7 @@ func startWatermillNATS(b *testing.B, a *admin, url string, handlers int, fn fun
 				return c, nil, err
 			},
 		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		subs = append(subs, sub)
-		msgs, err := sub.Subscribe(ctx, stream)
-		if err != nil {
-			b.Fatal(err)
-		}
-		consumeWatermill(b, &wg, msgs, fn)
-	}
+	}, fn)
 	if handlers == 0 {
 		a.idleConsumer(b, stream, stream)
 	}

@@ -18,23 +18,32 @@ func startNATSCounted(b *testing.B, srv natsServer, impl natsImpl, n int) (a *ad
 	return a, c, impl.start(b, a, srv.url, n, func(BenchEvent) { c.hit() })
 }
 
+// benchNATSHandlers runs, for each NATS server, implementation and count n
+// of 1 and 5 handlers, a sub-benchmark "server=<server>/impl=<impl>/handlers=<n>"
+// that hands run the implementation started by startNATSCounted.
+func benchNATSHandlers(b *testing.B, run func(b *testing.B, n int, a *admin, c *counter, rig *natsRig)) {
+	for _, srv := range natsServers(b) {
+		for _, impl := range natsImpls {
+			for _, n := range []int{1, 5} {
+				b.Run(fmt.Sprintf("server=%s/impl=%s/handlers=%d", srv.name, impl.name, n), func(b *testing.B) {
+					a, c, rig := startNATSCounted(b, srv, impl, n)
+					run(b, n, a, c, rig)
+				})
+			}
+		}
+	}
+}
+
 // BenchmarkNATSEndToEnd publishes b.N events in batches of e2eBatch (each
 // batch waits for its PubAcks) to 1 and 5 handlers, each a durable consumer
 // getting every event, decoding it (JSON) and acking it; the clock stops when
 // every handler has handled every event. Then, off the clock, it checks that
 // the server has every ack. ns/op is per event, all handlers included.
 func BenchmarkNATSEndToEnd(b *testing.B) {
-	for _, srv := range natsServers(b) {
-		for _, impl := range natsImpls {
-			for _, n := range []int{1, 5} {
-				b.Run(fmt.Sprintf("server=%s/impl=%s/handlers=%d", srv.name, impl.name, n), func(b *testing.B) {
-					a, c, rig := startNATSCounted(b, srv, impl, n)
-					runEndToEnd(b, c, n, rig.publishBatch)
-					a.waitAcked(b, rig.stream)
-				})
-			}
-		}
-	}
+	benchNATSHandlers(b, func(b *testing.B, n int, a *admin, c *counter, rig *natsRig) {
+		runEndToEnd(b, c, n, rig.publishBatch)
+		a.waitAcked(b, rig.stream)
+	})
 }
 
 // BenchmarkNATSPublish publishes b.N events from 1, 8 and 64 goroutines, each
@@ -99,26 +108,19 @@ func BenchmarkNATSPerEvent(b *testing.B) {
 // to 1 and 5 handlers; the clock stops when every handler has handled every
 // event. ns/op is per event, all handlers included.
 func BenchmarkNATSPublishAsync(b *testing.B) {
-	for _, srv := range natsServers(b) {
-		for _, impl := range natsImpls {
-			for _, n := range []int{1, 5} {
-				b.Run(fmt.Sprintf("server=%s/impl=%s/handlers=%d", srv.name, impl.name, n), func(b *testing.B) {
-					a, c, rig := startNATSCounted(b, srv, impl, n)
-					if rig.publishAsync == nil {
-						b.Skip("no async publish")
-					}
-					ctx := context.Background()
-					runSequential(b, c, n, func(i int) {
-						if err := rig.publishAsync(ctx, newEvent(i)); err != nil {
-							b.Fatal(err)
-						}
-					})
-					if err := rig.asyncErr(); err != nil {
-						b.Fatal(err)
-					}
-					a.waitAcked(b, rig.stream)
-				})
-			}
+	benchNATSHandlers(b, func(b *testing.B, n int, a *admin, c *counter, rig *natsRig) {
+		if rig.publishAsync == nil {
+			b.Skip("no async publish")
 		}
-	}
+		ctx := context.Background()
+		runSequential(b, c, n, func(i int) {
+			if err := rig.publishAsync(ctx, newEvent(i)); err != nil {
+				b.Fatal(err)
+			}
+		})
+		if err := rig.asyncErr(); err != nil {
+			b.Fatal(err)
+		}
+		a.waitAcked(b, rig.stream)
+	})
 }

@@ -2,7 +2,6 @@ package benchmarks
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -26,10 +25,7 @@ func (discardSpans) Shutdown(context.Context) error                             
 // sampling every span into a batch processor (discarding exporter) and an SDK
 // meter provider with a manual reader (every instrument aggregates; nothing
 // is collected during the run). Both are shut down when b ends.
-var observeModes = []struct {
-	name string
-	opts func(b *testing.B) []bus.Option
-}{
+var observeModes = []busMode{
 	{"none", func(*testing.B) []bus.Option { return nil }},
 	{"both", func(b *testing.B) []bus.Option {
 		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardSpans{}), sdktrace.WithSampler(sdktrace.AlwaysSample()))
@@ -49,42 +45,22 @@ var observeModes = []struct {
 // handled them all, without and with both providers. ns/op and allocs/op are
 // per event; the difference between the two runs is what observability costs.
 func BenchmarkObserveMemory(b *testing.B) {
-	for _, mode := range observeModes {
-		b.Run("providers="+mode.name, func(b *testing.B) {
-			ctx := context.Background()
-			hb, err := bus.New(mode.opts(b)...)
-			if err != nil {
+	benchModesMemory(b, "providers", observeModes, func(b *testing.B, hb *bus.Bus, c *counter) {
+		ctx := context.Background()
+		e := newEvent(1)
+		runSequential(b, c, 1, func(int) {
+			if err := bus.Publish(ctx, hb, e); err != nil {
 				b.Fatal(err)
 			}
-			b.Cleanup(func() {
-				if err := hb.Close(ctx); err != nil {
-					b.Error(err)
-				}
-			})
-			c := newCounter(b.N)
-			subscribeAndStart(b, hb, 1, func(BenchEvent) { c.hit() })
-			e := newEvent(1)
-			runSequential(b, c, 1, func(int) {
-				if err := bus.Publish(ctx, hb, e); err != nil {
-					b.Fatal(err)
-				}
-			})
 		})
-	}
+	})
 }
 
 // BenchmarkObserveNATS is BenchmarkNATSEndToEnd's Herald run (batches of
 // e2eBatch, one handler) without and with both providers.
 func BenchmarkObserveNATS(b *testing.B) {
-	for _, srv := range natsServers(b) {
-		for _, mode := range observeModes {
-			b.Run(fmt.Sprintf("server=%s/providers=%s", srv.name, mode.name), func(b *testing.B) {
-				a := newAdmin(b, srv.url)
-				c := newCounter(b.N)
-				rig := startHeraldNATSWith(b, a, srv.url, 1, func(BenchEvent) { c.hit() }, mode.opts(b)...)
-				runEndToEnd(b, c, 1, rig.publishBatch)
-				a.waitAcked(b, rig.stream)
-			})
-		}
-	}
+	benchModesNATS(b, "providers", observeModes, func(b *testing.B, a *admin, rig *natsRig, c *counter) {
+		runEndToEnd(b, c, 1, rig.publishBatch)
+		a.waitAcked(b, rig.stream)
+	})
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	wmamqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
+	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/heraldbus/herald/adapters/rabbitmq"
@@ -198,31 +199,9 @@ func startWatermillAMQP(b *testing.B, a *rabbitAdmin, url string, handlers int, 
 	if err != nil {
 		b.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	var subs []*wmamqp.Subscriber
-	b.Cleanup(func() {
-		cancel()
-		for _, s := range subs {
-			if err := s.Close(); err != nil {
-				b.Error(err)
-			}
-		}
-		wg.Wait()
-		_ = pub.Close()
-	})
-	for i := range max(handlers, 0) {
-		sub, err := wmamqp.NewSubscriber(config(queues[i]), logger)
-		if err != nil {
-			b.Fatal(err)
-		}
-		subs = append(subs, sub)
-		msgs, err := sub.Subscribe(ctx, rabbitKey)
-		if err != nil {
-			b.Fatal(err)
-		}
-		consumeWatermill(b, &wg, msgs, fn)
-	}
+	subscribeWatermill(b, pub, rabbitKey, max(handlers, 0), func(i int) (message.Subscriber, error) {
+		return wmamqp.NewSubscriber(config(queues[i]), logger)
+	}, fn)
 	if handlers > 0 {
 		// Subscribe declares its queue in the background: wait for it.
 		a.waitDeclared(b, queues)

@@ -2,7 +2,6 @@ package benchmarks
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -16,12 +15,9 @@ import (
 // the handler's path). The clock runs until the bus is closed, which waits
 // for the writes still queued: their cost is in the numbers.
 
-var trackModes = []struct {
-	name string
-	opts []bus.Option
-}{
-	{"off", nil},
-	{"on", []bus.Option{bus.WithTracking(time.Hour)}},
+var trackModes = []busMode{
+	{"off", func(*testing.B) []bus.Option { return nil }},
+	{"on", func(*testing.B) []bus.Option { return []bus.Option{bus.WithTracking(time.Hour)} }},
 }
 
 // runTracked publishes b.N events in batches of e2eBatch, waits until c
@@ -42,31 +38,11 @@ func runTracked(b *testing.B, hb *bus.Bus, c *counter) {
 // BenchmarkTrackMemory: one handler on a memory bus (default chain), b.N
 // events, tracking off and on.
 func BenchmarkTrackMemory(b *testing.B) {
-	for _, mode := range trackModes {
-		b.Run("tracking="+mode.name, func(b *testing.B) {
-			hb, err := bus.New(mode.opts...)
-			if err != nil {
-				b.Fatal(err)
-			}
-			closeLater(b, hb)
-			c := newCounter(b.N)
-			subscribeAndStart(b, hb, 1, func(BenchEvent) { c.hit() })
-			runTracked(b, hb, c)
-		})
-	}
+	benchModesMemory(b, "tracking", trackModes, func(b *testing.B, hb *bus.Bus, c *counter) { runTracked(b, hb, c) })
 }
 
 // BenchmarkTrackNATS: BenchmarkNATSEndToEnd's Herald run with one handler,
 // tracking off and on (the records in the transport's KV bucket).
 func BenchmarkTrackNATS(b *testing.B) {
-	for _, srv := range natsServers(b) {
-		for _, mode := range trackModes {
-			b.Run(fmt.Sprintf("server=%s/tracking=%s", srv.name, mode.name), func(b *testing.B) {
-				a := newAdmin(b, srv.url)
-				c := newCounter(b.N)
-				rig := startHeraldNATSWith(b, a, srv.url, 1, func(BenchEvent) { c.hit() }, mode.opts...)
-				runTracked(b, rig.bus, c)
-			})
-		}
-	}
+	benchModesNATS(b, "tracking", trackModes, func(b *testing.B, _ *admin, rig *natsRig, c *counter) { runTracked(b, rig.bus, c) })
 }

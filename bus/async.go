@@ -67,13 +67,7 @@ type asyncState struct {
 // [DefaultAsyncWindow]); when it is full PublishAsync waits, honouring its
 // ctx: backpressure instead of unbounded memory.
 func WithAsyncWindow(n int) Option {
-	return busOption(func(c *config) error {
-		if n < 1 || n > MaxAsyncWindow {
-			return invalid("async window %d not in [1, %d]", n, MaxAsyncWindow)
-		}
-		c.asyncWindow = n
-		return nil
-	})
+	return busOption(func(c *config) error { return setInRange(&c.asyncWindow, "async window", n, 1, MaxAsyncWindow) })
 }
 
 // WithAsyncErrorHandler sets a function called with the event ID and the

@@ -37,11 +37,7 @@ func TestDeleteFromAHandlerAndAfterClose(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the handler never ran")
 	}
-	select {
-	case <-sub.Done():
-	case <-ctx.Done():
-		t.Fatal("the handler never stopped")
-	}
+	await(t, ctx, sub.Done(), "the handler never stopped")
 	if err := b.DeleteHandler(ctx, "self.deleting"); err != nil {
 		t.Errorf("DeleteHandler once stopped: %v", err)
 	}

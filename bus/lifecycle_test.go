@@ -24,18 +24,45 @@ func newMemBus(t *testing.T, buffer int, opts ...bus.Option) *bus.Bus {
 	return b
 }
 
-// start starts b, publishes first and returns a ctx that ends after timeout.
-func start(t *testing.T, b *bus.Bus, timeout time.Duration, first ping) context.Context {
+// start starts b, publishes the events given and returns a ctx that ends
+// after timeout.
+func start(t *testing.T, b *bus.Bus, timeout time.Duration, events ...ping) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	t.Cleanup(cancel)
 	if err := b.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := bus.Publish(ctx, b, first); err != nil {
-		t.Fatal(err)
+	for _, e := range events {
+		if err := bus.Publish(ctx, b, e); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return ctx
+}
+
+// await waits for ch to be closed, failing t with what if ctx ends first.
+func await(t *testing.T, ctx context.Context, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+		t.Fatal(what)
+	}
+}
+
+// answerTwice returns a handler that calls count, then publishes two events,
+// answer(e, 0) and answer(e, 1), for each event e it gets.
+func answerTwice[In, Out any](b *bus.Bus, count func(), answer func(e In, i int) Out) func(context.Context, In) error {
+	return func(ctx context.Context, e In) error {
+		count()
+		for i := range 2 {
+			if err := bus.Publish(ctx, b, answer(e, i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 }
 
 // Two handlers publishing to each other with a buffer of 1 fill each other's
@@ -51,36 +78,16 @@ func TestCloseEndsAPublishCycle(t *testing.T) {
 			close(busy)
 		}
 	}
-	if _, err := bus.Subscribe(b, "pinger", func(ctx context.Context, e ping) error {
-		count()
-		for i := range 2 {
-			if err := bus.Publish(ctx, b, pong{N: e.N + i}); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
+	if _, err := bus.Subscribe(b, "pinger", answerTwice(b, count, func(e ping, i int) pong { return pong{N: e.N + i} })); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bus.Subscribe(b, "ponger", func(ctx context.Context, e pong) error {
-		count()
-		for i := range 2 {
-			if err := bus.Publish(ctx, b, ping{N: e.N + i}); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
+	if _, err := bus.Subscribe(b, "ponger", answerTwice(b, count, func(e pong, i int) ping { return ping{N: e.N + i} })); err != nil {
 		t.Fatal(err)
 	}
 	ctx := start(t, b, 10*time.Second, ping{})
 	// Each event makes two: with a buffer of 1 the handlers soon wait on
 	// each other's full queues, for good.
-	select {
-	case <-busy:
-	case <-ctx.Done():
-		t.Fatal("the cycle never started")
-	}
+	await(t, ctx, busy, "the cycle never started")
 	done := make(chan error, 1)
 	go func() { done <- b.Close(context.Background()) }()
 	select {
@@ -112,11 +119,7 @@ func TestCloseAfterANackIsPrompt(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := start(t, b, 5*time.Second, ping{})
-	select {
-	case <-first:
-	case <-ctx.Done():
-		t.Fatal("handler never called")
-	}
+	await(t, ctx, first, "handler never called")
 	if err := b.Close(ctx); err != nil {
 		t.Fatalf("Close: %v", err)
 	}

@@ -42,13 +42,7 @@ type observeConfig struct {
 // is set globally); it overwrites metadata of the same keys given with
 // [WithMetadata]. A nil tp is an error wrapping [ErrInvalidOption].
 func WithTracing(tp trace.TracerProvider) Option {
-	return busOption(func(c *config) error {
-		if tp == nil {
-			return invalid("nil TracerProvider")
-		}
-		c.observe.tracer = tp
-		return nil
-	})
+	return busOption(func(c *config) error { return setNonNil(&c.observe.tracer, "TracerProvider", tp) })
 }
 
 // WithPropagator sets how [WithTracing] carries the trace context in event
@@ -56,13 +50,7 @@ func WithTracing(tp trace.TracerProvider) Option {
 // is built, or propagation.TraceContext{} if no global propagator is set. A
 // nil p is an error wrapping [ErrInvalidOption].
 func WithPropagator(p propagation.TextMapPropagator) Option {
-	return busOption(func(c *config) error {
-		if p == nil {
-			return invalid("nil propagator")
-		}
-		c.observe.propagator = p
-		return nil
-	})
+	return busOption(func(c *config) error { return setNonNil(&c.observe.propagator, "propagator", p) })
 }
 
 // WithMetrics makes the bus record OpenTelemetry metrics with a meter of mp:
@@ -75,13 +63,7 @@ func WithPropagator(p propagation.TextMapPropagator) Option {
 // ctx or 5s; it stops at Close. A nil mp, or a provider that refuses an
 // instrument, is an error wrapping [ErrInvalidOption].
 func WithMetrics(mp metric.MeterProvider) Option {
-	return busOption(func(c *config) error {
-		if mp == nil {
-			return invalid("nil MeterProvider")
-		}
-		c.observe.meter = mp
-		return nil
-	})
+	return busOption(func(c *config) error { return setNonNil(&c.observe.meter, "MeterProvider", mp) })
 }
 
 // observer is the bus's telemetry; nil when neither provider is set.

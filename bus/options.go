@@ -68,85 +68,43 @@ func invalidErr(err error) error { return fmt.Errorf("%w: %w", ErrInvalidOption,
 // WithTransport sets the transport; the default is a new memory transport. The
 // bus owns it: Close closes it.
 func WithTransport(t transport.Transport) Option {
-	return busOption(func(c *config) error {
-		if t == nil {
-			return invalid("nil transport")
-		}
-		c.transport = t
-		return nil
-	})
+	return busOption(func(c *config) error { return setNonNil(&c.transport, "transport", t) })
 }
 
 // WithLogger sets the logger; the default logs nothing.
 func WithLogger(l *zap.Logger) Option {
-	return busOption(func(c *config) error {
-		if l == nil {
-			return invalid("nil logger")
-		}
-		c.logger = l
-		return nil
-	})
+	return busOption(func(c *config) error { return setNonNil(&c.logger, "logger", l) })
 }
 
 // WithCodec sets the event codec; the default is JSON.
 func WithCodec(codec handlers.Codec) Option {
-	return busOption(func(c *config) error {
-		if codec == nil {
-			return invalid("nil codec")
-		}
-		c.codec = codec
-		return nil
-	})
+	return busOption(func(c *config) error { return setNonNil(&c.codec, "codec", codec) })
 }
 
 // WithMiddleware adds middleware around every handler, outside the handler's
 // own middleware and the default chain. The first given is the outermost.
 func WithMiddleware(mw ...message.HandlerMiddleware) Option {
-	return busOption(func(c *config) error {
-		if err := checkMiddleware(mw); err != nil {
-			return err
-		}
-		c.middleware = append(c.middleware, mw...)
-		return nil
-	})
+	return busOption(func(c *config) error { return addMiddleware(&c.middleware, mw) })
 }
 
 // WithDefaultRetry sets the retry policy of every handler that does not set
 // its own with [WithRetry]; the default is [middleware.DefaultRetryPolicy].
 func WithDefaultRetry(p middleware.RetryPolicy) Option {
-	return busOption(func(c *config) error {
-		if err := p.Validate(); err != nil {
-			return invalidErr(err)
-		}
-		c.retry = p
-		return nil
-	})
+	return busOption(func(c *config) error { return setValid(&c.retry, p) })
 }
 
 // WithMaxEventSize sets the largest encoded event Publish accepts, 1 byte to
 // [MaxEventSize]; larger events get [ErrEventTooLarge]. The default is
 // [DefaultMaxEventSize]. Keep it at or below the NATS server's max_payload.
 func WithMaxEventSize(n int) Option {
-	return busOption(func(c *config) error {
-		if n <= 0 || n > MaxEventSize {
-			return invalid("max event size %d not in [1, %d]", n, MaxEventSize)
-		}
-		c.maxEventSize = n
-		return nil
-	})
+	return busOption(func(c *config) error { return setInRange(&c.maxEventSize, "max event size", n, 1, MaxEventSize) })
 }
 
 // WithPoisonStore sets where poison records go. The default is the transport
 // itself when it implements [transport.PoisonStore] (memory and NATS do), and
 // otherwise a store in process memory.
 func WithPoisonStore(s transport.PoisonStore) Option {
-	return busOption(func(c *config) error {
-		if s == nil {
-			return invalid("nil poison store")
-		}
-		c.poison = s
-		return nil
-	})
+	return busOption(func(c *config) error { return setNonNil(&c.poison, "poison store", s) })
 }
 
 // WithShutdownTimeout bounds the Close that [Bus.Run] does once its ctx ends.
@@ -196,38 +154,20 @@ type subConfig struct {
 // (except for an event retried through the transport: see
 // [middleware.RetryPolicy]).
 func WithConcurrency(n int) SubscribeOption {
-	return subOption(func(c *subConfig) error {
-		if n < 1 || n > MaxConcurrency {
-			return invalid("concurrency %d not in [1, %d]", n, MaxConcurrency)
-		}
-		c.concurrency = n
-		return nil
-	})
+	return subOption(func(c *subConfig) error { return setInRange(&c.concurrency, "concurrency", n, 1, MaxConcurrency) })
 }
 
 // WithHandlerMiddleware adds middleware around this handler, inside the
 // bus-wide middleware and outside the default chain. The first is outermost.
 func WithHandlerMiddleware(mw ...message.HandlerMiddleware) SubscribeOption {
-	return subOption(func(c *subConfig) error {
-		if err := checkMiddleware(mw); err != nil {
-			return err
-		}
-		c.middleware = append(c.middleware, mw...)
-		return nil
-	})
+	return subOption(func(c *subConfig) error { return addMiddleware(&c.middleware, mw) })
 }
 
 // WithRetry sets this handler's retry policy, instead of the bus's default
 // ([WithDefaultRetry]). MaxAttempts 1 disables retries: a failure goes to the
 // poison queue at once.
 func WithRetry(p middleware.RetryPolicy) SubscribeOption {
-	return subOption(func(c *subConfig) error {
-		if err := p.Validate(); err != nil {
-			return invalidErr(err)
-		}
-		c.retry = &p
-		return nil
-	})
+	return subOption(func(c *subConfig) error { return setValid(&c.retry, &p) })
 }
 
 // WithDecode makes this handler decode every event from its encoded form, even
@@ -288,13 +228,7 @@ func WithRateLimit(perSecond float64, burst int) SubscribeOption {
 // failures in a row; while open, events are redelivered later, not poisoned.
 // cfg.Name defaults to the handler's name. See [middleware.CircuitBreaker].
 func WithCircuitBreaker(cfg middleware.BreakerConfig) SubscribeOption {
-	return subOption(func(c *subConfig) error {
-		if err := cfg.Validate(); err != nil {
-			return invalidErr(err)
-		}
-		c.breaker = &cfg
-		return nil
-	})
+	return subOption(func(c *subConfig) error { return setValid(&c.breaker, &cfg) })
 }
 
 // WithDedup skips events this handler already completed within ttl, as
@@ -404,6 +338,10 @@ func WithOrderingKey(key string) PublishOption {
 	return pubOption(func(c *pubConfig) error { return setValue(&c.orderingKey, "ordering key", key, false) })
 }
 
+// The setters of the option constructors: each checks the option's value
+// and stores it, or returns an error wrapping ErrInvalidOption that names the
+// option (what) and leaves *dst as it was.
+
 // setPositive stores d if it is positive.
 func setPositive(dst *time.Duration, what string, d time.Duration) error {
 	if d <= 0 {
@@ -413,13 +351,43 @@ func setPositive(dst *time.Duration, what string, d time.Duration) error {
 	return nil
 }
 
-// checkMiddleware refuses nil middleware.
-func checkMiddleware(mw []message.HandlerMiddleware) error {
+// setInRange stores n if it is within [lo, hi].
+func setInRange(dst *int, what string, n, lo, hi int) error {
+	if n < lo || n > hi {
+		return invalid("%s %d not in [%d, %d]", what, n, lo, hi)
+	}
+	*dst = n
+	return nil
+}
+
+// setNonNil stores v if it is not nil (a nil pointer, or an interface
+// holding nothing).
+func setNonNil[T comparable](dst *T, what string, v T) error {
+	var zero T
+	if v == zero {
+		return invalid("nil %s", what)
+	}
+	*dst = v
+	return nil
+}
+
+// setValid stores v if its Validate accepts it, wrapping Validate's error.
+func setValid[T interface{ Validate() error }](dst *T, v T) error {
+	if err := v.Validate(); err != nil {
+		return invalidErr(err)
+	}
+	*dst = v
+	return nil
+}
+
+// addMiddleware appends mw to *dst if none of it is nil.
+func addMiddleware(dst *[]message.HandlerMiddleware, mw []message.HandlerMiddleware) error {
 	for i, m := range mw {
 		if m == nil {
 			return invalid("nil middleware at %d", i)
 		}
 	}
+	*dst = append(*dst, mw...)
 	return nil
 }
 

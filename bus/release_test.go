@@ -61,14 +61,7 @@ func TestCloseDeadlineWaitsForASlowRelease(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := b.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := bus.Publish(ctx, b, ping{}); err != nil {
-		t.Fatal(err)
-	}
+	start(t, b, 5*time.Second, ping{})
 	<-started
 	closeCtx, closeCancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer closeCancel()

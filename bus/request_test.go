@@ -58,11 +58,7 @@ func TestCloseWaitsForRequestsInFlight(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := b.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	ctx := start(t, b, 5*time.Second)
 	res := make(chan error, 1)
 	go func() {
 		_, err := bus.Request[quoteReq, quoteResp](ctx, b, quoteReq{})

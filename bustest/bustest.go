@@ -16,6 +16,7 @@ import (
 
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/notify"
 )
 
 // DefaultTimeout is the deadline of the waits in this package that take none.
@@ -57,7 +58,7 @@ type Recorder[E any] struct {
 	mu      sync.Mutex
 	events  []E
 	meta    []handlers.Metadata
-	changed chan struct{}
+	changed notify.Changed
 	// Fail, if set, is called before an event is recorded; a non-nil error is
 	// returned to the bus and the event is not recorded.
 	Fail func(ctx context.Context, e E) error
@@ -85,10 +86,7 @@ func (r *Recorder[E]) Handle(ctx context.Context, e E) error {
 	r.mu.Lock()
 	r.events = append(r.events, e)
 	r.meta = append(r.meta, m)
-	if r.changed != nil {
-		close(r.changed)
-		r.changed = nil
-	}
+	r.changed.Broadcast()
 	r.mu.Unlock()
 	return nil
 }
@@ -117,24 +115,10 @@ func (r *Recorder[E]) Metadata() []handlers.Metadata {
 // WaitFor waits until at least n events were recorded or ctx ends, and returns
 // the events recorded then with ctx's error, if any.
 func (r *Recorder[E]) WaitFor(ctx context.Context, n int) ([]E, error) {
-	for {
-		r.mu.Lock()
-		if len(r.events) >= n {
-			ev := append([]E(nil), r.events...)
-			r.mu.Unlock()
-			return ev, nil
-		}
-		if r.changed == nil {
-			r.changed = make(chan struct{})
-		}
-		ch := r.changed
-		r.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return r.Events(), ctx.Err()
-		}
+	if !r.changed.Wait(&r.mu, func() bool { return len(r.events) >= n }, ctx.Done()) {
+		return r.Events(), ctx.Err()
 	}
+	return r.Events(), nil
 }
 
 // Wait waits up to timeout for at least n events and returns them; it fails

@@ -24,6 +24,8 @@ import (
 	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/handlers"
 	"github.com/heraldbus/herald/internal/event"
+	"github.com/heraldbus/herald/internal/notify"
+	"github.com/heraldbus/herald/internal/testkit"
 	"github.com/heraldbus/herald/middleware"
 	"github.com/heraldbus/herald/transport"
 )
@@ -68,7 +70,7 @@ type tally struct {
 	ids     map[int]string
 	pads    map[int]int // len(Pad) of the last success
 	badIDs  []string
-	changed chan struct{}
+	changed notify.Changed
 }
 
 func newTally() *tally {
@@ -97,16 +99,9 @@ func (c *tally) handler(fail func(ctx context.Context, e Event, call int) error)
 		c.mu.Lock()
 		c.ok[e.Seq]++
 		c.pads[e.Seq] = len(e.Pad)
-		c.signal()
+		c.changed.Broadcast()
 		c.mu.Unlock()
 		return nil
-	}
-}
-
-func (c *tally) signal() {
-	if c.changed != nil {
-		close(c.changed)
-		c.changed = nil
 	}
 }
 
@@ -164,26 +159,12 @@ func (c *tally) has(seq int) bool {
 // timeout. It wakes on every success, without polling.
 func (c *tally) waitFor(t testing.TB, timeout time.Duration, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if !c.changed.Wait(&c.mu, cond, ctx.Done()) {
 		c.mu.Lock()
-		if cond() {
-			c.mu.Unlock()
-			return
-		}
-		if c.changed == nil {
-			c.changed = make(chan struct{})
-		}
-		ch := c.changed
-		c.mu.Unlock()
-		select {
-		case <-ch:
-		case <-deadline.C:
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			t.Fatalf("%s: not within %v (%d distinct events succeeded, missing %s)", what, timeout, len(c.ok), missing(c.ok, -1))
-		}
+		defer c.mu.Unlock()
+		t.Fatalf("%s: not within %v (%d distinct events succeeded, missing %s)", what, timeout, len(c.ok), missing(c.ok, -1))
 	}
 }
 
@@ -459,6 +440,20 @@ func (be *backend) consumer(t testing.TB, handler, topic string) *jetstream.Cons
 	return nil
 }
 
+// handleAll publishes events 0 to n-1 on b, waits until c has seen each
+// succeed (what names them in a failure) and until the consumer of handler
+// has settled, and returns how long the events took to succeed and the
+// consumer's info then (NATS).
+func (be *backend) handleAll(t testing.TB, b *bus.Bus, c *tally, handler string, n int, what string) (time.Duration, *jetstream.ConsumerInfo) {
+	t.Helper()
+	begin := time.Now()
+	publishRange(t, b, 0, n)
+	c.waitDistinct(t, n, wait, what)
+	took := time.Since(begin)
+	be.settled(t, handler)
+	return took, be.consumer(t, handler, eventName)
+}
+
 // settled waits until the handler's consumer has nothing pending and
 // nothing unacknowledged (NATS); on memory it returns at once.
 func (be *backend) settled(t testing.TB, handler string) {
@@ -519,12 +514,7 @@ func poisonList(t testing.TB, b *bus.Bus, handler string) []transport.PoisonReco
 // waitPoison waits until handler has n poison records and returns them.
 func waitPoison(t testing.TB, b *bus.Bus, handler string, n int) []transport.PoisonRecord {
 	t.Helper()
-	var recs []transport.PoisonRecord
-	bustest.Eventually(t, wait, func() bool {
-		recs = poisonList(t, b, handler)
-		return len(recs) >= n
-	}, "%d poison records of %q (have %d)", n, handler, len(recs))
-	return recs
+	return testkit.WaitPoison(t, b, handler, n, wait)
 }
 
 // subscribeTallies subscribes n handlers, named prefix0 to prefix<n-1>, each

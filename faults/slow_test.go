@@ -33,12 +33,7 @@ func TestSlowHandlerBeyondAckWait(t *testing.T) {
 	})); err != nil {
 		t.Fatal(err)
 	}
-	begin := time.Now()
-	publishRange(t, b, 0, n)
-	c.waitDistinct(t, n, wait, "both slow events handled")
-	took := time.Since(begin)
-	be.settled(t, name)
-	ci := be.consumer(t, name, eventName)
+	took, ci := be.handleAll(t, b, c, name, n, "both slow events handled")
 	f := oneHandler(t, "8-slow-handler", "nats", c, n, b)
 	f.add("ack_wait", ackWait)
 	f.add("handler_time", 3*ackWait)
@@ -79,12 +74,7 @@ func TestSlowRetryBeyondAckWait(t *testing.T) {
 	}), bus.WithRetry(policy)); err != nil {
 		t.Fatal(err)
 	}
-	begin := time.Now()
-	publishRange(t, b, 0, 1)
-	c.waitDistinct(t, 1, wait, "the event succeeded at the third attempt")
-	took := time.Since(begin)
-	be.settled(t, name)
-	ci := be.consumer(t, name, eventName)
+	took, ci := be.handleAll(t, b, c, name, 1, "the event succeeded at the third attempt")
 	f := figures{fault: "8-slow-retry", transport: "nats", handlers: 1, sent: 1, delivered: c.distinct(),
 		dups: c.duplicates(), poisoned: len(poisonList(t, b, ""))}
 	f.add("ack_wait", ackWait)

@@ -403,12 +403,7 @@ func TestMixedAckWait(t *testing.T) {
 		}
 		pubBus = b
 	}
-	begin := time.Now()
-	publishRange(t, pubBus, 0, n)
-	c.waitDistinct(t, n, wait, "every event handled")
-	took := time.Since(begin)
-	be.settled(t, name)
-	ci := be.consumer(t, name, eventName)
+	took, ci := be.handleAll(t, pubBus, c, name, n, "every event handled")
 	f := oneHandler(t, "17-mixed-ack-wait", "nats", c, n, pubBus)
 	f.add("ack_waits", "30s,1s")
 	f.add("consumer_ack_wait", ci.Config.AckWait)

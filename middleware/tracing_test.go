@@ -15,29 +15,10 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/testkit"
 	"github.com/heraldbus/herald/middleware"
 	"github.com/heraldbus/herald/transport"
 )
-
-// attemptEvents renders a span's attempt events as "n:outcome[:error.type]".
-func attemptEvents(s sdktrace.ReadOnlySpan) string {
-	var out []string
-	for _, e := range s.Events() {
-		var n, oc, et string
-		for _, a := range e.Attributes {
-			switch a.Key {
-			case middleware.AttrAttempt:
-				n = a.Value.String()
-			case middleware.AttrOutcome:
-				oc = a.Value.String()
-			case middleware.AttrErrorType:
-				et = ":" + a.Value.String()
-			}
-		}
-		out = append(out, n+":"+oc+et)
-	}
-	return strings.Join(out, " ")
-}
 
 // The process span of a delivery through Poison and Retry shows each attempt
 // with its outcome, and the delivery's outcome and status.
@@ -90,7 +71,7 @@ func TestTracingOutcomes(t *testing.T) {
 				t.Fatalf("%d spans", len(spans))
 			}
 			s := spans[0]
-			if got := attemptEvents(s); got != c.events {
+			if got := testkit.AttemptEvents(s); got != c.events {
 				t.Errorf("attempt events %q, want %q", got, c.events)
 			}
 			if s.Name() != "process t.Event" || s.SpanKind() != trace.SpanKindConsumer {

@@ -276,37 +276,42 @@ func (s *server) guard(next http.HandlerFunc) http.HandlerFunc {
 }
 
 func (s *server) replay(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
-	defer cancel()
-	id, handler := r.PostFormValue("id"), r.PostFormValue("handler")
-	if id != "" {
-		if err := s.b.Poison().Replay(ctx, id); err != nil {
-			s.actionFailed(w, r, "replay", err)
-			return
-		}
-		s.done(w, r, "replayed record "+id, handler)
-		return
-	}
-	n, err := s.b.Poison().ReplayAll(ctx, handler)
-	if err != nil {
-		s.actionFailed(w, r, "replay", fmt.Errorf("replayed %d records, then: %w", n, err))
-		return
-	}
-	s.done(w, r, fmt.Sprintf("replayed %d records", n), handler)
+	q := s.b.Poison()
+	s.poisonAction(w, r, "replay", "replayed", q.Replay, q.ReplayAll)
 }
 
 func (s *server) purge(w http.ResponseWriter, r *http.Request) {
+	s.poisonAction(w, r, "purge", "purged", s.b.Poison().Purge, s.purgeAll)
+}
+
+// poisonAction does what a replay or purge form asks: one(id) to the record
+// it names, or else all(handler) to the handler's records (every handler's
+// when the form names none), which returns how many it did before any error.
+// verb and past name the action in the page it answers with.
+func (s *server) poisonAction(w http.ResponseWriter, r *http.Request, verb, past string,
+	one func(ctx context.Context, id string) error, all func(ctx context.Context, handler string) (int, error)) {
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
 	id, handler := r.PostFormValue("id"), r.PostFormValue("handler")
 	if id != "" {
-		if err := s.b.Poison().Purge(ctx, id); err != nil {
-			s.actionFailed(w, r, "purge", err)
+		if err := one(ctx, id); err != nil {
+			s.actionFailed(w, r, verb, err)
 			return
 		}
-		s.done(w, r, "purged record "+id, handler)
+		s.done(w, r, past+" record "+id, handler)
 		return
 	}
+	n, err := all(ctx, handler)
+	if err != nil {
+		s.actionFailed(w, r, verb, fmt.Errorf("%s %d records, then: %w", past, n, err))
+		return
+	}
+	s.done(w, r, fmt.Sprintf("%s %d records", past, n), handler)
+}
+
+// purgeAll purges the records of handler (of every handler when empty), one
+// at a time, skipping those already gone, and returns how many it purged.
+func (s *server) purgeAll(ctx context.Context, handler string) (int, error) {
 	n := 0
 	for rec, err := range s.b.Poison().All(ctx, transport.PoisonQuery{Handler: handler}) {
 		if err == nil {
@@ -316,12 +321,11 @@ func (s *server) purge(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		if err != nil {
-			s.actionFailed(w, r, "purge", fmt.Errorf("purged %d records, then: %w", n, err))
-			return
+			return n, err
 		}
 		n++
 	}
-	s.done(w, r, fmt.Sprintf("purged %d records", n), handler)
+	return n, nil
 }
 
 func (s *server) actionFailed(w http.ResponseWriter, r *http.Request, verb string, err error) {

@@ -29,6 +29,7 @@ import (
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/internal/event"
+	"github.com/heraldbus/herald/internal/testkit"
 	"github.com/heraldbus/herald/middleware"
 	"github.com/heraldbus/herald/transport"
 )
@@ -155,15 +156,22 @@ func (s *suite) publish(t *testing.T, b *bus.Bus, from, n int, tag string) {
 	}
 }
 
+// down subscribes a handler of name that does nothing and stops it: the
+// handler is down, and a durable transport keeps its state and its events.
+func (s *suite) down(t *testing.T, b *bus.Bus, name string) {
+	t.Helper()
+	sub, err := bus.Subscribe(b, name, func(context.Context, Event) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Stop(s.ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (s *suite) poison(t *testing.T, b *bus.Bus, handler string, n int) []transport.PoisonRecord {
 	t.Helper()
-	var recs []transport.PoisonRecord
-	bustest.Eventually(t, s.cfg.timeout, func() bool {
-		var err error
-		recs, err = b.Poison().List(context.Background(), handler)
-		return err == nil && len(recs) >= n
-	}, "%d poison records for %q (have %d)", n, handler, len(recs))
-	return recs
+	return testkit.WaitPoison(t, b, handler, n, s.cfg.timeout)
 }
 
 // seqs returns the set of Seq values, failing on a value outside [0, n).
@@ -366,14 +374,8 @@ func (s *suite) otherEventPoisoned(t *testing.T, be Backend) {
 
 func (s *suite) replayOnlyFailed(t *testing.T, be Backend) {
 	b := s.bus(t, be)
-	var broken atomic.Bool
-	broken.Store(true)
-	failing := &bustest.Recorder[Event]{Fail: func(context.Context, Event) error {
-		if broken.Load() {
-			return bus.Permanent(errors.New("bug"))
-		}
-		return nil
-	}}
+	var fixed atomic.Bool
+	failing := testkit.FailUntil[Event](&fixed, bus.Permanent(errors.New("bug")))
 	if _, err := bus.Subscribe(b, "replay.failing", failing.Handle); err != nil {
 		t.Fatal(err)
 	}
@@ -381,7 +383,7 @@ func (s *suite) replayOnlyFailed(t *testing.T, be Backend) {
 	s.publish(t, b, 0, 3, "")
 	good.Wait(t, 3, s.cfg.timeout)
 	recs := s.poison(t, b, "replay.failing", 3)
-	broken.Store(false)
+	fixed.Store(true)
 	n, err := b.Poison().ReplayAll(s.ctx(t), "replay.failing")
 	if err != nil || n != 3 {
 		t.Fatalf("ReplayAll = %d, %v", n, err)

@@ -53,13 +53,7 @@ func (s *suite) startFrom(t *testing.T, be Backend) {
 	b1 := bustest.New(t, bus.WithTransport(tr), fastRetry)
 	// A handler that is down keeps the events in the stream (interest
 	// retention keeps only what some consumer still needs).
-	keeper, err := bus.Subscribe(b1, "hist.keeper", func(context.Context, Event) error { return nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := keeper.Stop(s.ctx(t)); err != nil {
-		t.Fatal(err)
-	}
+	s.down(t, b1, "hist.keeper")
 	s.publish(t, b1, 0, 5, "old")
 	// Brokers keep millisecond timestamps (Kafka): the cut must fall in a
 	// later millisecond than the old events, or those of the same
@@ -159,13 +153,7 @@ func (s *suite) deleteHandler(t *testing.T, be Backend) {
 
 	// A handler stopped but not deleted: durable transports keep its state
 	// and its events, and list it as an orphan.
-	orphan, err := bus.Subscribe(b1, "del.orphan", func(context.Context, Event) error { return nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := orphan.Stop(s.ctx(t)); err != nil {
-		t.Fatal(err)
-	}
+	s.down(t, b1, "del.orphan")
 	if err := sub.Delete(s.ctx(t)); err != nil {
 		t.Fatalf("Subscription.Delete: %v", err)
 	}

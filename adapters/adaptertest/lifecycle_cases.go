@@ -12,6 +12,7 @@ import (
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/testkit"
 	"github.com/heraldbus/herald/middleware"
 	"github.com/heraldbus/herald/transport"
 )
@@ -107,13 +108,7 @@ func (s *suite) durable(t *testing.T, be Backend) {
 		t.Skip("transport is not durable (events live only while a handler of the name runs)")
 	}
 	b1 := s.bus(t, be)
-	sub, err := bus.Subscribe(b1, "durable.h", func(context.Context, Event) error { return nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sub.Stop(s.ctx(t)); err != nil {
-		t.Fatal(err)
-	}
+	s.down(t, b1, "durable.h")
 	s.publish(t, b1, 0, 10, "while-down")
 	b2 := s.bus(t, be)
 	r := bustest.Record[Event](t, b2, "durable.h")
@@ -125,14 +120,7 @@ func (s *suite) durable(t *testing.T, be Backend) {
 func (s *suite) breaker(t *testing.T, be Backend) {
 	b := s.bus(t, be)
 	var healthy atomic.Bool
-	var calls atomic.Int32
-	r := &bustest.Recorder[Event]{Fail: func(context.Context, Event) error {
-		calls.Add(1)
-		if !healthy.Load() {
-			return errors.New("dependency down")
-		}
-		return nil
-	}}
+	r := testkit.FailUntil[Event](&healthy, errors.New("dependency down"))
 	if _, err := bus.Subscribe(b, "mw.breaker", r.Handle, bus.WithRetry(middleware.RetryPolicy{MaxAttempts: 1}),
 		bus.WithCircuitBreaker(middleware.BreakerConfig{ConsecutiveFailures: 2, OpenFor: 2 * time.Second})); err != nil {
 		t.Fatal(err)

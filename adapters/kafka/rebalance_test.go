@@ -15,6 +15,7 @@ import (
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/notify"
 )
 
 // Order is the event of the rebalance test.
@@ -30,7 +31,7 @@ type keyLog struct {
 	seqs    map[string][]int
 	by      map[string]int // replica name -> handled
 	total   int
-	changed chan struct{}
+	changed notify.Changed
 	// hold, when set, is waited on by replica a's handler once total
 	// reached holdAt: a does not work through the backlog before b joins.
 	hold   chan struct{}
@@ -69,10 +70,7 @@ func (l *keyLog) handler(replica string) func(context.Context, Order) error {
 			l.firstB = time.Now()
 		}
 		l.total++
-		if l.changed != nil {
-			close(l.changed)
-			l.changed = nil
-		}
+		l.changed.Broadcast()
 		return nil
 	}
 }
@@ -80,24 +78,11 @@ func (l *keyLog) handler(replica string) func(context.Context, Order) error {
 // waitTotal waits until n handlings happened.
 func (l *keyLog) waitTotal(t *testing.T, n int, timeout time.Duration) {
 	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		l.mu.Lock()
-		if l.total >= n {
-			l.mu.Unlock()
-			return
-		}
-		if l.changed == nil {
-			l.changed = make(chan struct{})
-		}
-		ch, total := l.changed, l.total
-		l.mu.Unlock()
-		select {
-		case <-ch:
-		case <-deadline.C:
-			t.Fatalf("%d events handled within %v, want %d", total, timeout, n)
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	total := 0
+	if !l.changed.Wait(&l.mu, func() bool { total = l.total; return total >= n }, ctx.Done()) {
+		t.Fatalf("%d events handled within %v, want %d", total, timeout, n)
 	}
 }
 

@@ -61,16 +61,19 @@ func invalid(format string, args ...any) error {
 	return fmt.Errorf("herald/memory: %w: "+format, append([]any{transport.ErrInvalidOption}, args...)...)
 }
 
+// setInRange stores n, the size option what, if it is within [1, hi].
+func setInRange(dst *int, what string, n, hi int) error {
+	if n < 1 || n > hi {
+		return invalid("%s %d not in [1, %d]", what, n, hi)
+	}
+	*dst = n
+	return nil
+}
+
 // WithBufferSize sets how many events one handler name's queue holds before
 // Publish blocks: 1 to [MaxBufferSize]; the default is [DefaultBufferSize].
 func WithBufferSize(n int) Option {
-	return optionFunc(func(c *config) error {
-		if n < 1 || n > MaxBufferSize {
-			return invalid("buffer size %d not in [1, %d]", n, MaxBufferSize)
-		}
-		c.Buffer = n
-		return nil
-	})
+	return optionFunc(func(c *config) error { return setInRange(&c.Buffer, "buffer size", n, MaxBufferSize) })
 }
 
 // WithRedeliveryDelay sets the delay before the first redelivery of a nacked
@@ -92,13 +95,7 @@ func WithRedeliveryDelay(d time.Duration) Option {
 // messages get an error wrapping transport.ErrTooLarge. The default is
 // [DefaultMaxMessageSize].
 func WithMaxMessageSize(n int) Option {
-	return optionFunc(func(c *config) error {
-		if n < 1 || n > MaxMessageSize {
-			return invalid("max message size %d not in [1, %d]", n, MaxMessageSize)
-		}
-		c.MaxSize = n
-		return nil
-	})
+	return optionFunc(func(c *config) error { return setInRange(&c.MaxSize, "max message size", n, MaxMessageSize) })
 }
 
 // Transport is an in-process transport. It is safe for concurrent use. The

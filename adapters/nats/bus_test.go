@@ -19,6 +19,7 @@ import (
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/internal/event"
+	"github.com/heraldbus/herald/internal/testkit"
 	"github.com/heraldbus/herald/middleware"
 	"github.com/heraldbus/herald/transport"
 )
@@ -51,6 +52,12 @@ func newBus(t *testing.T, b broker, edit ...func(*nats.Config)) *bus.Bus {
 	t.Helper()
 	return bustest.New(t, bus.WithTransport(b.transport(t, edit...)),
 		bus.WithDefaultRetry(middleware.RetryPolicy{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond}))
+}
+
+// waitPoison waits until handler has n poison records on b, and returns them.
+func waitPoison(t *testing.T, b *bus.Bus, handler string, n int) []transport.PoisonRecord {
+	t.Helper()
+	return testkit.WaitPoison(t, b, handler, n, wait)
 }
 
 func publishOrders(t *testing.T, b *bus.Bus, from, n int) {
@@ -341,16 +348,7 @@ func TestPublishErrors(t *testing.T) {
 	if err := tr.Close(); err != nil {
 		t.Fatal(err)
 	}
-	err = pub.Publish("errs.closed", msg("{}", nil))
-	if !errors.Is(err, transport.ErrClosed) {
-		t.Errorf("publish after Close: %v", err)
-	}
-	if _, err := tr.Subscriber("h"); !errors.Is(err, transport.ErrClosed) {
-		t.Errorf("Subscriber after Close: %v", err)
-	}
-	if _, _, err := tr.ListPoison(context.Background(), transport.PoisonQuery{}); !errors.Is(err, transport.ErrClosed) {
-		t.Errorf("ListPoison after Close: %v", err)
-	}
+	testkit.RefusesWhenClosed(t, tr, "errs.closed")
 }
 
 // A stream that exists with other subjects is reported, not changed.

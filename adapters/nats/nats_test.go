@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
 	"github.com/heraldbus/herald/adapters/adaptertest"
@@ -44,6 +45,23 @@ func connect(t testing.TB, url string) *natsgo.Conn {
 	}
 	t.Cleanup(nc.Close)
 	return nc
+}
+
+// publishForeign publishes an OrderPlaced on tr's subject for it as a
+// service without Herald would: with plain JetStream, on a connection of its
+// own to b, with the payload data and the headers h (nil: none).
+func publishForeign(t *testing.T, b broker, tr *nats.Transport, data string, h natsgo.Header) {
+	t.Helper()
+	js, err := jetstream.New(connect(t, b.url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := natsgo.NewMsg(tr.Subject(OrderPlaced{}.EventName()))
+	msg.Data = []byte(data)
+	msg.Header = h
+	if _, err := js.PublishMsg(testCtx(t), msg); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // brokers returns the brokers a test runs on: a new embedded server, and the

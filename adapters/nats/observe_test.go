@@ -18,8 +18,8 @@ import (
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/testkit"
 	"github.com/heraldbus/herald/middleware"
-	"github.com/heraldbus/herald/transport"
 )
 
 // Observability over NATS: one trace across two buses, and Stats.
@@ -79,30 +79,6 @@ func hasAttrs(have, want []attribute.KeyValue) bool {
 	return true
 }
 
-// attempts returns the attempt events of s as "n:outcome:error.type".
-func attempts(s sdktrace.ReadOnlySpan) []string {
-	var out []string
-	for _, e := range s.Events() {
-		if e.Name != "attempt" {
-			continue
-		}
-		var n int64
-		var oc, et string
-		for _, a := range e.Attributes {
-			switch a.Key {
-			case middleware.AttrAttempt:
-				n = a.Value.AsInt64()
-			case middleware.AttrOutcome:
-				oc = a.Value.AsString()
-			case middleware.AttrErrorType:
-				et = a.Value.AsString()
-			}
-		}
-		out = append(out, strings.TrimSuffix(strings.Join([]string{string(rune('0' + n)), oc, et}, ":"), ":"))
-	}
-	return out
-}
-
 func childOf(t *testing.T, child, parent sdktrace.ReadOnlySpan) {
 	t.Helper()
 	if child.Parent().SpanID() != parent.SpanContext().SpanID() || child.SpanContext().TraceID() != parent.SpanContext().TraceID() {
@@ -156,11 +132,7 @@ func TestTraceCrossesBusesOverNATS(t *testing.T) {
 		}
 		root.End()
 		shipped.Wait(t, 1, wait)
-		var poison []transport.PoisonRecord
-		bustest.Eventually(t, wait, func() bool {
-			poison, _ = billing.Poison().List(ctx, "billing.audit")
-			return len(poison) == 1
-		}, "billing.audit's poison record")
+		poison := waitPoison(t, billing, "billing.audit", 1)
 		id := poison[0].Event.ID
 
 		group := func(h string) attribute.KeyValue { return middleware.AttrConsumerGroup.String(h) }
@@ -191,13 +163,13 @@ func TestTraceCrossesBusesOverNATS(t *testing.T) {
 		if charge.SpanKind() != trace.SpanKindConsumer {
 			t.Errorf("process span kind %v", charge.SpanKind())
 		}
-		if got := strings.Join(attempts(charge), " "); got != "1:retried:*errors.errorString 2:handled" {
+		if got := testkit.AttemptEvents(charge); got != "1:retried:*errors.errorString 2:handled" {
 			t.Errorf("billing.charge attempts %q", got)
 		}
 
 		audit := ss.one(t, processOrder, group("billing.audit"), outcome("poisoned"))
 		childOf(t, audit, pubOrder)
-		if got := strings.Join(attempts(audit), " "); got != "1:poisoned:*errors.errorString" {
+		if got := testkit.AttemptEvents(audit); got != "1:poisoned:*errors.errorString" {
 			t.Errorf("billing.audit attempts %q", got)
 		}
 		if st := audit.Status(); st.Code != codes.Error || !strings.Contains(st.Description, "audit rule 7") {

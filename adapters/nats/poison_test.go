@@ -8,7 +8,6 @@ import (
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
@@ -29,18 +28,8 @@ func TestRawNATSMessagePoisoned(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		js, _ := jetstream.New(connect(t, b.url))
-		subject := tr.Subject(OrderPlaced{}.EventName())
-		if _, err := js.Publish(testCtx(t), subject, []byte(`{"id":"raw","seq":1}`)); err != nil {
-			t.Fatal(err)
-		}
-		var recs []transport.PoisonRecord
-		bustest.Eventually(t, wait, func() bool {
-			var err error
-			recs, err = bb.Poison().List(context.Background(), "billing.charge-card")
-			return err == nil && len(recs) == 1
-		}, "a poison record for the raw message")
-		rec := recs[0]
+		publishForeign(t, b, tr, `{"id":"raw","seq":1}`, nil)
+		rec := waitPoison(t, bb, "billing.charge-card", 1)[0]
 		if !strings.Contains(rec.Error, "not published by Herald") || rec.Attempts != 1 || string(rec.Payload) != `{"id":"raw","seq":1}` {
 			t.Errorf("record: error %q, attempts %d, payload %q", rec.Error, rec.Attempts, rec.Payload)
 		}
@@ -138,17 +127,13 @@ func TestForeignPublisherWithHeraldHeaders(t *testing.T) {
 		tr := b.transport(t)
 		bb := bustest.New(t, bus.WithTransport(tr))
 		rec := bustest.Record[OrderPlaced](t, bb, "foreign.reader")
-		js, _ := jetstream.New(connect(t, b.url))
-		msg := natsgo.NewMsg(tr.Subject(OrderPlaced{}.EventName()))
-		msg.Data = []byte(`{"id":"from-python","seq":7}`)
-		msg.Header.Set(transport.KeyID, "py-1")
-		msg.Header.Set(transport.KeyEvent, OrderPlaced{}.EventName())
-		msg.Header.Set(transport.KeyCorrelationID, "checkout-9")
-		msg.Header.Set(transport.KeyPublishedAt, "2026-11-23T10:00:00Z")
-		msg.Header.Set(transport.KeyContentType, "application/json")
-		if _, err := js.PublishMsg(testCtx(t), msg); err != nil {
-			t.Fatal(err)
-		}
+		publishForeign(t, b, tr, `{"id":"from-python","seq":7}`, natsgo.Header{
+			transport.KeyID:            {"py-1"},
+			transport.KeyEvent:         {OrderPlaced{}.EventName()},
+			transport.KeyCorrelationID: {"checkout-9"},
+			transport.KeyPublishedAt:   {"2026-11-23T10:00:00Z"},
+			transport.KeyContentType:   {"application/json"},
+		})
 		got := rec.Wait(t, 1, wait)
 		m := rec.Metadata()[0]
 		if got[0].ID != "from-python" || got[0].Seq != 7 || m.ID != "py-1" || m.CorrelationID != "checkout-9" ||

@@ -60,14 +60,7 @@ func TestMemoryStorageServerRestart(t *testing.T) {
 			}
 			publish(0, 3)
 			r.Wait(t, 3, wait)
-			poisoned := func(n int) {
-				t.Helper()
-				bustest.Eventually(t, wait, func() bool {
-					recs, err := bb.Poison().List(context.Background(), "memory.failing")
-					return err == nil && len(recs) == n
-				}, "%d poison records", n)
-			}
-			poisoned(3)
+			waitPoison(t, bb, "memory.failing", 3)
 
 			if err := srv.Restart(); err != nil {
 				t.Fatal(err)
@@ -86,7 +79,7 @@ func TestMemoryStorageServerRestart(t *testing.T) {
 				}
 			}
 			// The records of before the restart were in memory: gone.
-			poisoned(3)
+			waitPoison(t, bb, "memory.failing", 3)
 			t.Logf("all handled and poisoned %v after the restart", time.Since(begin))
 			if logs.FilterMessageSnippet("missing").FilterField(zap.String("stream", nats.DefaultStreamName)).Len() == 0 {
 				t.Error("no warning about the missing stream")

@@ -12,6 +12,7 @@ import (
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
 	"github.com/heraldbus/herald/handlers"
+	"github.com/heraldbus/herald/internal/testkit"
 	"github.com/heraldbus/herald/transport"
 )
 
@@ -67,24 +68,14 @@ func TestLeanWireReplayKeepsTheEventID(t *testing.T) {
 		tr := b.transport(t)
 		bb := bustest.New(t, bus.WithTransport(tr))
 		var fixed atomic.Bool
-		rec := &bustest.Recorder[OrderPlaced]{Fail: func(context.Context, OrderPlaced) error {
-			if fixed.Load() {
-				return nil
-			}
-			return handlers.Permanent(errors.New("not yet"))
-		}}
+		rec := testkit.FailUntil[OrderPlaced](&fixed, handlers.Permanent(errors.New("not yet")))
 		if _, err := bus.Subscribe(bb, "lean.replayed", rec.Handle); err != nil {
 			t.Fatal(err)
 		}
 		if err := bus.Publish(testCtx(t), bb, OrderPlaced{ID: "o-2"}, bus.WithMessageID("lean-2")); err != nil {
 			t.Fatal(err)
 		}
-		var recs []transport.PoisonRecord
-		bustest.Eventually(t, wait, func() bool {
-			var err error
-			recs, err = bb.Poison().List(context.Background(), "lean.replayed")
-			return err == nil && len(recs) == 1
-		}, "the poison record")
+		recs := waitPoison(t, bb, "lean.replayed", 1)
 		if recs[0].Event.ID != "lean-2" {
 			t.Fatalf("poison record of event %q, want lean-2", recs[0].Event.ID)
 		}
@@ -110,15 +101,9 @@ func TestForeignPublisherIDHeaders(t *testing.T) {
 		tr := b.transport(t)
 		bb := bustest.New(t, bus.WithTransport(tr))
 		rec := bustest.Record[OrderPlaced](t, bb, "foreign.ids")
-		js, _ := jetstream.New(connect(t, b.url))
 		publish := func(seq int, header string, id string) {
-			msg := natsgo.NewMsg(tr.Subject(OrderPlaced{}.EventName()))
-			msg.Data = []byte(`{"id":"foreign","seq":` + string(rune('0'+seq)) + `}`)
-			msg.Header.Set(transport.KeyEvent, OrderPlaced{}.EventName())
-			msg.Header.Set(header, id)
-			if _, err := js.PublishMsg(testCtx(t), msg); err != nil {
-				t.Fatal(err)
-			}
+			publishForeign(t, b, tr, `{"id":"foreign","seq":`+string(rune('0'+seq))+`}`,
+				natsgo.Header{transport.KeyEvent: {OrderPlaced{}.EventName()}, header: {id}})
 		}
 		publish(1, jetstream.MsgIDHeader, "only-nats-msg-id")
 		publish(2, transport.KeyID, "only-herald-id")

@@ -14,6 +14,7 @@ import (
 	"github.com/heraldbus/herald/adapters/rabbitmq/rabbitmqtest"
 	"github.com/heraldbus/herald/bus"
 	"github.com/heraldbus/herald/bustest"
+	"github.com/heraldbus/herald/internal/testkit"
 	"github.com/heraldbus/herald/transport"
 )
 
@@ -209,15 +210,7 @@ func TestPublishErrors(t *testing.T) {
 	if err := tr.Close(); !errors.Is(err, transport.ErrClosed) {
 		t.Errorf("second Close: %v", err)
 	}
-	if err := tr.Publisher().Publish(topic, message.NewMessage("late", nil)); !errors.Is(err, transport.ErrClosed) {
-		t.Errorf("publish after Close: %v", err)
-	}
-	if _, err := tr.Subscriber("h"); !errors.Is(err, transport.ErrClosed) {
-		t.Errorf("Subscriber after Close: %v", err)
-	}
-	if _, _, err := tr.ListPoison(context.Background(), transport.PoisonQuery{}); !errors.Is(err, transport.ErrClosed) {
-		t.Errorf("ListPoison after Close: %v", err)
-	}
+	testkit.RefusesWhenClosed(t, tr, topic)
 }
 
 // Queue names are distinct for distinct (handler, topic) pairs, even when

@@ -6,11 +6,9 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/heraldbus/herald/adapters/nats/natstest"
 	"github.com/heraldbus/herald/bus"
-	"github.com/heraldbus/herald/bustest"
 )
 
 func TestHandlers(t *testing.T) {
@@ -34,28 +32,11 @@ func TestHandlers(t *testing.T) {
 
 func TestHandlersWatchStopsWithContext(t *testing.T) {
 	w := newWorld(t)
-	var out, errb bustest.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"--url", w.url, "handlers", "--watch", "--interval", "10ms"}, strings.NewReader(""), &out, &errb)
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for strings.Count(out.String(), "welcome") < 2 { // refreshed at least once
-		if time.Now().After(deadline) {
-			t.Fatalf("--watch did not refresh: %q %q", out.String(), errb.String())
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition, with a deadline
-	}
+	bg := runBackground(ctx, "--url", w.url, "handlers", "--watch", "--interval", "10ms")
+	bg.waitUntil(t, func() bool { return strings.Count(bg.out.String(), "welcome") >= 2 }, "--watch did not refresh") // refreshed at least once
 	cancel()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Fatalf("exit %d: %s", code, errb.String())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("--watch did not stop when its context ended")
-	}
+	bg.exited(t, "--watch did not stop when its context ended")
 }
 
 func TestPoisonListAndShow(t *testing.T) {
@@ -153,18 +134,8 @@ func TestPoisonPurge(t *testing.T) {
 
 func TestTail(t *testing.T) {
 	w := newWorld(t)
-	var out, errb bustest.Buffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(context.Background(), []string{"--url", w.url, "tail", "--json", "--count", "2", "users.Signup"}, strings.NewReader(""), &out, &errb)
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(errb.String(), "tailing herald.users.Signup") {
-		if time.Now().After(deadline) {
-			t.Fatalf("tail did not start: %q", errb.String())
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition, with a deadline
-	}
+	bg := runBackground(context.Background(), "--url", w.url, "tail", "--json", "--count", "2", "users.Signup")
+	bg.waitUntil(t, func() bool { return strings.Contains(bg.errb.String(), "tailing herald.users.Signup") }, "tail did not start")
 	b := newBus(t, w.url)
 	if err := b.Start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -179,17 +150,10 @@ func TestTail(t *testing.T) {
 	if err := publishSignup(b, "eve@example.com", bus.WithOrderingKey("eve"), bus.WithMessageID("signup-eve")); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Fatalf("tail: exit %d: %s", code, errb.String())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("tail did not print the event")
-	}
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	bg.exited(t, "tail did not print the event")
+	lines := strings.Split(strings.TrimSpace(bg.out.String()), "\n")
 	if len(lines) != 2 {
-		t.Fatalf("tail printed %d lines: %q", len(lines), out.String())
+		t.Fatalf("tail printed %d lines: %q", len(lines), bg.out.String())
 	}
 	for i, who := range []string{"dee", "eve"} {
 		line := decode[tailLine](t, result{stdout: lines[i]})

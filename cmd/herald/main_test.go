@@ -41,6 +41,46 @@ func herald(t *testing.T, url string, args ...string) result {
 	return result{code, out.String(), errb.String()}
 }
 
+// background is a herald command running in a goroutine.
+type background struct {
+	out, errb bustest.Buffer
+	done      chan int // its exit code
+}
+
+// runBackground runs herald with args in a goroutine, until ctx ends.
+func runBackground(ctx context.Context, args ...string) *background {
+	bg := &background{done: make(chan int, 1)}
+	go func() { bg.done <- run(ctx, args, strings.NewReader(""), &bg.out, &bg.errb) }()
+	return bg
+}
+
+// waitUntil polls cond for up to 10s; if it never holds, it fails t with
+// what and the command's output.
+func (bg *background) waitUntil(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: stdout %q, stderr %q", what, bg.out.String(), bg.errb.String())
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition, with a deadline
+	}
+}
+
+// exited waits for up to 10s for the command to exit, and fails t unless it
+// exits 0 (with what, if it does not exit).
+func (bg *background) exited(t *testing.T, what string) {
+	t.Helper()
+	select {
+	case code := <-bg.done:
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, bg.errb.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal(what)
+	}
+}
+
 // world is a server with the handler "welcome", which poisons every Signup,
 // two poison records of it, and one more event in its backlog, published
 // after its bus closed (its consumer stays, durable).

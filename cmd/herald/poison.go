@@ -263,9 +263,7 @@ func (a *app) poisonReplayCommand() *cobra.Command {
 		Use:   "replay ID | --handler NAME | --all",
 		Short: "Deliver poisoned events again to the handler that failed them, and delete their records",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.eachRecord(cmd.Context(), &sel, args, "replayed", func(ctx context.Context, b *bus.Bus, id string) error {
-				return b.Poison().Replay(ctx, id)
-			}, func(int) error { return nil })
+			return a.eachRecord(cmd.Context(), &sel, args, "replayed", (*bus.PoisonQueue).Replay, func(int) error { return nil })
 		},
 	}
 	sel.flags(cmd)
@@ -281,9 +279,7 @@ func (a *app) poisonPurgeCommand() *cobra.Command {
 		Use:   "purge ID | --handler NAME | --all",
 		Short: "Delete poison records for good (asks for confirmation unless --yes)",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.eachRecord(cmd.Context(), &sel, args, "purged", func(ctx context.Context, b *bus.Bus, id string) error {
-				return b.Poison().Purge(ctx, id)
-			}, func(n int) error {
+			return a.eachRecord(cmd.Context(), &sel, args, "purged", (*bus.PoisonQueue).Purge, func(n int) error {
 				if len(args) == 1 {
 					return a.confirm(yes, "purge poison record %s for good", args[0])
 				}
@@ -299,7 +295,7 @@ func (a *app) poisonPurgeCommand() *cobra.Command {
 // eachRecord applies do to the selected records, after check(count) agrees,
 // and says how many it did.
 func (a *app) eachRecord(ctx context.Context, sel *selection, args []string, verb string,
-	do func(context.Context, *bus.Bus, string) error, check func(int) error) error {
+	do func(q *bus.PoisonQueue, ctx context.Context, id string) error, check func(int) error) error {
 	if len(args) > 1 {
 		return usage("give one record ID, or --handler NAME, or --all")
 	}
@@ -316,14 +312,14 @@ func (a *app) eachRecord(ctx context.Context, sel *selection, args []string, ver
 		return err
 	}
 	if len(args) == 1 {
-		if err := do(ctx, b, args[0]); err != nil {
+		if err := do(b.Poison(), ctx, args[0]); err != nil {
 			return poisonErr(err)
 		}
 		fmt.Fprintf(a.stdout, "%s %s\n", verb, args[0])
 		return nil
 	}
 	for i, id := range ids {
-		if err := do(ctx, b, id); err != nil {
+		if err := do(b.Poison(), ctx, id); err != nil {
 			if errors.Is(err, bus.ErrPoisonNotFound) {
 				continue // replayed or purged by someone else meanwhile
 			}

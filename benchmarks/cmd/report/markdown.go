@@ -160,6 +160,21 @@ func ratioVerdict(r ratio, met bool) string {
 	return fmtRatio(r.v) + " " + verdict(t)
 }
 
+// memoryImpls are the in-memory implementations, in the order of their rows.
+var memoryImpls = []string{"herald", "cqrs", "chan"}
+
+// eachMemoryRow calls row, in table order, for each value v of key in the
+// runs of bench and each in-memory implementation that has a series s there.
+func eachMemoryRow(res *results, bench, key string, row func(v, impl string, s *series)) {
+	for _, v := range res.values(bench, key) {
+		for _, impl := range memoryImpls {
+			if s := res.find(bench, key, v, "impl", impl); s != nil {
+				row(v, impl, s)
+			}
+		}
+	}
+}
+
 func writeMemory(p printer, res *results) {
 	if len(res.values("MemoryThroughput", "impl")) > 0 {
 		p("## In memory: throughput and cost per handler\n\n")
@@ -172,19 +187,13 @@ func writeMemory(p printer, res *results) {
 		p("handlers.\n\n")
 		p("| handlers | implementation | events/s | ns/event | ns/delivery | B/event | allocs/event | allocs/delivery |\n")
 		p("|---:|---|---:|---:|---:|---:|---:|---:|\n")
-		for _, h := range res.values("MemoryThroughput", "handlers") {
-			for _, impl := range []string{"herald", "cqrs", "chan"} {
-				s := res.find("MemoryThroughput", "impl", impl, "handlers", h)
-				if s == nil {
-					continue
-				}
-				n := atoi(h)
-				al := s.stat("allocs/op")
-				p("| %s | %s | %s | %s | %s | %s | %s | %s |\n", h, label(impl),
-					cell(s.stat("events/s"), fmtRate), cell(s.stat("ns/op"), fmtNs), cell(s.stat("ns/delivery"), fmtNs),
-					cell(s.stat("B/op"), fmtNum), cell(al, fmtNum), plain(al, func(v float64) string { return fmtNum(v / float64(n)) }))
-			}
-		}
+		eachMemoryRow(res, "MemoryThroughput", "handlers", func(h, impl string, s *series) {
+			n := atoi(h)
+			al := s.stat("allocs/op")
+			p("| %s | %s | %s | %s | %s | %s | %s | %s |\n", h, label(impl),
+				cell(s.stat("events/s"), fmtRate), cell(s.stat("ns/op"), fmtNs), cell(s.stat("ns/delivery"), fmtNs),
+				cell(s.stat("B/op"), fmtNum), cell(al, fmtNum), plain(al, func(v float64) string { return fmtNum(v / float64(n)) }))
+		})
 		p("\n| handlers | Herald ÷ cqrs, events/s | Herald ÷ cqrs, allocs | Herald ÷ chan floor, events/s |\n|---:|---:|---:|---:|\n")
 		for _, h := range res.values("MemoryThroughput", "handlers") {
 			get := func(impl string) *series { return res.find("MemoryThroughput", "impl", impl, "handlers", h) }
@@ -209,16 +218,10 @@ func writeMemory(p printer, res *results) {
 		p("  the machine (the OS descheduling the spinning publisher, other tenants): compare the floor's tail.\n\n")
 		p("All three use the wall clock (cqrs's JSON round trip drops the monotonic reading).\n\n")
 		p("| mode | implementation | p50 µs | p99 µs | p99.9 µs | allocs/event |\n|---|---|---:|---:|---:|---:|\n")
-		for _, mode := range res.values("MemoryLatency", "mode") {
-			for _, impl := range []string{"herald", "cqrs", "chan"} {
-				s := res.find("MemoryLatency", "mode", mode, "impl", impl)
-				if s == nil {
-					continue
-				}
-				p("| %s | %s | %s | %s | %s | %s |\n", mode, label(impl), cell(s.stat("p50-µs"), fmtNum),
-					cell(s.stat("p99-µs"), fmtNum), cell(s.stat("p999-µs"), fmtNum), cell(s.stat("allocs/op"), fmtNum))
-			}
-		}
+		eachMemoryRow(res, "MemoryLatency", "mode", func(mode, impl string, s *series) {
+			p("| %s | %s | %s | %s | %s | %s |\n", mode, label(impl), cell(s.stat("p50-µs"), fmtNum),
+				cell(s.stat("p99-µs"), fmtNum), cell(s.stat("p999-µs"), fmtNum), cell(s.stat("allocs/op"), fmtNum))
+		})
 		p("\n")
 	}
 	if len(res.values("MemoryBurst", "impl")) > 0 {
@@ -235,7 +238,7 @@ func writeMemory(p printer, res *results) {
 		p("garbage grow in proportion to it before it runs, so the growth of a row is the collector's slack plus what the\n")
 		p("implementation holds: read the two sizes of one implementation against each other.\n\n")
 		p("| implementation | events | events/s | peak HeapInuse MiB | growth MiB | growth per 1k events |\n|---|---:|---:|---:|---:|---:|\n")
-		for _, impl := range []string{"herald", "cqrs", "chan"} {
+		for _, impl := range memoryImpls {
 			for _, ev := range res.values("MemoryBurst", "events", "impl", impl) {
 				s := res.find("MemoryBurst", "impl", impl, "events", ev)
 				g := s.stat("heap-growth-MiB")
