@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/heraldbus/herald/handlers"
 	"github.com/heraldbus/herald/internal/event"
 )
 
@@ -38,12 +39,11 @@ func Logging(logger *zap.Logger, slow time.Duration) message.HandlerMiddleware {
 				level, text = zapcore.WarnLevel, "slow handler"
 			}
 			if ce := logger.Check(level, text); ce != nil {
-				meta := event.MessageMetadata(msg)
-				attempt := 0
-				if meta != nil {
-					attempt = meta.Attempt
+				var meta *handlers.Metadata
+				if m, ok := event.Metadata(msg); ok {
+					meta = &m
 				}
-				ce.Write(deliveryFields(msg.Context(), meta, zap.Int("attempt", attempt), zap.Duration("duration", d), zap.Error(err))...)
+				ce.Write(deliveryFields(msg.Context(), meta, zap.Int("attempt", event.Attempt(msg)), zap.Duration("duration", d), zap.Error(err))...)
 			}
 			return out, err
 		}

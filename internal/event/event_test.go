@@ -316,3 +316,37 @@ func TestPlanJSONTimeZoneOffset(t *testing.T) {
 		t.Error("a zone offset json refuses was proven encodable")
 	}
 }
+
+// Deliveries of one event share its metadata: a write through one delivery's
+// MessageMetadata, SetAttempt or EnsureCorrelationID reaches no other
+// delivery and leaves the shared event as it was.
+func TestDeliveriesShareTheEventCopyOnWrite(t *testing.T) {
+	ev := &event.Shared{Event: transport.Event{ID: "1", Name: "handlers_test.Plain"}, Value: Plain{A: 1}}
+	sub := &event.Binding{Parent: context.Background(), Handler: "h", Codec: handlers.JSON{}}
+	m1 := event.NewDelivery(sub, ev, 1, 1, nil, nil)
+	m2 := event.NewDelivery(sub, ev, 1, 1, nil, nil)
+
+	if id, c := event.EnsureCorrelationID(m1); id != "1" || c != "1" {
+		t.Errorf("EnsureCorrelationID = %q, %q", id, c)
+	}
+	if ev.Event.CorrelationID != "" {
+		t.Errorf("the shared event was written: %+v", ev.Event)
+	}
+	event.MessageMetadata(m1).Attempt = 5
+	event.SetAttempt(m1, 6)
+	event.SetAttempt(m2, 2)
+	m, _ := event.Metadata(m1)
+	if m.Attempt != 6 || m.CorrelationID != "1" || m.Handler != "h" || event.Attempt(m1) != 6 {
+		t.Errorf("m1's metadata %+v", m)
+	}
+	m, _ = event.Metadata(m2)
+	if m.Attempt != 2 || m.CorrelationID != "" {
+		t.Errorf("m2's metadata %+v: m1's writes reached it", m)
+	}
+	if fm, ok := handlers.FromContext(m1.Context()); !ok || fm.Attempt != 6 || fm.CorrelationID != "1" {
+		t.Errorf("FromContext(m1) = %+v", fm)
+	}
+	if fm, _ := handlers.FromContext(m2.Context()); fm.Attempt != 2 {
+		t.Errorf("FromContext(m2) = %+v", fm)
+	}
+}
