@@ -14,6 +14,9 @@ import (
 // DefaultSlowThreshold is the handler duration above which Logging warns.
 const DefaultSlowThreshold = 5 * time.Second
 
+// epoch is the origin of Logging's monotonic clock readings.
+var epoch = time.Now()
+
 // Logging writes one structured line per handler attempt that fails (Warn),
 // takes longer than slow (Warn), or succeeds (Debug), with the handler, event
 // name, event ID, correlation ID, attempt and duration. Payloads are never
@@ -28,9 +31,12 @@ func Logging(logger *zap.Logger, slow time.Duration) message.HandlerMiddleware {
 	}
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
-			start := time.Now()
+			// Monotonic readings only: time.Since of a time.Time that has
+			// one reads the monotonic clock alone, where time.Now reads the
+			// wall clock too.
+			start := time.Since(epoch)
 			out, err := h(msg)
-			d := time.Since(start)
+			d := time.Since(epoch) - start
 			level, text := zapcore.DebugLevel, "handled"
 			switch {
 			case err != nil:
