@@ -350,3 +350,24 @@ func TestDeliveriesShareTheEventCopyOnWrite(t *testing.T) {
 		t.Errorf("FromContext(m2) = %+v", fm)
 	}
 }
+
+// Bound proves a time encodable exactly when json.Marshal encodes it: at the
+// edges of years 0 and 9999, in zones east and west of UTC.
+func TestPlanJSONTimeYearEdges(t *testing.T) {
+	p, _ := event.PlanJSON(reflect.TypeFor[time.Time]())
+	for _, zone := range []*time.Location{time.UTC, time.FixedZone("east", 14*3600), time.FixedZone("west", -12*3600)} {
+		for _, at := range []time.Time{
+			time.Date(0, 1, 1, 0, 0, 0, 0, zone), time.Date(-1, 12, 31, 23, 59, 59, 999999999, zone),
+			time.Date(9999, 12, 31, 23, 59, 59, 999999999, zone), time.Date(10000, 1, 1, 0, 0, 0, 0, zone),
+		} {
+			for _, d := range []time.Duration{-time.Nanosecond, 0, time.Nanosecond, -time.Hour, time.Hour} {
+				v := at.Add(d)
+				_, ok := p.Bound(v)
+				_, err := json.Marshal(v)
+				if ok != (err == nil) {
+					t.Errorf("%v: Bound says %v, json.Marshal %v", v, ok, err)
+				}
+			}
+		}
+	}
+}
