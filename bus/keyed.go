@@ -16,10 +16,10 @@ const keyedInbox = 8
 
 func localKey(it membroker.Item) string {
 	if le, ok := it.Value.(*localEvent); ok {
-		if le.meta.OrderingKey != "" {
-			return le.meta.OrderingKey
+		if le.ev.Event.OrderingKey != "" {
+			return le.ev.Event.OrderingKey
 		}
-		return le.meta.ID
+		return le.ev.Event.ID
 	}
 	if k := it.Metadata[transport.KeyOrderingKey]; k != "" {
 		return k

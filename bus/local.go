@@ -1,11 +1,13 @@
 package bus
 
 import (
+	"context"
 	"maps"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/heraldbus/herald/handlers"
 	"github.com/heraldbus/herald/internal/event"
 	"github.com/heraldbus/herald/internal/membroker"
 )
@@ -32,6 +34,11 @@ func (s *Subscription) startLocal() error {
 		s.goWorker(loop)
 	}
 	return nil
+}
+
+// binding is what every in-process delivery to the handler name shares.
+func binding(ctx context.Context, name string, codec handlers.Codec) *event.Binding {
+	return &event.Binding{Parent: ctx, Handler: name, Codec: codec}
 }
 
 // runLocal is one worker. Replays arrive on the same queue (SendTo).
@@ -95,19 +102,19 @@ func (s *Subscription) drainLocal(q *membroker.Queue) (membroker.Item, bool) {
 func (s *Subscription) handleLocal(q *membroker.Queue, it membroker.Item, again func()) {
 	var msg *message.Message
 	if le, ok := it.Value.(*localEvent); ok {
-		meta := le.meta
-		meta.Handler = s.name
-		meta.Attempt = 1 + it.Redeliveries
+		attempt := 1 + it.Redeliveries
+		md := le.extra // Herald's own chain only reads it: every handler shares the event's (nil when none)
 		if s.userMW {
 			// The user's middleware may write the message's Metadata: each
 			// delivery gets a copy of its own (an empty map when none).
-			msg = event.NewMessage(s.ctx, meta, le.value, le.d.Payload, maps.Clone(le.extra), s.b.cfg.codec)
-		} else {
-			// Herald's own chain only reads it: every handler shares the
-			// event's (nil when the publish gave none).
-			msg = event.NewSharedMessage(s.ctx, meta, le.value, le.d.Payload, le.extra, s.b.cfg.codec)
+			md = maps.Clone(le.extra)
+			if md == nil {
+				md = make(message.Metadata, 2)
+			}
 		}
-		event.SetDeliveries(msg, meta.Attempt)
+		// The event's metadata and value are shared, not copied: writes go
+		// to a copy of the delivery's own (event.MessageMetadata).
+		msg = event.NewDelivery(s.bind, &le.ev, attempt, attempt, le.d.Payload, md)
 	} else {
 		// Published through the watermill publisher, or a replay: decode.
 		msg = &message.Message{UUID: it.ID, Payload: it.Payload, Metadata: maps.Clone(it.Metadata)}

@@ -47,11 +47,11 @@ func Publish[E any](ctx context.Context, b *Bus, e E, opts ...PublishOption) err
 }
 
 // localEvent is an event on the in-process path: one allocation for the
-// transport's delivery and Herald's metadata, shared by every handler.
+// transport's delivery and Herald's metadata, shared by every handler (each
+// handler's message points to ev).
 type localEvent struct {
 	d     membroker.Delivery
-	meta  handlers.Metadata
-	value any
+	ev    event.Shared
 	extra message.Metadata
 }
 
@@ -211,12 +211,12 @@ func (b *Bus) encode(et *eventType, v any) ([]byte, error) {
 }
 
 func (b *Bus) localEvent(meta handlers.Metadata, v any, payload []byte, pc *pubConfig) *membroker.Delivery {
-	le := &localEvent{meta: meta}
+	le := &localEvent{ev: event.Shared{Event: meta.Event}}
 	le.d.ID = meta.ID
 	le.d.Payload = payload
 	le.d.Value = le
 	if !b.cfg.encodeAlways {
-		le.value = v
+		le.ev.Value = v
 	}
 	if pc != nil && len(pc.metadata) > 0 {
 		le.extra = pc.metadata

@@ -153,7 +153,7 @@ func (st *handlerStats) delivery(h message.HandlerFunc) message.HandlerFunc {
 		st.inFlight.Add(1)
 		var r deliveryResult
 		if (st.tick.Add(1)-1)%sampleEvery == 0 {
-			r.start = time.Now() // one delivery in sampleEvery is timed
+			r.start, r.timed = time.Since(clockEpoch), true // one delivery in sampleEvery is timed
 		}
 		defer st.ended(msg, &r)
 		out, err := h(msg)
@@ -165,10 +165,16 @@ func (st *handlerStats) delivery(h message.HandlerFunc) message.HandlerFunc {
 // deliveryResult is what delivery's deferred call needs; normal is false when
 // the handler never returned (runtime.Goexit: the bus then poisons the event).
 type deliveryResult struct {
-	start  time.Time
+	start  time.Duration // since clockEpoch, when timed
+	timed  bool
 	err    error
 	normal bool
 }
+
+// clockEpoch is the origin of the stats' monotonic clock readings: time.Since
+// of a time.Time that has one reads the monotonic clock alone, where
+// time.Now reads the wall clock too.
+var clockEpoch = time.Now()
 
 func (st *handlerStats) ended(msg *message.Message, r *deliveryResult) {
 	st.inFlight.Add(-1)
@@ -182,9 +188,9 @@ func (st *handlerStats) ended(msg *message.Message, r *deliveryResult) {
 	default:
 		st.nacked.Add(1)
 	}
-	if !r.start.IsZero() {
+	if r.timed {
 		i := st.next.Add(1) - 1
-		st.samples[i%LatencySamples].Store(int64(time.Since(r.start)))
+		st.samples[i%LatencySamples].Store(int64(time.Since(clockEpoch) - r.start))
 	}
 }
 

@@ -77,6 +77,9 @@ type Subscription struct {
 	// userMW: the chain has the user's middleware, which may write a
 	// message's Metadata, so an in-process delivery gets a map of its own.
 	userMW bool
+	// bind is what every in-process delivery to the handler shares: its
+	// context, name and the bus's codec.
+	bind *event.Binding
 
 	mu        sync.Mutex
 	started   bool
@@ -113,6 +116,7 @@ func (b *Bus) subscribe(name, event string, terminal message.HandlerFunc, sc sub
 		userMW: len(sc.middleware)+len(b.cfg.middleware) > 0,
 		stop:   make(chan struct{}), abort: make(chan struct{}), workers: make(chan struct{}), done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.bind = binding(s.ctx, name, b.cfg.codec)
 
 	b.mu.Lock()
 	if b.state.Load() >= stateClosing {

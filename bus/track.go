@@ -489,8 +489,8 @@ func (t *tracker) loadHandlers() {
 func (t *tracker) attempt(maxAttempts int) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
-			meta := event.MessageMetadata(msg)
-			if meta == nil || meta.ID == "" || meta.Name == "" {
+			meta, ok := event.Metadata(msg)
+			if !ok || meta.ID == "" || meta.Name == "" {
 				return h(msg)
 			}
 			now := time.Now()
@@ -522,7 +522,7 @@ func (t *tracker) delivery(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
 		out, err := h(msg)
 		if event.Poisoned(msg) {
-			if meta := event.MessageMetadata(msg); meta != nil && meta.ID != "" && meta.Name != "" {
+			if meta, ok := event.Metadata(msg); ok && meta.ID != "" && meta.Name != "" {
 				now := time.Now()
 				t.put(transport.Delivery{EventID: meta.ID, Event: meta.Name, Handler: meta.Handler, State: StatePoisoned,
 					Attempt: meta.Attempt, LastError: event.Failure(msg), Queued: meta.PublishedAt, Updated: now, Finished: now}, true)

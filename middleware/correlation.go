@@ -16,21 +16,18 @@ import (
 // the same.
 func Correlation(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
-		meta := event.MessageMetadata(msg)
-		if meta != nil && meta.CorrelationID == "" {
-			meta.CorrelationID = meta.ID
-		}
+		id, correlationID := event.EnsureCorrelationID(msg)
 		out, err := h(msg)
-		if meta != nil {
+		if id != "" {
 			for _, m := range out {
 				if m.Metadata == nil {
 					m.Metadata = make(message.Metadata, 2)
 				}
 				if m.Metadata.Get(transport.KeyCorrelationID) == "" {
-					m.Metadata.Set(transport.KeyCorrelationID, meta.CorrelationID)
+					m.Metadata.Set(transport.KeyCorrelationID, correlationID)
 				}
 				if m.Metadata.Get(transport.KeyCausationID) == "" {
-					m.Metadata.Set(transport.KeyCausationID, meta.ID)
+					m.Metadata.Set(transport.KeyCausationID, id)
 				}
 			}
 		}

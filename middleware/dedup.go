@@ -64,10 +64,11 @@ func Dedup(store DedupStore, ttl time.Duration, logger *zap.Logger) message.Hand
 	lease := min(ttl, DedupLease)
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
-			meta := event.MessageMetadata(msg)
-			if meta == nil || meta.ID == "" {
+			m, ok := event.Metadata(msg)
+			if !ok || m.ID == "" {
 				return h(msg)
 			}
+			meta := &m
 			key := meta.Handler + "/" + meta.ID
 			ctx := msg.Context()
 			done, token, err := store.Begin(ctx, key, lease)

@@ -122,11 +122,7 @@ func (m *Metrics) Handler(handler, eventName string) (process, attempt message.H
 	process = func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) (out []*message.Message, err error) {
 			ctx := msg.Context()
-			meta := event.MessageMetadata(msg)
-			first := 0
-			if meta != nil {
-				first = meta.Attempt
-			}
+			first := event.Attempt(msg)
 			m.inFlight.Add(ctx, 1, a.base)
 			start := time.Now()
 			normal := false
@@ -138,8 +134,8 @@ func (m *Metrics) Handler(handler, eventName string) (process, attempt message.H
 				if oc == OutcomePoisoned {
 					m.poisoned.Add(ctx, 1, a.base)
 				}
-				if meta != nil && meta.Attempt > first {
-					m.retries.Add(ctx, int64(meta.Attempt-first), a.base)
+				if last := event.Attempt(msg); last > first {
+					m.retries.Add(ctx, int64(last-first), a.base)
 				}
 			}()
 			out, err = h(msg)

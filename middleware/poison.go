@@ -65,7 +65,7 @@ func Poison(store transport.PoisonStore, logger *zap.Logger) message.HandlerMidd
 func NewPoisonRecord(msg *message.Message, err error) transport.PoisonRecord {
 	now := time.Now()
 	rec := transport.PoisonRecord{ID: event.NewID(), Error: err.Error(), Attempts: 1, FirstFailure: now, LastFailure: now}
-	if meta := event.MessageMetadata(msg); meta != nil {
+	if meta, ok := event.Metadata(msg); ok {
 		rec.Event = meta.Event
 		rec.Handler = meta.Handler
 		if meta.Attempt > 0 {

@@ -221,9 +221,7 @@ func Retry(p RetryPolicy, logger *zap.Logger) message.HandlerMiddleware {
 			if staged && n > 1 {
 				// A delayed redelivery: one attempt, numbered after the
 				// first delivery's in-process ones.
-				if meta := event.MessageMetadata(msg); meta != nil {
-					meta.Attempt = p.ImmediateAttempts + n - 1
-				}
+				event.SetAttempt(msg, p.ImmediateAttempts+n-1)
 			}
 			out, err := h(msg)
 			if err == nil || p.MaxAttempts <= 1 || handlers.IsPermanent(err) || IsDeferred(err) {
@@ -238,10 +236,14 @@ func Retry(p RetryPolicy, logger *zap.Logger) message.HandlerMiddleware {
 // staged says whether the delayed stage applies; n is the delivery count.
 func retry(p RetryPolicy, logger *zap.Logger, h message.HandlerFunc, msg *message.Message, err error, staged bool, n int) ([]*message.Message, error) {
 	ctx := msg.Context()
-	meta := event.MessageMetadata(msg)
+	m, bound := event.Metadata(msg)
+	var meta *handlers.Metadata // for the log lines
+	if bound {
+		meta = &m
+	}
 	base := 1 // the number of this delivery's first attempt
-	if meta != nil && meta.Attempt > 0 {
-		base = meta.Attempt
+	if a := event.Attempt(msg); a > 0 {
+		base = a
 	}
 	budget := p.MaxAttempts // attempts in this delivery
 	if staged {
@@ -279,8 +281,8 @@ func retry(p RetryPolicy, logger *zap.Logger, h message.HandlerFunc, msg *messag
 			}
 		}
 		attempt++
-		if meta != nil {
-			meta.Attempt = base + attempt - 1
+		if bound {
+			event.SetAttempt(msg, base+attempt-1)
 		}
 		var out []*message.Message
 		out, err = h(msg)

@@ -168,7 +168,7 @@ func (t *Tracing) Process(h message.HandlerFunc) message.HandlerFunc {
 		attrs := make([]attribute.KeyValue, 0, 8)
 		attrs = append(attrs, t.system, AttrOperationName.String("process"), AttrOperationType.String("process"))
 		name := msg.Metadata.Get(transport.KeyEvent)
-		if meta := event.MessageMetadata(msg); meta != nil {
+		if meta, ok := event.Metadata(msg); ok {
 			name = meta.Name
 			attrs = append(attrs,
 				AttrConsumerGroup.String(meta.Handler),
@@ -220,10 +220,7 @@ func (t *Tracing) Attempt(h message.HandlerFunc) message.HandlerFunc {
 		}
 		p.flush(OutcomeRetried)
 		p.attempts++
-		attempt := 0
-		if meta := event.MessageMetadata(msg); meta != nil {
-			attempt = meta.Attempt
-		}
+		attempt := event.Attempt(msg)
 		out, err := h(msg)
 		if err == nil {
 			p.span.AddEvent("attempt", trace.WithAttributes(AttrAttempt.Int(attempt), AttrOutcome.String(OutcomeHandled)))

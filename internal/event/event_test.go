@@ -316,3 +316,58 @@ func TestPlanJSONTimeZoneOffset(t *testing.T) {
 		t.Error("a zone offset json refuses was proven encodable")
 	}
 }
+
+// Deliveries of one event share its metadata: a write through one delivery's
+// MessageMetadata, SetAttempt or EnsureCorrelationID reaches no other
+// delivery and leaves the shared event as it was.
+func TestDeliveriesShareTheEventCopyOnWrite(t *testing.T) {
+	ev := &event.Shared{Event: transport.Event{ID: "1", Name: "handlers_test.Plain"}, Value: Plain{A: 1}}
+	sub := &event.Binding{Parent: context.Background(), Handler: "h", Codec: handlers.JSON{}}
+	m1 := event.NewDelivery(sub, ev, 1, 1, nil, nil)
+	m2 := event.NewDelivery(sub, ev, 1, 1, nil, nil)
+
+	if id, c := event.EnsureCorrelationID(m1); id != "1" || c != "1" {
+		t.Errorf("EnsureCorrelationID = %q, %q", id, c)
+	}
+	if ev.Event.CorrelationID != "" {
+		t.Errorf("the shared event was written: %+v", ev.Event)
+	}
+	event.MessageMetadata(m1).Attempt = 5
+	event.SetAttempt(m1, 6)
+	event.SetAttempt(m2, 2)
+	m, _ := event.Metadata(m1)
+	if m.Attempt != 6 || m.CorrelationID != "1" || m.Handler != "h" || event.Attempt(m1) != 6 {
+		t.Errorf("m1's metadata %+v", m)
+	}
+	m, _ = event.Metadata(m2)
+	if m.Attempt != 2 || m.CorrelationID != "" {
+		t.Errorf("m2's metadata %+v: m1's writes reached it", m)
+	}
+	if fm, ok := handlers.FromContext(m1.Context()); !ok || fm.Attempt != 6 || fm.CorrelationID != "1" {
+		t.Errorf("FromContext(m1) = %+v", fm)
+	}
+	if fm, _ := handlers.FromContext(m2.Context()); fm.Attempt != 2 {
+		t.Errorf("FromContext(m2) = %+v", fm)
+	}
+}
+
+// Bound proves a time encodable exactly when json.Marshal encodes it: at the
+// edges of years 0 and 9999, in zones east and west of UTC.
+func TestPlanJSONTimeYearEdges(t *testing.T) {
+	p, _ := event.PlanJSON(reflect.TypeFor[time.Time]())
+	for _, zone := range []*time.Location{time.UTC, time.FixedZone("east", 14*3600), time.FixedZone("west", -12*3600)} {
+		for _, at := range []time.Time{
+			time.Date(0, 1, 1, 0, 0, 0, 0, zone), time.Date(-1, 12, 31, 23, 59, 59, 999999999, zone),
+			time.Date(9999, 12, 31, 23, 59, 59, 999999999, zone), time.Date(10000, 1, 1, 0, 0, 0, 0, zone),
+		} {
+			for _, d := range []time.Duration{-time.Nanosecond, 0, time.Nanosecond, -time.Hour, time.Hour} {
+				v := at.Add(d)
+				_, ok := p.Bound(v)
+				_, err := json.Marshal(v)
+				if ok != (err == nil) {
+					t.Errorf("%v: Bound says %v, json.Marshal %v", v, ok, err)
+				}
+			}
+		}
+	}
+}

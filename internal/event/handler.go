@@ -27,20 +27,20 @@ func New[E any](name string, fn func(context.Context, E) error, codec handlers.C
 		}()
 		d := deliveryOf(msg)
 		if d != nil {
-			if d.err != nil {
-				if de, ok := d.err.(*handlers.DecodeError); ok {
+			if d.ev.err != nil {
+				if de, ok := d.ev.err.(*handlers.DecodeError); ok {
 					cp := *de
 					cp.Event = name
 					return nil, &cp
 				}
-				return nil, &handlers.DecodeError{Event: name, Reason: "bad metadata", Err: d.err}
+				return nil, &handlers.DecodeError{Event: name, Reason: "bad metadata", Err: d.ev.err}
 			}
-			if d.meta.Name != "" && d.meta.Name != name {
-				return nil, &handlers.DecodeError{Event: name, Reason: fmt.Sprintf("message carries event %q, not %q", d.meta.Name, name)}
+			if n := d.event().Name; n != "" && n != name {
+				return nil, &handlers.DecodeError{Event: name, Reason: fmt.Sprintf("message carries event %q, not %q", n, name)}
 			}
 		}
-		if d != nil && d.value != nil && !alwaysDecode {
-			switch v := d.value.(type) {
+		if d != nil && d.ev.Value != nil && !alwaysDecode {
+			switch v := d.ev.Value.(type) {
 			case E:
 				return nil, fn(msg.Context(), v)
 			case *E: // published as a pointer: same event name, same value

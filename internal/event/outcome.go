@@ -22,14 +22,17 @@ func Poisoned(msg *message.Message) bool {
 // [Failure]. It does nothing for a message the bus did not bind.
 func SetFailure(msg *message.Message, err string) {
 	if d := deliveryOf(msg); d != nil {
-		d.failure = err
+		if d.ext == nil {
+			d.ext = &extra{}
+		}
+		d.ext.failure = err
 	}
 }
 
 // Failure returns what [SetFailure] recorded for msg's delivery, or "".
 func Failure(msg *message.Message) string {
-	if d := deliveryOf(msg); d != nil {
-		return d.failure
+	if d := deliveryOf(msg); d != nil && d.ext != nil {
+		return d.ext.failure
 	}
 	return ""
 }

@@ -121,11 +121,10 @@ func compile(t reflect.Type, visiting map[reflect.Type]bool) (sizer, int, error)
 		return nil, 0, nil // only encoding can tell
 	}
 	switch t.Kind() {
-	case reflect.Bool:
-		return constSize(5), 0, nil
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
-		return constSize(22), 0, nil
+		n, _ := fixedSize(t)
+		return constSize(n), 0, nil
 	case reflect.Float32, reflect.Float64:
 		return func(v reflect.Value) (int, bool) {
 			f := v.Float()
@@ -133,7 +132,8 @@ func compile(t reflect.Type, visiting map[reflect.Type]bool) (sizer, int, error)
 		}, 0, nil
 	case reflect.String:
 		// Worst case every byte becomes \u00XX (or \ufffd, invalid UTF-8).
-		return func(v reflect.Value) (int, bool) { return 2 + 6*v.Len(), true }, 0, nil
+		// len(v.String()): String's fast path is inlined, Len's is a call.
+		return func(v reflect.Value) (int, bool) { return 2 + 6*len(v.String()), true }, 0, nil
 	case reflect.Chan, reflect.Func, reflect.Complex64, reflect.Complex128, reflect.UnsafePointer:
 		return nil, 0, fmt.Errorf("%s values cannot be JSON-encoded", t.Kind())
 	case reflect.Map:
@@ -203,13 +203,22 @@ func compileStruct(t reflect.Type, visiting map[reflect.Type]bool) (sizer, int, 
 			provable = false // the other fields are still checked
 			continue
 		}
-		if slices.Contains(strings.Split(opts, ","), "string") {
+		quoted := slices.Contains(strings.Split(opts, ","), "string")
+		// An invalid tag name is replaced by the field's name.
+		fixed += 4 + 6*max(len(name), len(f.Name))
+		if n, ok := fixedSize(f.Type); ok {
+			// A bool or an integer: its bound needs no walk.
+			if quoted {
+				n = 2 + 2*n
+			}
+			fixed += n
+			continue
+		}
+		if quoted {
 			// Quoted numbers and bools; strings are quoted twice.
 			inner := s
 			s = func(v reflect.Value) (int, bool) { n, ok := inner(v); return 2 + 2*n, ok }
 		}
-		// An invalid tag name is replaced by the field's name.
-		fixed += 4 + 6*max(len(name), len(f.Name))
 		depth = max(depth, d)
 		fields = append(fields, field{index: i, size: s})
 	}
@@ -294,13 +303,40 @@ func checkMapKey(k reflect.Type) error {
 
 func constSize(n int) sizer { return func(reflect.Value) (int, bool) { return n, true } }
 
+// fixedSize returns the bound of every value of t when it does not depend on
+// the value: a bool or an integer without an encoding of its own.
+func fixedSize(t reflect.Type) (int, bool) {
+	switch t.Kind() {
+	case reflect.Bool:
+		if !ownEncoding(t) {
+			return 5, true
+		}
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		if !ownEncoding(t) {
+			return 22, true
+		}
+	}
+	return 0, false
+}
+
+// The Unix times of the first instant of years 0 and 10000: the years
+// time.Time.MarshalJSON accepts are those whose instants, shifted by their
+// zone offset, fall in between.
+var (
+	minJSONUnix = time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC).Unix()
+	endJSONUnix = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC).Unix()
+)
+
 func sizeTime(v reflect.Value) (int, bool) {
 	tv, _ := reflect.TypeAssert[time.Time](v) // no allocation, unlike v.Interface()
-	y := tv.Year()
 	_, off := tv.Zone()
-	// time.Time.MarshalJSON fails outside years [0, 9999] and zone offsets
-	// of a day or more.
-	return 40, y >= 0 && y <= 9999 && off > -24*3600 && off < 24*3600
+	// time.Time.MarshalJSON fails outside years [0, 9999] (in tv's zone)
+	// and for zone offsets of a day or more. The year is that of the
+	// instant shifted by the offset: compared as Unix times, without
+	// Year's second zone lookup and calendar arithmetic.
+	u := tv.Unix() + int64(off)
+	return 40, u >= minJSONUnix && u < endJSONUnix && off > -24*3600 && off < 24*3600
 }
 
 // sizeNumber bounds a json.Number, which encoding/json writes as it is ("" as
