@@ -54,17 +54,11 @@ func runBackground(ctx context.Context, args ...string) *background {
 	return bg
 }
 
-// waitUntil polls cond for up to 10s; if it never holds, it fails t with
-// what and the command's output.
+// waitUntil waits up to 10s for cond; if it never holds, it fails t with
+// what and the command's output (the buffers are read when it fails).
 func (bg *background) waitUntil(t *testing.T, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: stdout %q, stderr %q", what, bg.out.String(), bg.errb.String())
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition, with a deadline
-	}
+	bustest.Eventually(t, 10*time.Second, cond, "%s: stdout %q, stderr %q", what, &bg.out, &bg.errb)
 }
 
 // exited waits for up to 10s for the command to exit, and fails t unless it
